@@ -1,0 +1,365 @@
+"""Composition root: builds the clients, store, Bolt app and aiohttp app; runs start-up and shutdown.
+
+Nothing here decides how an answer is produced: that is `reply`; which events are answered is
+`admission`; when edits go out is `pacing`. This module only connects them and owns the process
+lifecycle (ready, draining on SIGTERM, exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import anthropic
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.admission import Admission
+from bot.config import Settings
+from bot.handlers import register_listeners, question_from_event
+from bot.janitor import Janitor
+from bot.metrics import Metrics
+from bot.reply import BotIdentity, Replier
+from bot.slackapi import SlackCalls, SlackFailure
+from bot.store import MemoryStore, RedisStore, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024  # Slack's payloads are far smaller; anything bigger is refused (413)
+
+
+def build_store(settings: Settings) -> Store:
+    """Redis when REDIS_URL is set; otherwise an in-process store good for one replica only."""
+    if settings.redis_url:
+        return RedisStore.from_url(settings.redis_url)
+    log.warning(
+        "REDIS_URL is not set: using an in-process store; run ONE replica only "
+        "(answers in flight are not recoverable after a crash)"
+    )
+    return MemoryStore()
+
+
+class SlackStream:
+    """One running bot: Bolt listeners, the replier, background tasks and the HTTP routes."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        slack_client: AsyncWebClient | None = None,
+        claude: anthropic.AsyncAnthropic | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.store = store or build_store(settings)
+        self.slack_client = slack_client or AsyncWebClient(
+            token=settings.secret("slack_bot_token"),
+            base_url=settings.slack_api_url,
+            retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=2)],
+        )
+        self.claude = claude or anthropic.AsyncAnthropic(
+            api_key=settings.secret("anthropic_api_key"),
+            base_url=settings.anthropic_base_url,
+            max_retries=2,
+        )
+        self.slack = SlackCalls(self.slack_client, self.metrics)
+        self.identity: BotIdentity | None = None
+        self.ready = False
+        self.draining = False
+        self.admission = Admission(store=self.store, settings=settings, metrics=self.metrics)
+        self.replier = Replier(
+            slack=self.slack, claude=self.claude, store=self.store, settings=settings,
+            metrics=self.metrics, identity=self._identity,
+        )
+        self.janitor = Janitor(
+            store=self.store, slack=self.slack, settings=settings, metrics=self.metrics
+        )
+        self.bolt = AsyncApp(
+            client=self.slack_client,
+            signing_secret=(
+                settings.slack_signing_secret.get_secret_value()
+                if settings.slack_signing_secret else None
+            ),
+            request_verification_enabled=settings.slack_signing_secret is not None,
+            process_before_response=False,
+            logger=logging.getLogger("slack_bolt"),
+        )
+        register_listeners(self.bolt, self)
+        self._background: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+        # Called first on shutdown to stop taking events (e.g. close the Socket Mode connection,
+        # which would otherwise keep delivering events that the drain then has to interrupt).
+        self.intake_closers: list[Callable[[], Awaitable[None]]] = []
+
+    def _identity(self) -> BotIdentity:
+        if self.identity is None:
+            raise RuntimeError("the bot identity is known only after start()")
+        return self.identity
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Learn who the bot is (auth.test), recover our own orphans, start background work."""
+        delay = 0.5
+        while self.identity is None:
+            try:
+                data = await self.slack.call("auth.test")
+            except SlackFailure as e:
+                if e.permanent:
+                    raise
+                log.warning("auth.test failed; retrying", extra={"error": e.error})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            self.identity = BotIdentity(
+                user_id=str(data.get("user_id") or ""), bot_id=str(data.get("bot_id") or ""),
+                team_id=str(data.get("team_id") or ""),
+            )
+        log.info("connected to Slack", extra={"bot_user_id": self.identity.user_id,
+                                              "store": self.store.kind,
+                                              "replica": self.settings.replica_id})
+        await self.janitor.sweep(previous_owner=self.settings.replica_id)
+        self._background = [
+            asyncio.create_task(self._forward_cancels(), name="cancel-signals"),
+            asyncio.create_task(self.janitor.run(self._stopped), name="janitor"),
+        ]
+        self.ready = True
+
+    async def shutdown(self) -> None:
+        """Drain: refuse new events, give answers the grace period, interrupt the rest, close."""
+        if self.draining:
+            return
+        self.draining = True
+        for close_intake in self.intake_closers:
+            with contextlib.suppress(Exception):
+                await close_intake()
+        log.info("draining", extra={"grace_seconds": self.settings.shutdown_grace_seconds,
+                                    "in_flight": len(self.replier.running)})
+        await self.replier.drain(self.settings.shutdown_grace_seconds)
+        self._stopped.set()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.store.close()
+        with contextlib.suppress(Exception):
+            await self.claude.close()
+        log.info("stopped")
+
+    async def _forward_cancels(self) -> None:
+        """Stop signals from any replica, delivered to the answers streaming here."""
+        backoff = 0.5
+        while not self._stopped.is_set():
+            try:
+                async for answer_id, user in self.store.cancel_signals():
+                    self.replier.cancel(answer_id, f"stopped by <@{user}>")
+                    backoff = 0.5
+            except StoreError as e:
+                log.warning("cancel signals interrupted; resubscribing", extra={"error": str(e)})
+            if self._stopped.is_set():
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    # -- Dispatcher (called by the Bolt listeners) ---------------------------------------------
+
+    async def ask(self, event: dict[str, Any], *, event_id: str | None, team_id: str) -> None:
+        self.metrics.events.labels(str(event.get("type") or "unknown")).inc()
+        if self.draining:
+            log.warning("event arrived while draining; not answered", extra={"event_id": event_id})
+            return
+        identity = self._identity()
+        verdict = self.admission.screen(event, bot_user_id=identity.user_id)
+        if not verdict.accepted:
+            log.debug("event ignored", extra={"reason": verdict.reason})
+            return
+        channel, ts = str(event["channel"]), str(event["ts"])
+        if not await self.admission.claim(event_id=event_id, channel=channel, ts=ts):
+            return
+        self.replier.start(question_from_event(event, team_id or identity.team_id))
+
+    async def stop(self, *, answer_id: str, user: str, channel: str, team_id: str) -> None:
+        """Stop pressed: only the asker or a workspace admin may; the owner replica obeys."""
+        try:
+            record = await self.store.get(answer_id)
+        except StoreError:
+            record = None
+            running = self.replier.running.get(answer_id)
+            if running is None:
+                await self._tell(channel, user, "I can't stop that answer right now; try again.")
+                return
+            asker = running.q.user
+        else:
+            if record is None:
+                await self._tell(channel, user, "That answer has already finished.")
+                return
+            asker = record.asker
+        if user != asker and not await self._is_admin(user):
+            await self._tell(channel, user, "Only the person who asked, or a workspace admin, "
+                                            "can stop this answer.")
+            return
+        log.info("stop requested", extra={"answer_id": answer_id, "by": user})
+        self.replier.cancel(answer_id, f"stopped by <@{user}>")
+        with contextlib.suppress(StoreError):
+            await self.store.request_cancel(answer_id, user)
+
+    async def _is_admin(self, user: str) -> bool:
+        try:
+            data = await self.slack.call("users.info", user=user)
+        except SlackFailure:
+            return False
+        info = data.get("user") or {}
+        return bool(info.get("is_admin") or info.get("is_owner") or info.get("is_primary_owner"))
+
+    async def _tell(self, channel: str, user: str, text: str) -> None:
+        with contextlib.suppress(SlackFailure):
+            await self.slack.call("chat.postEphemeral", channel=channel, user=user, text=text)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def web_app(self, *, with_events: bool = True) -> web.Application:
+        """The aiohttp application: Slack endpoint (HTTP mode), health, readiness and metrics."""
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        if with_events:
+            app.router.add_post("/slack/events", self._slack_events)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    async def _slack_events(self, request: web.Request) -> web.StreamResponse:
+        """Verify, validate, then hand to Bolt. Refused while draining so Slack retries elsewhere."""
+        if self.draining or not self.ready:
+            return web.json_response({"error": "not ready"}, status=503)
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response({"error": "body too large"}, status=413)
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return web.json_response({"error": "body is not UTF-8"}, status=400)
+        secret = self.settings.slack_signing_secret
+        verifier = SignatureVerifier(secret.get_secret_value() if secret else "")
+        if not verifier.is_valid_request(body, dict(request.headers)):
+            log.info("rejected a request with an invalid or stale signature")
+            return web.json_response({"error": "invalid signature"}, status=401)
+        try:
+            parsed = _parse_slack_body(body, request.content_type)
+        except ValueError as e:
+            log.info("rejected a malformed request", extra={"error": str(e)})
+            return web.json_response({"error": "malformed body"}, status=400)
+        bolt_request = AsyncBoltRequest(
+            body=body, query=request.query_string,
+            headers={k: v for k, v in request.headers.items()},
+        )
+        response = await self.bolt.async_dispatch(bolt_request)
+        if response.status == 404 and parsed.get("type") == "event_callback":
+            # An event type we don't handle: acknowledge it, or Slack retries and counts failures.
+            return web.json_response({}, status=200)
+        return await to_aiohttp_response(response)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        try:
+            await asyncio.wait_for(self.store.ping(), timeout=1.0)
+            store_state = "ok"
+        except (StoreError, TimeoutError):
+            store_state = "degraded"
+        ready = self.ready and not self.draining
+        body = {
+            "ready": ready,
+            "draining": self.draining,
+            "store": {"kind": self.store.kind, "state": store_state},
+            "in_flight": len(self.replier.running),
+        }
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(),
+                            headers={"Content-Type": Metrics.content_type})
+
+
+def _parse_slack_body(body: str, content_type: str) -> dict[str, Any]:
+    """Raise ValueError unless the body is an Events API JSON object or an interactivity form."""
+    if content_type == "application/x-www-form-urlencoded":
+        form = parse_qs(body, strict_parsing=bool(body))
+        if "payload" in form:
+            payload = json.loads(form["payload"][0])
+            if not isinstance(payload, dict):
+                raise ValueError("payload is not an object")
+            return payload
+        if "command" in form:
+            return {k: v[0] for k, v in form.items()}
+        raise ValueError("form body without payload")
+    parsed = json.loads(body)
+    if not isinstance(parsed, dict) or "type" not in parsed:
+        raise ValueError("not a Slack event envelope")
+    return parsed
+
+
+async def run_until_signalled(
+    bot: SlackStream, *, runner_setup: Callable[[], Awaitable[Callable[[], Awaitable[None]]]]
+) -> None:
+    """Run until SIGTERM/SIGINT, then drain. `runner_setup` starts serving and returns its stop."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stop_serving = await runner_setup()
+    started = time.monotonic()
+    try:
+        await bot.start()
+        log.info("ready", extra={"startup_seconds": round(time.monotonic() - started, 3)})
+        await stop.wait()
+    finally:
+        await bot.shutdown()
+        await stop_serving()
+
+
+async def serve(bot: SlackStream) -> None:
+    """HTTP mode: events, health and metrics on one aiohttp server."""
+    app = bot.web_app()
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+
+    async def setup() -> Callable[[], Awaitable[None]]:
+        await runner.setup()
+        site = web.TCPSite(runner, bot.settings.host, bot.settings.port)
+        await site.start()
+        log.info("listening", extra={"host": bot.settings.host, "port": bot.settings.port})
+        return runner.cleanup
+
+    await run_until_signalled(bot, runner_setup=setup)
+
+
+async def serve_socket_mode(bot: SlackStream) -> None:
+    """Socket Mode: events over Slack's WebSocket; health and metrics still served over HTTP."""
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    app = bot.web_app(with_events=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    handler = AsyncSocketModeHandler(bot.bolt, bot.settings.secret("slack_app_token"))
+
+    async def setup() -> Callable[[], Awaitable[None]]:
+        await runner.setup()
+        await web.TCPSite(runner, bot.settings.host, bot.settings.port).start()
+        await handler.connect_async()  # type: ignore[no-untyped-call]
+        bot.intake_closers.append(handler.close_async)
+        return runner.cleanup
+
+    await run_until_signalled(bot, runner_setup=setup)

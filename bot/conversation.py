@@ -1,0 +1,338 @@
+"""Slack thread → the `messages` of a Claude request.
+
+Pure policy, no I/O: the handler fetches the thread (`conversations.replies`) and passes it in.
+
+- The bot's own messages become `assistant` turns (their visible answer only, via
+  `render.visible_answer`), except answers still in flight (those with a Stop button) and
+  `skip_ts`; everyone else, other bots included, speaks in `user` turns whose
+  text blocks carry a speaker label (`Alice: …`), so Claude can tell the participants apart.
+- Each Slack message is one text block; consecutive messages of one role share a Claude
+  message. Separate blocks (rather than joined text) keep every earlier block byte-identical
+  when a later message joins the same turn, which is what prompt caching needs.
+- A thread the bot started (for example a digest it posted) opens with a short synthetic user
+  turn instead of losing the bot's opening message: that message is usually what people ask
+  about, and Claude requires the first turn to be `user`.
+- Over `token_budget`, the oldest messages go first, in steps that keep the sent prefix the
+  same over several turns (for the cache); the thread's first user message (the original
+  question) and the question being answered stay, a marker says how many messages were left
+  out, and a question too long on its own is cut in the middle.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from itertools import accumulate
+from types import MappingProxyType
+from typing import Any, Literal
+
+from bot import render
+
+Role = Literal["user", "assistant"]
+Message = Mapping[str, Any]
+
+# Subtypes that carry something a person or app wrote. Every other subtype is a channel event
+# (joins, topic changes, message_changed/message_deleted, tombstones of deleted parents).
+_CONTENT_SUBTYPES = frozenset({"bot_message", "me_message", "file_share", "thread_broadcast"})
+_ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">"}
+_ENTITY_RE = re.compile("&(?:amp|lt|gt);")
+_CLOSING_PUNCTUATION = frozenset(".,;:!?)")
+_NO_NAMES: Mapping[str, str] = MappingProxyType({})
+_EMPTY_QUESTION = "(no text)"
+_OPENER = "(This Slack thread starts with a message you posted.)"
+_TRIM_STEPS = 8  # over budget, older messages go in steps of about 1/8 of the budget
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Claude `messages` for one answer, and what the budget cost."""
+
+    messages: list[dict[str, Any]]
+    dropped_turns: int
+    estimated_tokens: int
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """One Slack message (or a synthetic note) as one text block."""
+
+    role: Role
+    label: str
+    body: str
+    tokens: int
+
+    @property
+    def text(self) -> str:
+        return self.label + self.body
+
+
+def estimate_tokens(text: str) -> int:
+    """Over-estimate the tokens of `text` without a tokenizer.
+
+    ASCII counts at 3.5 characters per token; any other code point counts as a whole token,
+    since CJK, emoji and other scripts take about one token (or more) per character.
+    """
+    if not text:
+        return 0
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    return max(1, math.ceil(ascii_chars / 3.5 + (len(text) - ascii_chars)))
+
+
+def strip_bot_mention(text: str, bot_user_id: str) -> str:
+    """Remove mentions of this bot (`<@UBOT>`, `<@UBOT|name>`); other mentions are context.
+
+    Only the spaces around a removed mention are tidied, so indentation elsewhere (code) survives:
+    `hey <@UBOT>, look` → `hey, look`; `<@UBOT>: do x` → `do x`.
+    """
+    mention = rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>"
+    pattern = re.compile(rf"(?:[ \t]*{mention})+(?P<punct>[,:])?[ \t]*")
+
+    def replace(match: re.Match[str]) -> str:
+        start, end = match.start(), match.end()
+        if start == 0 or text[start - 1] == "\n":
+            return ""
+        punct = match["punct"] or ""
+        if end == len(text) or text[end] == "\n" or text[end] in _CLOSING_PUNCTUATION:
+            return punct
+        return punct + " "
+
+    return pattern.sub(replace, text).strip()
+
+
+def build_conversation(
+    thread: Sequence[Message],
+    *,
+    question_ts: str,
+    bot_user_id: str,
+    bot_id: str,
+    names: Mapping[str, str] = _NO_NAMES,
+    token_budget: int | None = None,
+    count_tokens: Callable[[str], int] = estimate_tokens,
+    assistant_text: Callable[[Message], str] | None = None,
+    skip_ts: Collection[str] = (),
+    cache: bool = True,
+) -> Conversation:
+    """Turn the thread up to and including `question_ts` into Claude messages.
+
+    `thread` is the output of `conversations.replies`; it may also hold the question twice
+    (the replies plus the event payload appended by the caller): the first copy is used.
+    Raises ValueError when no message of the thread has `question_ts`.
+    """
+    answer_of = assistant_text or _visible_answer
+    question_key = Decimal(question_ts)
+    question: Message | None = None
+    history: list[_Turn] = []
+    for message in _in_order(thread):
+        key = Decimal(str(message["ts"]))
+        if key >= question_key:
+            question = message if key == question_key else None
+            break
+        if str(message["ts"]) in skip_ts or not _has_content(message):
+            continue
+        if _is_own(message, bot_user_id, bot_id):
+            if _in_flight(message):
+                continue
+            answer = answer_of(message).strip()
+            if answer:
+                history.append(_Turn("assistant", "", answer, count_tokens(answer)))
+        else:
+            body = _user_body(message, bot_user_id)
+            if body:
+                history.append(_user_turn(message, body, names, count_tokens))
+    if question is None:
+        raise ValueError(f"the thread has no message with ts {question_ts}")
+    last = _user_turn(
+        question,
+        _user_body(question, bot_user_id) or _EMPTY_QUESTION,
+        names,
+        count_tokens,
+    )
+    turns, dropped = _fit(history, last, token_budget, count_tokens)
+    return Conversation(
+        messages=_as_messages(turns, cache),
+        dropped_turns=dropped,
+        estimated_tokens=sum(turn.tokens for turn in turns),
+    )
+
+
+def _visible_answer(message: Message) -> str:
+    return render.visible_answer(dict(message))
+
+
+def _in_order(thread: Sequence[Message]) -> list[Message]:
+    first_copies = {str(message["ts"]): message for message in reversed(thread)}
+    return sorted(first_copies.values(), key=lambda message: Decimal(str(message["ts"])))
+
+
+def _has_content(message: Message) -> bool:
+    subtype = message.get("subtype")
+    return subtype is None or subtype in _CONTENT_SUBTYPES
+
+
+def _is_own(message: Message, bot_user_id: str, bot_id: str) -> bool:
+    return bool(
+        (bot_id and message.get("bot_id") == bot_id)
+        or (bot_user_id and message.get("user") == bot_user_id)
+    )
+
+
+def _in_flight(message: Message) -> bool:
+    """Our message still has its Stop button: the answer is being written (or awaits the
+    janitor), so its partial text is not yet part of the conversation."""
+    return any(
+        element.get("action_id") == render.STOP_ACTION_ID
+        for block in message.get("blocks") or []
+        if block.get("type") == "actions"
+        for element in block.get("elements") or []
+    )
+
+
+def _user_body(message: Message, bot_user_id: str) -> str:
+    """What a participant wrote, as they typed it (Slack's &amp;/&lt;/&gt; decoded)."""
+    text = strip_bot_mention(str(message.get("text") or ""), bot_user_id)
+    return _ENTITY_RE.sub(lambda match: _ENTITIES[match[0]], text)
+
+
+def _speaker(message: Message, names: Mapping[str, str]) -> str:
+    if message.get("bot_id"):
+        bot_name = (message.get("bot_profile") or {}).get("name") or message.get("username")
+        if bot_name:
+            return str(bot_name)
+    user = message.get("user")
+    if user:
+        return names.get(user) or f"<@{user}>"
+    return str(message.get("username") or message.get("bot_id") or "unknown")
+
+
+def _user_turn(
+    message: Message, body: str, names: Mapping[str, str], count_tokens: Callable[[str], int]
+) -> _Turn:
+    label = f"{_speaker(message, names)}: "
+    return _Turn("user", label, body, count_tokens(label + body))
+
+
+def _note(text: str, count_tokens: Callable[[str], int]) -> _Turn:
+    return _Turn("user", "", text, count_tokens(text))
+
+
+def _left_out(count: int, count_tokens: Callable[[str], int]) -> _Turn:
+    noun = "message" if count == 1 else "messages"
+    return _note(f"[… {count} earlier {noun} of this thread left out …]", count_tokens)
+
+
+def _fit(
+    history: list[_Turn],
+    question: _Turn,
+    budget: int | None,
+    count_tokens: Callable[[str], int],
+) -> tuple[list[_Turn], int]:
+    """Choose the turns to send and count the Slack messages left out.
+
+    Tries, richest first: dropping the oldest messages; then cutting the first user message in
+    the middle; then dropping it; then the question alone; then the question cut.
+    """
+    pinned_at = next((i for i, turn in enumerate(history) if turn.role == "user"), None)
+    pinned = None if pinned_at is None else history[pinned_at]
+    others = [turn for i, turn in enumerate(history) if i != pinned_at]
+    # Messages before the first user message are the bot's; they are the oldest, so go first.
+    leading = len(others) if pinned_at is None else pinned_at
+
+    def assemble(dropped: int, first: _Turn | None) -> list[_Turn]:
+        turns = others[dropped:leading]
+        if first:
+            turns.append(first)
+        turns += others[max(dropped, leading) :]
+        if dropped:
+            # The marker stands where the gap is: before everything if only bot messages
+            # that opened the thread were dropped, otherwise right after the first message.
+            at = 0 if dropped <= leading or not first else 1
+            turns.insert(at, _left_out(dropped, count_tokens))
+        if turns and turns[0].role == "assistant":
+            turns.insert(0, _note(_OPENER, count_tokens))
+        return [*turns, question]
+
+    if budget is None:
+        return assemble(0, pinned), 0
+
+    fixed = question.tokens + (pinned.tokens if pinned else 0)
+    everything = len(others)
+    before = [0, *accumulate(turn.tokens for turn in others)]  # tokens of others[:i]
+    step = max(1, budget // _TRIM_STEPS)
+    cut_due = True  # the first candidate drops nothing
+    for dropped in range(everything + 1):
+        # Cut only where the dropped tokens pass a multiple of `step` (or drop everything).
+        # These cut points depend on old messages alone, so the next few turns of a growing
+        # thread pick the same one and send the same prefix: the prompt cache keeps hitting.
+        passed = dropped > 0 and before[dropped] // step != before[dropped - 1] // step
+        if passed or dropped == everything:
+            cut_due = True
+        # Never resume after the gap with an answer whose question was left out.
+        if not cut_due or (leading < dropped < everything and others[dropped].role == "assistant"):
+            continue
+        cut_due = False
+        if dropped:
+            overhead = _left_out(dropped, count_tokens).tokens
+        else:
+            overhead = count_tokens(_OPENER) if leading else 0
+        if fixed + before[-1] - before[dropped] + overhead <= budget:
+            return assemble(dropped, pinned), dropped
+
+    dropped = everything
+    if pinned:
+        marker = _left_out(dropped, count_tokens).tokens if dropped else 0
+        shortened = _shorten(pinned, budget - question.tokens - marker, count_tokens)
+        if shortened:
+            return assemble(dropped, shortened), dropped
+        dropped += 1
+        turns = assemble(dropped, None)
+        if sum(turn.tokens for turn in turns) <= budget:
+            return turns, dropped
+    if question.tokens <= budget:
+        return [question], dropped
+    return [_shorten(question, budget, count_tokens) or _cut(question, 0, count_tokens)], dropped
+
+
+def _cut(turn: _Turn, keep: int, count_tokens: Callable[[str], int]) -> _Turn:
+    """Keep `keep` characters of the body, half from each end, and say how many went."""
+    body = turn.body
+    head, tail = (keep + 1) // 2, keep // 2
+    marker = f"[… {len(body) - keep} characters left out …]"
+    text = "\n".join(part for part in (body[:head], marker, body[len(body) - tail :]) if part)
+    return _Turn(turn.role, turn.label, text, count_tokens(turn.label + text))
+
+
+def _shorten(turn: _Turn, limit: int, count_tokens: Callable[[str], int]) -> _Turn | None:
+    """The longest middle-cut of `turn` within `limit` tokens; None if nothing of it fits."""
+    if len(turn.body) < 2 or _cut(turn, 1, count_tokens).tokens > limit:
+        return None
+    low, high = 1, len(turn.body) - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _cut(turn, middle, count_tokens).tokens <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return _cut(turn, low, count_tokens)
+
+
+def _as_messages(turns: list[_Turn], cache: bool) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    for turn in turns:
+        block: dict[str, Any] = {"type": "text", "text": turn.text}
+        if messages and messages[-1]["role"] == turn.role:
+            messages[-1]["content"].append(block)
+        else:
+            messages.append({"role": turn.role, "content": [block]})
+    if cache and len(messages) >= 2:
+        # Every block is built from one Slack message that does not change between turns, so
+        # this request is a block-for-block prefix of the next one in the thread: a breakpoint
+        # on the last block caches it for the next answer. The cache looks back only about 20
+        # blocks from a breakpoint; a second one on the latest answer (right after the previous
+        # question's breakpoint) still hits when many messages arrived in between.
+        # Two here plus the caller's system-prompt breakpoint stay within Claude's limit of 4.
+        for message in messages[-2:]:
+            message["content"][-1]["cache_control"] = {"type": "ephemeral"}
+    return messages

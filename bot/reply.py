@@ -1,0 +1,729 @@
+"""One answer's life: placeholder, Claude stream, paced edits, then a final or interrupted message.
+
+Three tasks cooperate per answer and meet in `StreamState`:
+- the *streamer* folds Claude's events into the state (text chunks, usage, stop reason);
+- the *publisher* shows the state in Slack: paced `chat.update` edits, one in flight, always the
+  newest text, long answers continued in new messages, and the final edit retried until accepted;
+- the *heartbeat* renews the answer's lease in the store and checkpoints the text shown, so that
+  another replica can finish the message if this one dies.
+Whatever ends the stream (its end, an error, Stop, shutdown) the publisher still writes a final
+message; the only exception is a lost lease, where the replica that took the answer over finishes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+import httpx2
+
+from bot import render
+from bot.config import Settings
+from bot.conversation import Conversation, build_conversation
+from bot.logs import ContextLog
+from bot.metrics import Metrics
+from bot.pacing import EditKind, MessagePacer, edit_reserve
+from bot.slackapi import SlackCalls, SlackFailure
+from bot.store import AnswerRecord, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+# How long a final edit keeps being retried before the answer is given up (and left to the janitor).
+FINAL_EDIT_DEADLINE = 300.0
+SHUTDOWN_REASON = "the bot restarted; please ask again"
+
+
+@dataclass(frozen=True)
+class Question:
+    """A message the bot was asked to answer."""
+
+    team_id: str
+    channel: str
+    thread_ts: str  # the thread to answer in (the question's own ts when it starts one)
+    ts: str
+    user: str
+    text: str
+    received_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class BotIdentity:
+    user_id: str
+    bot_id: str
+    team_id: str = ""
+
+
+class Interrupted(Exception):
+    """Ends an answer early; `reason` is the short text shown after `[interrupted`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LeaseLost(Exception):
+    """Another replica took this answer over; it will finish the message, we must not."""
+
+
+@dataclass
+class StreamState:
+    """What the streamer has received so far; the publisher renders from it."""
+
+    chunks: list[str] = field(default_factory=list)
+    length: int = 0
+    thinking: bool = False
+    usage: render.Usage | None = None
+    model: str = ""
+    stop_reason: str | None = None
+    stop_details: dict[str, Any] | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    changed_at: float | None = None  # when text arrived that has not been shown yet
+
+    def add_text(self, text: str, now: float) -> None:
+        """Per-delta work: keep it O(1); the join happens per edit, not per delta."""
+        self.chunks.append(text)
+        self.length += len(text)
+        if self.changed_at is None:
+            self.changed_at = now
+        self.changed.set()
+
+    def text(self) -> str:
+        if len(self.chunks) > 1:
+            self.chunks[:] = ["".join(self.chunks)]
+        return self.chunks[0] if self.chunks else ""
+
+
+def describe_claude_error(exc: BaseException) -> tuple[str, str]:
+    """(metric type, one line for a Slack reader) for an error from the Claude stream."""
+    if isinstance(exc, anthropic.APIStatusError):
+        kind = str(getattr(exc, "type", None) or f"http_{exc.status_code}")
+        if exc.status_code == 200:  # an `error` event inside a started stream
+            if kind == "overloaded_error":
+                return kind, "Claude became overloaded mid-answer"
+            return kind, f"Claude reported an error ({kind})"
+        if isinstance(exc, anthropic.AuthenticationError):
+            return kind, "The bot's Anthropic API key was rejected; an admin must check ANTHROPIC_API_KEY."
+        if isinstance(exc, anthropic.PermissionDeniedError):
+            return kind, "The bot's Anthropic API key is not allowed to use this model."
+        if isinstance(exc, anthropic.NotFoundError):
+            return kind, "The configured Claude model was not found; an admin must check CLAUDE_MODEL."
+        if isinstance(exc, anthropic.RateLimitError):
+            return kind, "Claude's rate limit was reached. Please try again in a minute."
+        if exc.status_code == 529 or kind == "overloaded_error":
+            return "overloaded_error", "Claude is overloaded right now. Please try again in a minute."
+        if exc.status_code >= 500:
+            return kind, "Claude had an internal error. Please try again."
+        if isinstance(exc, anthropic.BadRequestError):
+            return kind, "Claude could not accept this conversation (it may be too long)."
+        return kind, f"Claude answered with an error ({exc.status_code})."
+    if isinstance(exc, anthropic.APITimeoutError):
+        return "timeout", "Claude did not answer in time. Please try again."
+    if isinstance(exc, anthropic.APIConnectionError):
+        return "connection", "Couldn't reach Claude. Please try again."
+    if isinstance(exc, httpx2.TimeoutException):
+        return "idle_timeout", "Claude went silent"
+    if isinstance(exc, httpx2.TransportError):
+        return "connection_lost", "the connection to Claude was lost"
+    return type(exc).__name__, "an unexpected error occurred"
+
+
+class Replier:
+    """Answers questions; owns the answers streaming in this replica."""
+
+    def __init__(
+        self,
+        *,
+        slack: SlackCalls,
+        claude: anthropic.AsyncAnthropic,
+        store: Store,
+        settings: Settings,
+        metrics: Metrics,
+        identity: Callable[[], BotIdentity],
+        clock: Clock = time.monotonic,
+        wall: Clock = time.time,
+    ) -> None:
+        self.slack = slack
+        self.claude = claude
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self._identity = identity
+        self.clock = clock
+        self.wall = wall
+        self.running: dict[str, Answer] = {}
+        self.draining = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._names: dict[str, str] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, question: Question) -> asyncio.Task[None]:
+        """Answer in the background; the task is tracked so shutdown can wait for it."""
+        task = asyncio.create_task(self.answer(question), name=f"answer-{question.ts}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def cancel(self, answer_id: str, reason: str) -> bool:
+        """Stop an answer streaming here; it ends with `[interrupted: reason]`."""
+        answer = self.running.get(answer_id)
+        return answer.interrupt(reason) if answer is not None else False
+
+    async def drain(self, grace: float) -> None:
+        """Let answers finish for `grace` seconds, then interrupt the rest and wait for them.
+
+        Tasks are never cancelled directly: an answer is only interrupted through
+        `Answer.interrupt`, which keeps its final edit out of reach of the cancellation.
+        """
+        pending = {t for t in self._tasks if not t.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        self.draining = True  # answers that register from now on start interrupted
+        for answer in list(self.running.values()):
+            answer.interrupt(SHUTDOWN_REASON)
+        pending = {t for t in self._tasks if not t.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=FINAL_EDIT_DEADLINE)
+
+    # -- one answer ----------------------------------------------------------------------------
+
+    async def answer(self, q: Question) -> None:
+        """Answer `q` in its thread; never raises, always finishes the Slack message it posted."""
+        # Known before posting, so the placeholder already carries the Stop button; unique because
+        # admission lets each question through once.
+        answer_id = f"{q.team_id}-{q.channel}-{q.ts}"
+        try:
+            posted = await self.slack.call(
+                "chat.postMessage",
+                channel=q.channel,
+                thread_ts=q.thread_ts,
+                **render.placeholder_payload(self.settings.placeholder_text, answer_id=answer_id)
+                .as_kwargs(),
+            )
+        except SlackFailure as e:
+            log.error("could not post the placeholder", extra={"channel": q.channel, "error": e.error})
+            self.metrics.answers_finished.labels("failed").inc()
+            return
+        message_ts = str(posted["ts"])
+        self.metrics.answers_started.inc()
+        await Answer(self, q, answer_id, message_ts).run()
+
+    async def user_names(self, user_ids: Sequence[str]) -> dict[str, str]:
+        """Display names for labelling turns; a lookup failure falls back to the raw mention."""
+        for user_id in user_ids:
+            if user_id in self._names:
+                continue
+            try:
+                data = await self.slack.call("users.info", user=user_id)
+            except SlackFailure:
+                continue
+            user = data.get("user") or {}
+            profile = user.get("profile") or {}
+            name = profile.get("display_name") or user.get("real_name") or user.get("name")
+            if name:
+                self._names[user_id] = str(name)
+        return {u: self._names[u] for u in user_ids if u in self._names}
+
+    async def store_call(self, op: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """A store call, timed and counted; StoreError propagates for the caller to decide."""
+        started = time.perf_counter()
+        try:
+            return await call()
+        except StoreError:
+            self.metrics.store_errors.labels(op).inc()
+            raise
+        finally:
+            self.metrics.store_latency.labels(op).observe(time.perf_counter() - started)
+
+
+class Answer:
+    """The life of one answer; see the module docstring for how its three tasks cooperate."""
+
+    def __init__(self, replier: Replier, q: Question, answer_id: str, message_ts: str) -> None:
+        self.r = replier
+        self.s = replier.settings
+        self.q = q
+        self.answer_id = answer_id
+        self.message_ts = message_ts  # the message being edited now
+        self.offset = 0  # characters of the answer already finished in earlier messages
+        self.shown = ""  # the raw answer text shown in message_ts
+        self.state = StreamState()
+        self.pacer = MessagePacer(self.s.edit_interval_seconds)
+        self.first_text_shown = False
+        self.thinking_shown = False
+        self.dropped_turns = 0
+        self.failed_before_text: str | None = None  # a one-line explanation for the reader
+        self.interruption: str | None = None
+        self.finishing = False
+        self.final_sent = False
+        self.lease_lost = False
+        self.task: asyncio.Task[Any] | None = None
+        self.log = ContextLog(log, {"answer_id": answer_id, "channel": q.channel})
+
+    async def run(self) -> None:
+        r = self.r
+        r.metrics.answers_in_flight.inc()
+        self.task = asyncio.current_task()
+        r.running[self.answer_id] = self
+        outcome = "failed"
+        try:
+            await self._register()
+            outcome = await self._stream_and_publish()
+        except LeaseLost:
+            outcome = "interrupted"
+            self.log.warning("lease lost: another replica finishes this answer")
+        except Exception:
+            self.log.exception("answer failed unexpectedly")
+            await self._finish_after_bug()
+        finally:
+            r.running.pop(self.answer_id, None)
+            r.metrics.answers_in_flight.dec()
+            r.metrics.answers_finished.labels(outcome).inc()
+            r.metrics.answer_duration.observe(r.clock() - self.q.received_at)
+            with contextlib.suppress(StoreError):
+                await r.store_call("finish", lambda: r.store.finish(self.answer_id, r.settings.replica_id))
+
+    def interrupt(self, reason: str) -> bool:
+        """Ask this answer to end now with `[interrupted: reason]`; False if it is already ending."""
+        if self.finishing or self.interruption is not None or self.task is None:
+            return False
+        self.interruption = reason
+        self.task.cancel()
+        return True
+
+    async def _register(self) -> None:
+        now = self.r.wall()
+        record = AnswerRecord(
+            answer_id=self.answer_id,
+            team_id=self.q.team_id,
+            channel=self.q.channel,
+            thread_ts=self.q.thread_ts,
+            message_ts=self.message_ts,
+            asker=self.q.user,
+            owner=self.s.replica_id,
+            started_at=now,
+            heartbeat_at=now,
+            lease_until=now + self.s.stream_lease_seconds,
+            model=self.s.claude_model,
+        )
+        try:
+            await self.r.store_call("register", lambda: self.r.store.register(record))
+        except StoreError:
+            self.log.warning("store unreachable: answer not registered for recovery")
+
+    async def _stream_and_publish(self) -> str:
+        """Run streamer, publisher and heartbeat; return the outcome label."""
+        if self.r.draining:
+            self.interruption = SHUTDOWN_REASON
+            return await self._finish(SHUTDOWN_REASON)
+        stream_task = asyncio.create_task(self._stream())
+        heartbeat_task = asyncio.create_task(self._heartbeat())
+        interrupted: str | None = None
+        try:
+            interrupted = await self._publish_until_done(stream_task)
+        except asyncio.CancelledError:
+            if self.interruption is None and not self.lease_lost:
+                raise  # cancelled from outside our own protocol: don't swallow it
+            stream_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await stream_task
+            if self.task is not None:
+                self.task.uncancel()
+            interrupted = self.interruption
+        finally:
+            heartbeat_task.cancel()
+        if self.lease_lost:
+            raise LeaseLost()
+        self.finishing = True
+        return await self._finish(interrupted)
+
+    # -- streamer ------------------------------------------------------------------------------
+
+    async def _stream(self) -> None:
+        """Fold Claude's stream into `self.state`; errors propagate to the publisher."""
+        r, st = self.r, self.state
+        try:
+            conversation = await self._conversation()
+            self.dropped_turns = conversation.dropped_turns
+            async with r.claude.messages.stream(
+                model=self.s.claude_model,
+                max_tokens=self.s.claude_max_tokens,
+                system=[
+                    {
+                        "type": "text",
+                        "text": self.s.system_prompt,
+                        "cache_control": {"type": "ephemeral"},
+                    }
+                ],
+                messages=conversation.messages,  # type: ignore[arg-type]
+                timeout=httpx2.Timeout(self.s.stream_idle_timeout_seconds, connect=10.0),
+            ) as stream:
+                async for event in stream:
+                    kind = event.type
+                    if kind == "text":
+                        st.add_text(event.text, r.clock())
+                    elif kind == "thinking":
+                        if not st.thinking:
+                            st.thinking = True
+                            st.changed.set()
+                    elif kind == "message_start":
+                        u = event.message.usage
+                        st.model = event.message.model
+                        st.usage = render.Usage(
+                            input_tokens=u.input_tokens or 0,
+                            output_tokens=u.output_tokens or 0,
+                            cache_creation_input_tokens=u.cache_creation_input_tokens or 0,
+                            cache_read_input_tokens=u.cache_read_input_tokens or 0,
+                        )
+                    elif kind == "message_delta":
+                        st.stop_reason = event.delta.stop_reason
+                        details = getattr(event.delta, "stop_details", None)
+                        st.stop_details = details.model_dump() if details is not None else None
+                        if st.usage is not None and event.usage is not None:
+                            u2 = event.usage
+                            st.usage = render.Usage(
+                                input_tokens=u2.input_tokens or st.usage.input_tokens,
+                                output_tokens=u2.output_tokens or st.usage.output_tokens,
+                                cache_creation_input_tokens=u2.cache_creation_input_tokens
+                                or st.usage.cache_creation_input_tokens,
+                                cache_read_input_tokens=u2.cache_read_input_tokens
+                                or st.usage.cache_read_input_tokens,
+                            )
+        finally:
+            st.done.set()
+            st.changed.set()
+
+    async def _conversation(self) -> Conversation:
+        """The thread as Claude turns; if Slack can't give us the thread, the question alone."""
+        r, q = self.r, self.q
+        identity = r._identity()
+        thread: list[dict[str, Any]] = []
+        try:
+            cursor: str | None = None
+            while True:
+                page = await r.slack.call(
+                    "conversations.replies", channel=q.channel, ts=q.thread_ts, limit=200,
+                    cursor=cursor,
+                )
+                thread.extend(page.get("messages") or [])
+                cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+                if not cursor:
+                    break
+        except SlackFailure as e:
+            self.log.warning("could not read the thread; answering the question alone",
+                             extra={"error": e.error})
+            thread = []
+        if not any(m.get("ts") == q.ts for m in thread):
+            thread.append({"ts": q.ts, "user": q.user, "text": q.text})
+        people = sorted({str(m["user"]) for m in thread if m.get("user") and not m.get("bot_id")})
+        names = await r.user_names(people)
+        return build_conversation(
+            thread,
+            question_ts=q.ts,
+            bot_user_id=identity.user_id,
+            bot_id=identity.bot_id,
+            names=names,
+            token_budget=self.s.context_token_budget,
+            skip_ts={self.message_ts},
+        )
+
+    # -- publisher -----------------------------------------------------------------------------
+
+    async def _publish_until_done(self, stream_task: asyncio.Task[None]) -> str | None:
+        """Paced edits while the stream runs; returns an interruption reason or None."""
+        st = self.state
+        retry_in: float | None = None
+        while not st.done.is_set():
+            if retry_in is None:
+                await st.changed.wait()
+            else:
+                await self._sleep_unless_done(retry_in)
+            st.changed.clear()
+            retry_in = None
+            if st.done.is_set():
+                break
+            if st.length == self.offset + len(self.shown):
+                if st.thinking and not self.thinking_shown and not st.length:
+                    self.thinking_shown = True
+                    await self._show_thinking()
+                continue
+            kind = EditKind.FIRST if not self.first_text_shown else EditKind.INTERMEDIATE
+            wait = self.pacer.wait(self.r.clock(), kind)
+            if wait > 0:
+                retry_in = wait
+                continue
+            shown = await self._edit_streaming(kind)
+            if not shown:
+                retry_in = self.s.edit_interval_seconds
+        try:
+            await stream_task
+        except Exception as e:
+            mtype, line = describe_claude_error(e)
+            self.r.metrics.claude_errors.labels(mtype).inc()
+            self.log.warning("claude stream failed", extra={"error_type": mtype, "error": repr(e)})
+            if isinstance(e, httpx2.TimeoutException):
+                line = f"{line} for {self.s.stream_idle_timeout_seconds:g} s"
+            if self.state.usage is None and not self.state.length:
+                self.failed_before_text = line
+            return line
+        if self.state.stop_reason is None:
+            self.r.metrics.claude_errors.labels("no_message_delta").inc()
+            self.log.warning("claude stream ended without message_delta")
+            return "Claude's answer ended early"
+        return None
+
+    async def _sleep_unless_done(self, seconds: float) -> None:
+        """Pacing waits ignore new deltas (they don't change when the edit may go) but not the end."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.state.done.wait(), timeout=seconds)
+
+    async def _show_thinking(self) -> None:
+        payload = render.thinking_payload(answer_id=self.answer_id)
+        with contextlib.suppress(SlackFailure):
+            await self._update(payload, EditKind.FIRST)
+        with contextlib.suppress(SlackFailure):
+            await self.r.slack.call(
+                "assistant.threads.setStatus", channel_id=self.q.channel,
+                thread_ts=self.q.thread_ts, status="is thinking…",
+            )
+
+    async def _edit_streaming(self, kind: EditKind) -> bool:
+        """Show the newest text; False when the edit was skipped (budget or Slack refused)."""
+        r, st = self.r, self.state
+        staleness = r.clock() - st.changed_at if st.changed_at is not None else 0.0
+        if not await self._take_budget(kind, staleness):
+            return False
+        text = st.text()
+        st.changed_at = None
+        await self._continue_long(text)
+        part = text[self.offset:]
+        payload = render.streaming_payload(part, answer_id=self.answer_id)
+        try:
+            await self._update(payload, kind, budget_taken=True)
+        except SlackFailure as e:
+            if st.changed_at is None:
+                st.changed_at = r.clock()
+            if e.permanent:
+                self.log.warning("edit refused", extra={"error": e.error})
+            return False
+        self.shown = part
+        if kind is EditKind.FIRST:
+            self.first_text_shown = True
+            r.metrics.time_to_first_text.observe(r.clock() - self.q.received_at)
+        return True
+
+    async def _continue_long(self, text: str) -> None:
+        """Close full messages and continue the answer in new messages of the thread."""
+        while True:
+            cut = render.next_cut(text[self.offset:], render.BODY_LIMIT)
+            if cut is None:
+                return
+            part = text[self.offset : self.offset + cut]
+            await self._must_update(render.continued_payload(part), EditKind.CONTINUATION)
+            posted = await self._must_post(
+                render.streaming_payload("", answer_id=self.answer_id)
+            )
+            self.offset += cut
+            self.message_ts = posted
+            self.shown = ""
+
+    async def _take_budget(self, kind: EditKind, staleness: float) -> bool:
+        """Take a token from the workspace edit budget; must-send kinds wait for one."""
+        r = self.r
+        reserve = edit_reserve(
+            kind, staleness=staleness, interval=self.s.edit_interval_seconds,
+            max_reserve=min(self.s.workspace_edit_burst - 1, max(1.0, self.s.workspace_edit_burst / 2)),
+        )
+        while True:
+            try:
+                wait = await r.store_call(
+                    "take_edit_token",
+                    lambda: r.store.take_edit_token(
+                        self.q.team_id, now=r.wall(), per_minute=self.s.workspace_edits_per_minute,
+                        burst=self.s.workspace_edit_burst, reserve=reserve,
+                    ),
+                )
+            except StoreError:
+                return True  # degraded: per-message pacing still holds
+            if wait <= 0:
+                return True
+            if not kind.must_send:
+                r.metrics.edits_skipped.labels("budget").inc()
+                return False
+            await asyncio.sleep(wait)
+
+    async def _update(
+        self, payload: render.SlackPayload, kind: EditKind, *, budget_taken: bool = False
+    ) -> None:
+        """One chat.update of the current message; a 429 pauses the whole workspace."""
+        r = self.r
+        if not budget_taken:
+            await self._take_budget(kind, 0.0)
+        self.pacer.sent(r.clock())
+        try:
+            await r.slack.call(
+                "chat.update", channel=self.q.channel, ts=self.message_ts, **payload.as_kwargs()
+            )
+        except SlackFailure as e:
+            if e.rate_limited:
+                r.metrics.slack_rate_limit_pauses.inc()
+                until = r.wall() + (e.retry_after or 1.0)
+                with contextlib.suppress(StoreError):
+                    await r.store_call("pause_edits", lambda: r.store.pause_edits(self.q.team_id, until))
+            raise
+        r.metrics.edits.labels(kind.value).inc()
+
+    async def _must_update(self, payload: render.SlackPayload, kind: EditKind) -> None:
+        """An edit that must land (final, continuation): retried until Slack accepts it.
+
+        chat.update replaces the whole message, so a retry after an unclear failure is idempotent.
+        """
+        deadline = self.r.clock() + FINAL_EDIT_DEADLINE
+        backoff = 0.5
+        while True:
+            try:
+                await self._update(payload, kind)
+                return
+            except SlackFailure as e:
+                if e.permanent:
+                    if e.error in ("msg_too_long", "msg_blocks_too_long", "invalid_blocks"):
+                        self.log.error("final payload refused; sending plain text", extra={"error": e.error})
+                        payload = render.SlackPayload(text=payload.text[:3900], blocks=[])
+                        continue
+                    self.log.error("final edit impossible", extra={"error": e.error})
+                    return
+                if self.r.clock() > deadline:
+                    self.log.error("final edit gave up after retries", extra={"error": e.error})
+                    return
+                delay = e.retry_after if e.rate_limited else backoff
+                backoff = min(backoff * 2, 10.0)
+                await asyncio.sleep(delay or backoff)
+
+    async def _must_post(self, payload: render.SlackPayload) -> str:
+        """Post a continuation message (retried like a final edit); returns its ts."""
+        backoff = 0.5
+        while True:
+            try:
+                data = await self.r.slack.call(
+                    "chat.postMessage", channel=self.q.channel, thread_ts=self.q.thread_ts,
+                    **payload.as_kwargs(),
+                )
+                return str(data["ts"])
+            except SlackFailure as e:
+                if e.permanent:
+                    raise
+                await asyncio.sleep(e.retry_after or backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    # -- the end -------------------------------------------------------------------------------
+
+    async def _finish(self, interrupted: str | None) -> str:
+        """Write the final message: footer, stop-reason note, `[interrupted]` when cut short."""
+        st = self.state
+        text = st.text()
+        if self.failed_before_text is not None:
+            await self._finish_failed(self.failed_before_text)
+            return "failed"
+        await self._continue_long(text)
+        notes: list[str] = []
+        note = render.stop_reason_note(st.stop_reason, st.stop_details)
+        if interrupted is None and note:
+            notes.append(note)
+        footer = self._footer()
+        if interrupted is not None:
+            notes.append(render.interrupted_note(interrupted))
+        payload = render.final_payload(text[self.offset:], footer=footer, notes=notes)
+        await self._must_update(payload, EditKind.FINAL)
+        self.final_sent = True
+        if text and not self.first_text_shown:  # the whole answer arrived before the first edit
+            self.r.metrics.time_to_first_text.observe(self.r.clock() - self.q.received_at)
+        if st.usage is not None:
+            self.r.metrics.tokens.labels("in").inc(st.usage.total_input)
+            self.r.metrics.tokens.labels("out").inc(st.usage.output_tokens)
+        self.log.info("answer finished", extra={"interrupted": interrupted, "stop_reason": st.stop_reason,
+                                                  "chars": len(text)})
+        if interrupted is None:
+            return "completed"
+        return "stopped" if interrupted.startswith("stopped by") else "interrupted"
+
+    def _footer(self) -> str | None:
+        st = self.state
+        if st.usage is None:
+            return None
+        model = st.model or self.s.claude_model
+        cost = render.estimate_cost(st.usage, model) if self.s.show_cost else None
+        return render.format_footer(
+            st.usage, elapsed=self.r.clock() - self.q.received_at, model=model, cost_usd=cost,
+            dropped_turns=self.dropped_turns,
+        )
+
+    async def _finish_after_bug(self) -> None:
+        """Last resort after a bug: keep what was shown, end with [interrupted]; never raise."""
+        if self.final_sent:
+            return
+        self.finishing = True
+        try:
+            await self._finish("an unexpected error occurred")
+        except Exception:
+            self.log.exception("could not finish the message after an error")
+            with contextlib.suppress(Exception):
+                await self._must_update(
+                    render.error_payload(":warning: Something went wrong while answering. Please try again."),
+                    EditKind.FINAL,
+                )
+
+    async def _finish_failed(self, line: str) -> None:
+        """Replace the placeholder by one clear line when nothing of the answer exists."""
+        self.finishing = True
+        await self._must_update(render.error_payload(f":warning: {line}"), EditKind.FINAL)
+        self.final_sent = True
+
+    async def _reclaim_after_store_loss(self) -> bool:
+        """After a heartbeat is refused: True if the record was merely lost (e.g. Redis restarted
+        without persistence) and has been registered again; False if another replica owns it."""
+        try:
+            record = await self.r.store_call("get", lambda: self.r.store.get(self.answer_id))
+        except StoreError:
+            return True
+        if record is not None:
+            return False
+        self.log.warning("answer record vanished from the store; registering it again")
+        await self._register()
+        return True
+
+    async def _heartbeat(self) -> None:
+        """Renew the lease and checkpoint the shown text; watch for a Stop from any replica."""
+        r = self.r
+        period = max(0.05, min(self.s.stream_lease_seconds / 3, 5.0))
+        while True:
+            await asyncio.sleep(period)
+            try:
+                owned = await r.store_call(
+                    "heartbeat",
+                    lambda: r.store.heartbeat(
+                        self.answer_id, self.s.replica_id, now=r.wall(),
+                        lease_seconds=self.s.stream_lease_seconds, shown_text=self.shown,
+                        message_ts=self.message_ts,
+                    ),
+                )
+                stopped_by = await r.store_call(
+                    "cancel_requested", lambda: r.store.cancel_requested(self.answer_id)
+                )
+            except StoreError:
+                continue  # degraded: keep streaming; the lease can't be renewed but isn't lost
+            if not owned and not await self._reclaim_after_store_loss():
+                self.lease_lost = True
+                if self.task is not None:
+                    self.task.cancel()
+                return
+            if stopped_by:
+                self.interrupt(f"stopped by <@{stopped_by}>")

@@ -1,0 +1,503 @@
+"""The store contract, run against MemoryStore and RedisStore alike, plus Redis's failure modes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+import pytest
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from bot.store import AnswerRecord, MemoryStore, RedisStore, Store, StoreError
+from tests.redis_server import RedisServer, free_port
+
+T0 = 1_700_000_000.0  # a wall-clock-sized "now", so float precision is exercised
+LEASE = 15.0
+
+
+def answer(answer_id: str, *, owner: str = "r1", lease_until: float = T0 + LEASE) -> AnswerRecord:
+    return AnswerRecord(
+        answer_id=answer_id,
+        team_id="T1",
+        channel="C1",
+        thread_ts="1700000000.000100",
+        message_ts="1700000000.000200",
+        asker="U1",
+        owner=owner,
+        started_at=T0 + len(answer_id) * 0.001,
+        heartbeat_at=T0,
+        lease_until=lease_until,
+        shown_text="Hello *world* — ünïcode ✓\nsecond line",
+        model="claude-sonnet-5-5",
+    )
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> bool:
+    """Poll `check` until it holds or the deadline passes (for Redis-side expiry and
+    reconnection, which no event announces)."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def listening(store: Store, url: str | None, subscribers: int = 1) -> None:
+    """Wait until `subscribers` cancel listeners are subscribed (Redis subscribes lazily)."""
+    if not isinstance(store, RedisStore):
+        return
+    assert url is not None
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+
+        async def subscribed() -> bool:
+            counts = await client.pubsub_numsub("slackstream:cancel")
+            return bool(counts[0][1] >= subscribers)
+
+        assert await eventually(subscribed), "cancel listener never subscribed"
+    finally:
+        await client.aclose()
+
+
+def url_of(store: Store, request: pytest.FixtureRequest) -> str | None:
+    return request.getfixturevalue("redis_url") if isinstance(store, RedisStore) else None
+
+
+# --- dedupe ------------------------------------------------------------------------------------
+
+
+async def test_an_event_is_claimed_only_once(store: Store) -> None:
+    assert await store.claim_event("Ev1", 60)
+    assert not await store.claim_event("Ev1", 60)
+    assert await store.claim_event("C1:1700000000.000100", 60)
+
+
+async def test_an_event_can_be_claimed_again_after_its_ttl(store: Store) -> None:
+    if store.kind == "memory":
+        clock = ManualClock()
+        memory = MemoryStore(clock=clock)
+        assert await memory.claim_event("Ev1", 10)
+        clock.now = 9.9
+        assert not await memory.claim_event("Ev1", 10)
+        clock.now = 10.0
+        assert await memory.claim_event("Ev1", 10)
+    else:
+        assert await store.claim_event("Ev1", 0.2)
+        assert not await store.claim_event("Ev1", 0.2)
+        assert await eventually(lambda: store.claim_event("Ev1", 0.2))
+
+
+# --- answers in flight ---------------------------------------------------------------------------
+
+
+async def test_a_registered_answer_reads_back_exactly(store: Store) -> None:
+    first, second = answer("a-1"), answer("a-22", owner="r2")
+    await store.register(second)
+    await store.register(first)
+
+    assert await store.get("a-1") == first
+    assert await store.get("missing") is None
+    assert await store.in_flight() == [first, second]  # oldest first
+
+
+async def test_heartbeat_renews_the_lease_and_saves_the_checkpoint(store: Store) -> None:
+    await store.register(answer("a-1"))
+
+    assert await store.heartbeat("a-1", "r1", now=T0 + 5, lease_seconds=LEASE)
+    renewed = await store.get("a-1")
+    assert renewed == replace(answer("a-1"), heartbeat_at=T0 + 5, lease_until=T0 + 5 + LEASE)
+
+    assert await store.heartbeat(
+        "a-1", "r1", now=T0 + 6, lease_seconds=LEASE, shown_text="more", message_ts="99.1"
+    )
+    checkpoint = await store.get("a-1")
+    assert checkpoint is not None
+    assert (checkpoint.shown_text, checkpoint.message_ts) == ("more", "99.1")
+
+    assert await store.heartbeat("a-1", "r1", now=T0 + 7, lease_seconds=LEASE, shown_text="")
+    emptied = await store.get("a-1")
+    assert emptied is not None
+    assert (emptied.shown_text, emptied.message_ts) == ("", "99.1")
+
+
+async def test_heartbeat_of_another_owner_changes_nothing(store: Store) -> None:
+    await store.register(answer("a-1"))
+
+    assert not await store.heartbeat(
+        "a-1", "r2", now=T0 + 5, lease_seconds=LEASE, shown_text="hijack"
+    )
+    assert not await store.heartbeat("missing", "r1", now=T0 + 5, lease_seconds=LEASE)
+    assert await store.get("a-1") == answer("a-1")
+
+
+async def test_only_the_owner_finishes_an_answer(store: Store) -> None:
+    await store.register(answer("a-1"))
+
+    assert not await store.finish("a-1", "r2")
+    assert await store.get("a-1") is not None
+
+    assert await store.finish("a-1", "r1")
+    assert await store.get("a-1") is None
+    assert await store.in_flight() == []
+    assert not await store.finish("a-1", "r1")
+    assert not await store.heartbeat("a-1", "r1", now=T0 + 1, lease_seconds=LEASE)
+
+
+# --- take-over -----------------------------------------------------------------------------------
+
+
+async def test_claim_lapsed_takes_only_answers_whose_lease_ran_out(store: Store) -> None:
+    now = T0 + 20
+    await store.register(answer("lapsed-1", lease_until=now - 5))
+    await store.register(answer("lapsed-2", owner="r2", lease_until=now - 0.001))
+    await store.register(answer("live", lease_until=now + 1))
+    await store.register(answer("edge", lease_until=now))  # lapses strictly after lease_until
+
+    claimed = await store.claim_lapsed(now=now, new_owner="r9", lease_seconds=LEASE)
+
+    assert sorted(r.answer_id for r in claimed) == ["lapsed-1", "lapsed-2"]
+    for record in claimed:
+        assert (record.owner, record.lease_until, record.heartbeat_at) == ("r9", now + LEASE, now)
+        assert record.shown_text == answer("x").shown_text  # the checkpoint comes along
+        assert await store.get(record.answer_id) == record
+    assert await store.get("live") == answer("live", lease_until=now + 1)
+    assert await store.claim_lapsed(now=now, new_owner="r8", lease_seconds=LEASE) == []
+    # The replica that lost its answers learns it at its next heartbeat.
+    assert not await store.heartbeat("lapsed-1", "r1", now=now, lease_seconds=LEASE)
+    assert await store.heartbeat("lapsed-1", "r9", now=now, lease_seconds=LEASE)
+
+
+async def test_a_restarted_replica_recovers_its_answers_before_their_lease_lapses(
+    store: Store,
+) -> None:
+    await store.register(answer("mine-1", owner="r1"))
+    await store.register(answer("mine-2", owner="r1"))
+    await store.register(answer("theirs", owner="r2"))
+
+    claimed = await store.claim_lapsed(
+        now=T0 + 1, new_owner="r1", lease_seconds=LEASE, previous_owner="r1"
+    )
+
+    assert sorted(r.answer_id for r in claimed) == ["mine-1", "mine-2"]
+    assert all(r.lease_until == T0 + 1 + LEASE for r in claimed)
+    assert await store.get("theirs") == answer("theirs", owner="r2")
+
+
+async def test_claim_lapsed_respects_its_limit(store: Store) -> None:
+    for i in range(5):
+        await store.register(answer(f"a-{i}", lease_until=T0))
+
+    sizes = [
+        len(await store.claim_lapsed(now=T0 + 1, new_owner="r9", lease_seconds=LEASE, limit=2))
+        for _ in range(4)
+    ]
+
+    assert sizes == [2, 2, 1, 0]
+
+
+async def test_each_lapsed_answer_has_exactly_one_winner_among_racing_replicas(
+    store: Store, store_factory: Callable[[], Store]
+) -> None:
+    ids = {f"a-{i}" for i in range(10)}
+    for answer_id in ids:
+        await store.register(answer(answer_id, lease_until=T0))
+    replicas = [store_factory() for _ in range(20)]
+
+    results = await asyncio.gather(
+        *(
+            replica.claim_lapsed(now=T0 + 1, new_owner=f"r{n}", lease_seconds=LEASE)
+            for n, replica in enumerate(replicas)
+        )
+    )
+
+    won = [(record.answer_id, n) for n, records in enumerate(results) for record in records]
+    assert sorted(answer_id for answer_id, _ in won) == sorted(ids)  # each once, none lost
+    for answer_id, n in won:
+        stored = await store.get(answer_id)
+        assert stored is not None and stored.owner == f"r{n}"
+
+
+# --- cancel --------------------------------------------------------------------------------------
+
+
+async def test_a_cancel_request_is_remembered(store: Store) -> None:
+    await store.register(answer("a-1"))
+    assert await store.cancel_requested("a-1") is None
+
+    await store.request_cancel("a-1", "U7")
+
+    assert await store.cancel_requested("a-1") == "U7"
+    assert await store.cancel_requested("a-2") is None
+
+
+async def test_a_cancel_flag_expires(store: Store) -> None:
+    if store.kind == "memory":
+        clock = ManualClock()
+        memory = MemoryStore(clock=clock)
+        await memory.request_cancel("a-1", "U7", ttl_seconds=30)
+        clock.now = 30
+        assert await memory.cancel_requested("a-1") is None
+    else:
+        await store.request_cancel("a-1", "U7", ttl_seconds=0.2)
+
+        async def gone() -> bool:
+            return await store.cancel_requested("a-1") is None
+
+        assert await eventually(gone)
+
+
+async def test_cancel_signals_reach_every_replica(
+    store: Store, store_factory: Callable[[], Store], request: pytest.FixtureRequest
+) -> None:
+    other = store_factory()
+    mine, theirs = store.cancel_signals(), other.cancel_signals()
+    got_mine = asyncio.ensure_future(anext(mine))
+    got_theirs = asyncio.ensure_future(anext(theirs))
+    await listening(store, url_of(store, request), subscribers=2)
+
+    await store_factory().request_cancel("a-1", "U7")
+
+    assert await asyncio.wait_for(got_mine, 5) == ("a-1", "U7")
+    assert await asyncio.wait_for(got_theirs, 5) == ("a-1", "U7")
+
+
+async def test_closing_the_store_ends_cancel_signals(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    signals = store.cancel_signals()
+    received: list[tuple[str, str]] = []
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for signal in signals:
+            received.append(signal)
+            first.set()
+
+    consumer = asyncio.ensure_future(consume())
+    await listening(store, url_of(store, request))
+    await store.request_cancel("a-1", "U7")
+    await asyncio.wait_for(first.wait(), 5)
+
+    await store.close()
+
+    await asyncio.wait_for(consumer, 5)
+    assert received == [("a-1", "U7")]
+
+
+# --- workspace edit budget -----------------------------------------------------------------------
+
+
+async def test_edit_tokens_run_out_after_the_burst_and_refill_over_time(store: Store) -> None:
+    budget = {"per_minute": 60.0, "burst": 3.0}  # one token a second
+
+    assert [await store.take_edit_token("T1", now=T0, **budget) for _ in range(3)] == [0.0] * 3
+    assert await store.take_edit_token("T1", now=T0, **budget) == pytest.approx(1.0)
+    assert await store.take_edit_token("T1", now=T0 + 0.25, **budget) == pytest.approx(0.75)
+    assert await store.take_edit_token("T1", now=T0 + 1, **budget) == 0.0
+    assert await store.take_edit_token("T1", now=T0 + 1, **budget) > 0
+    # Another workspace has its own budget.
+    assert await store.take_edit_token("T2", now=T0 + 1, **budget) == 0.0
+    # A long idle time refills no more than the burst.
+    takes = [await store.take_edit_token("T1", now=T0 + 1000, **budget) for _ in range(4)]
+    assert takes[:3] == [0.0] * 3 and takes[3] > 0
+
+
+async def test_a_reserve_keeps_tokens_for_priority_callers(store: Store) -> None:
+    budget = {"per_minute": 60.0, "burst": 5.0}
+
+    ordinary = [await store.take_edit_token("T1", now=T0, reserve=2, **budget) for _ in range(4)]
+    priority = [await store.take_edit_token("T1", now=T0, **budget) for _ in range(3)]
+
+    assert ordinary[:3] == [0.0] * 3 and ordinary[3] == pytest.approx(1.0)
+    assert priority[:2] == [0.0] * 2 and priority[2] == pytest.approx(1.0)
+
+
+async def test_a_pause_holds_every_edit_until_it_ends(store: Store) -> None:
+    budget = {"per_minute": 60.0, "burst": 5.0}
+    assert await store.edit_pause_until("T1") == 0.0
+
+    await store.pause_edits("T1", T0 + 10)
+    await store.pause_edits("T1", T0 + 4)  # an earlier end does not shorten the pause
+
+    assert await store.edit_pause_until("T1") == T0 + 10
+    assert await store.take_edit_token("T1", now=T0, **budget) == pytest.approx(10.0)
+    assert await store.take_edit_token("T1", now=T0 + 9, **budget) == pytest.approx(1.0)
+    assert await store.take_edit_token("T1", now=T0 + 10, **budget) == 0.0
+    assert await store.take_edit_token("T2", now=T0, **budget) == 0.0
+
+
+async def test_a_pause_and_an_empty_bucket_wait_for_the_later_of_the_two(store: Store) -> None:
+    budget = {"per_minute": 6.0, "burst": 1.0}  # a token every 10 s
+    assert await store.take_edit_token("T1", now=T0, **budget) == 0.0
+
+    await store.pause_edits("T1", T0 + 2)
+
+    assert await store.take_edit_token("T1", now=T0, **budget) == pytest.approx(10.0)
+
+
+async def test_a_reserve_as_large_as_the_burst_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="reserve"):
+        await store.take_edit_token("T1", now=T0, per_minute=60, burst=3, reserve=3)
+
+
+# --- Redis only: failure modes and costs ---------------------------------------------------------
+
+OPERATIONS: dict[str, Callable[[Store], Awaitable[object]]] = {
+    "ping": lambda s: s.ping(),
+    "claim_event": lambda s: s.claim_event("Ev1", 60),
+    "register": lambda s: s.register(answer("a-1")),
+    "heartbeat": lambda s: s.heartbeat("a-1", "r1", now=T0, lease_seconds=LEASE),
+    "finish": lambda s: s.finish("a-1", "r1"),
+    "get": lambda s: s.get("a-1"),
+    "in_flight": lambda s: s.in_flight(),
+    "claim_lapsed": lambda s: s.claim_lapsed(now=T0, new_owner="r1", lease_seconds=LEASE),
+    "request_cancel": lambda s: s.request_cancel("a-1", "U1"),
+    "cancel_requested": lambda s: s.cancel_requested("a-1"),
+    "take_edit_token": lambda s: s.take_edit_token("T1", now=T0, per_minute=45, burst=5),
+    "pause_edits": lambda s: s.pause_edits("T1", T0),
+    "edit_pause_until": lambda s: s.edit_pause_until("T1"),
+}
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+async def test_every_operation_raises_store_error_when_redis_is_unreachable(
+    operation: str,
+) -> None:
+    no_retries = Retry(NoBackoff(), retries=0)
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", retry=no_retries)
+    try:
+        with pytest.raises(StoreError, match="unreachable"):
+            await OPERATIONS[operation](store)
+    finally:
+        await store.close()
+
+
+async def test_a_redis_that_is_down_is_reported_within_seconds() -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreError, match="unreachable"):
+            await store.ping()
+    finally:
+        await store.close()
+    assert time.monotonic() - started < 3.0
+
+
+async def test_a_call_during_a_redis_blip_succeeds(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    store = RedisStore.from_url(redis_url)
+    try:
+        await store.ping()
+        redis_server.stop()
+        call = asyncio.ensure_future(store.claim_event("Ev1", 60))
+        await asyncio.to_thread(redis_server.start)
+
+        assert await asyncio.wait_for(call, 5)
+    finally:
+        await store.close()
+
+
+async def test_a_redis_restart_needs_no_new_store(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    store = RedisStore.from_url(redis_url)
+    try:
+        await store.register(answer("a-1"))
+        assert await store.heartbeat("a-1", "r1", now=T0, lease_seconds=LEASE)
+
+        redis_server.restart()
+
+        # Without persistence the answer is gone; the scripts are loaded again on demand.
+        assert not await store.heartbeat("a-1", "r1", now=T0, lease_seconds=LEASE)
+        assert await store.take_edit_token("T1", now=T0, per_minute=45, burst=5) == 0.0
+        await store.register(answer("a-1"))
+        assert await store.heartbeat("a-1", "r1", now=T0, lease_seconds=LEASE)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("client_retries", [True, False], ids=["client-retries", "no-retries"])
+async def test_cancel_signals_resume_after_a_redis_restart(
+    redis_url: str, redis_server: RedisServer, client_retries: bool
+) -> None:
+    # Without client retries the outage reaches the store, which must resubscribe itself.
+    listener = (
+        RedisStore.from_url(redis_url)
+        if client_retries
+        else RedisStore.from_url(redis_url, retry=Retry(NoBackoff(), retries=0))
+    )
+    sender = RedisStore.from_url(redis_url)
+    try:
+        signals = listener.cancel_signals()
+        first = asyncio.ensure_future(anext(signals))
+        await listening(listener, redis_url)
+
+        redis_server.kill()
+        redis_server.start()
+        await listening(listener, redis_url)
+        await sender.request_cancel("a-1", "U7")
+
+        assert await asyncio.wait_for(first, 5) == ("a-1", "U7")
+    finally:
+        await listener.close()
+        await sender.close()
+
+
+async def test_an_idle_edit_budget_expires_from_redis(redis_url: str) -> None:
+    store = RedisStore.from_url(redis_url)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await store.take_edit_token("T1", now=time.time(), per_minute=60, burst=10)
+        ttl = await client.pttl("slackstream:bucket:T1")
+        # Full again after 10 s; the key lives that long plus a grace period, not forever.
+        assert 10_000 < ttl <= 75_000
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+async def test_a_heartbeat_costs_the_same_however_many_answers_are_in_flight(
+    redis_url: str,
+) -> None:
+    store = RedisStore.from_url(redis_url)
+    client = redis.asyncio.Redis.from_url(redis_url)
+
+    async def commands_per_heartbeat() -> int:
+        await client.config_resetstat()
+        for _ in range(10):
+            assert await store.heartbeat(
+                "a-0", "r1", now=T0, lease_seconds=LEASE, shown_text="x" * 3000
+            )
+        stats = await client.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 10  # one round trip each
+        return sum(
+            int(entry["calls"])
+            for name, entry in stats.items()
+            if name not in ("cmdstat_config|resetstat", "cmdstat_info")
+        )
+
+    try:
+        await store.register(answer("a-0"))
+        await store.heartbeat("a-0", "r1", now=T0, lease_seconds=LEASE)  # loads the script
+        few = await commands_per_heartbeat()
+        for i in range(1, 200):
+            await store.register(answer(f"a-{i}"))
+        many = await commands_per_heartbeat()
+        assert few == many
+    finally:
+        await client.aclose()
+        await store.close()
