@@ -51,8 +51,14 @@ class Verdict:
 class Admission:
     """Decides, once per message across all replicas, whether to answer it."""
 
-    def __init__(self, *, store: Store, settings: Settings, metrics: Metrics,
-                 fallback: MemoryStore | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        settings: Settings,
+        metrics: Metrics,
+        fallback: MemoryStore | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
@@ -99,8 +105,10 @@ class Admission:
             first = await self.store.claim_event(key, DEDUPE_TTL_SECONDS)
         except StoreError as e:
             if not self.degraded:
-                log.error("store unreachable: deduplicating in this replica's memory",
-                          extra={"error": str(e)})
+                log.error(
+                    "store unreachable: deduplicating in this replica's memory",
+                    extra={"error": str(e)},
+                )
             self.degraded = True
             self.metrics.store_errors.labels("claim_event").inc()
             self.metrics.store_degraded.set(1)

@@ -1,4 +1,4 @@
-"""Composition root: builds the clients, store, Bolt app and aiohttp app; runs start-up and shutdown.
+"""Composition root: builds clients, store, Bolt app and aiohttp app; runs start-up and shutdown.
 
 Nothing here decides how an answer is produced: that is `reply`; which events are answered is
 `admission`; when edits go out is `pacing`. This module only connects them and owns the process
@@ -28,7 +28,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.admission import Admission
 from bot.config import Settings
-from bot.handlers import register_listeners, question_from_event
+from bot.handlers import question_from_event, register_listeners
 from bot.janitor import Janitor
 from bot.metrics import Metrics
 from bot.reply import BotIdentity, Replier
@@ -82,8 +82,12 @@ class SlackStream:
         self.draining = False
         self.admission = Admission(store=self.store, settings=settings, metrics=self.metrics)
         self.replier = Replier(
-            slack=self.slack, claude=self.claude, store=self.store, settings=settings,
-            metrics=self.metrics, identity=self._identity,
+            slack=self.slack,
+            claude=self.claude,
+            store=self.store,
+            settings=settings,
+            metrics=self.metrics,
+            identity=self._identity,
         )
         self.janitor = Janitor(
             store=self.store, slack=self.slack, settings=settings, metrics=self.metrics
@@ -92,7 +96,8 @@ class SlackStream:
             client=self.slack_client,
             signing_secret=(
                 settings.slack_signing_secret.get_secret_value()
-                if settings.slack_signing_secret else None
+                if settings.slack_signing_secret
+                else None
             ),
             request_verification_enabled=settings.slack_signing_secret is not None,
             process_before_response=False,
@@ -126,12 +131,18 @@ class SlackStream:
                 delay = min(delay * 2, 10.0)
                 continue
             self.identity = BotIdentity(
-                user_id=str(data.get("user_id") or ""), bot_id=str(data.get("bot_id") or ""),
+                user_id=str(data.get("user_id") or ""),
+                bot_id=str(data.get("bot_id") or ""),
                 team_id=str(data.get("team_id") or ""),
             )
-        log.info("connected to Slack", extra={"bot_user_id": self.identity.user_id,
-                                              "store": self.store.kind,
-                                              "replica": self.settings.replica_id})
+        log.info(
+            "connected to Slack",
+            extra={
+                "bot_user_id": self.identity.user_id,
+                "store": self.store.kind,
+                "replica": self.settings.replica_id,
+            },
+        )
         await self.janitor.sweep(previous_owner=self.settings.replica_id)
         self._background = [
             asyncio.create_task(self._forward_cancels(), name="cancel-signals"),
@@ -147,8 +158,13 @@ class SlackStream:
         for close_intake in self.intake_closers:
             with contextlib.suppress(Exception):
                 await close_intake()
-        log.info("draining", extra={"grace_seconds": self.settings.shutdown_grace_seconds,
-                                    "in_flight": len(self.replier.running)})
+        log.info(
+            "draining",
+            extra={
+                "grace_seconds": self.settings.shutdown_grace_seconds,
+                "in_flight": len(self.replier.running),
+            },
+        )
         await self.replier.drain(self.settings.shutdown_grace_seconds)
         self._stopped.set()
         for task in self._background:
@@ -208,8 +224,11 @@ class SlackStream:
                 return
             asker = record.asker
         if user != asker and not await self._is_admin(user):
-            await self._tell(channel, user, "Only the person who asked, or a workspace admin, "
-                                            "can stop this answer.")
+            await self._tell(
+                channel,
+                user,
+                "Only the person who asked, or a workspace admin, can stop this answer.",
+            )
             return
         log.info("stop requested", extra={"answer_id": answer_id, "by": user})
         self.replier.cancel(answer_id, f"stopped by <@{user}>")
@@ -241,7 +260,7 @@ class SlackStream:
         return app
 
     async def _slack_events(self, request: web.Request) -> web.StreamResponse:
-        """Verify, validate, then hand to Bolt. Refused while draining so Slack retries elsewhere."""
+        """Verify, validate, hand to Bolt. Refused while draining, so Slack retries elsewhere."""
         if self.draining or not self.ready:
             return web.json_response({"error": "not ready"}, status=503)
         try:
@@ -263,7 +282,8 @@ class SlackStream:
             log.info("rejected a malformed request", extra={"error": str(e)})
             return web.json_response({"error": "malformed body"}, status=400)
         bolt_request = AsyncBoltRequest(
-            body=body, query=request.query_string,
+            body=body,
+            query=request.query_string,
             headers={k: v for k, v in request.headers.items()},
         )
         response = await self.bolt.async_dispatch(bolt_request)
@@ -291,8 +311,9 @@ class SlackStream:
         return web.json_response(body, status=200 if ready else 503)
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(),
-                            headers={"Content-Type": Metrics.content_type})
+        return web.Response(
+            body=self.metrics.render(), headers={"Content-Type": Metrics.content_type}
+        )
 
 
 def _parse_slack_body(body: str, content_type: str) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def _check() -> int:
 
     settings = load_settings()
     configure_logging("ERROR", "text", settings.secret_values())
-    return asyncio.run(run_check(settings))
+    return int(asyncio.run(run_check(settings)))
 
 
 def _manifest(url: str | None, socket: bool) -> int:

@@ -55,10 +55,15 @@ async def run_demo(question: str = DEFAULT_QUESTION, out: TextIO = sys.stdout) -
         slack.add_channel(CHANNEL)
         slack.add_user(USER, "alice", real_name="Alice")
         settings = Settings(
-            slack_bot_token="xoxb-sim", slack_signing_secret=SIGNING_SECRET,
-            anthropic_api_key="sk-sim", slack_api_url=slack.api_url,
-            anthropic_base_url=claude.base_url, redis_url=None, port=0,
-            log_level="WARNING", log_format="text",
+            slack_bot_token="xoxb-sim",
+            slack_signing_secret=SIGNING_SECRET,
+            anthropic_api_key="sk-sim",
+            slack_api_url=slack.api_url,
+            anthropic_base_url=claude.base_url,
+            redis_url=None,
+            port=0,
+            log_level="WARNING",
+            log_format="text",
         )
         bot = SlackStream(settings)
         runner = web.AppRunner(bot.web_app(), access_log=None)
@@ -73,18 +78,28 @@ async def run_demo(question: str = DEFAULT_QUESTION, out: TextIO = sys.stdout) -
         try:
             asked = slack.post_user_message(CHANNEL, f"<@UBOT> {question}", user=USER)
             out.write(f"[  0.00s] <alice> @claude {question}\n")
-            status, _ = await poster.post_event(mention_envelope(
-                team_id="T0001", channel=CHANNEL, user=USER, text=asked.text, ts=asked.ts,
-                bot_user_id="UBOT",
-            ))
+            status, _ = await poster.post_event(
+                mention_envelope(
+                    team_id="T0001",
+                    channel=CHANNEL,
+                    user=USER,
+                    text=asked.text,
+                    ts=asked.ts,
+                    bot_user_id="UBOT",
+                )
+            )
             if status != 200:
                 raise RuntimeError(f"the bot refused the event (HTTP {status})")
 
             def finished() -> bool:
                 replies = slack.bot_replies(CHANNEL, asked.ts)
-                return bool(replies) and not replies[-1].has_button("stop_answer") and (
-                    "Tokens:" in replies[-1].visible_text()
-                    or "[interrupted" in replies[-1].visible_text()
+                return (
+                    bool(replies)
+                    and not replies[-1].has_button("stop_answer")
+                    and (
+                        "Tokens:" in replies[-1].visible_text()
+                        or "[interrupted" in replies[-1].visible_text()
+                    )
                 )
 
             await slack.wait_for(finished, timeout=120)

@@ -58,8 +58,10 @@ class Janitor:
         """Claim and finish lapsed answers (or, at start-up, our own from a previous life)."""
         try:
             claimed = await self.store.claim_lapsed(
-                now=self.wall(), new_owner=self.settings.replica_id,
-                lease_seconds=self.settings.stream_lease_seconds, previous_owner=previous_owner,
+                now=self.wall(),
+                new_owner=self.settings.replica_id,
+                lease_seconds=self.settings.stream_lease_seconds,
+                previous_owner=previous_owner,
             )
         except StoreError as e:
             log.warning("janitor: store unreachable", extra={"error": str(e)})
@@ -69,10 +71,14 @@ class Janitor:
         return len(claimed)
 
     async def _finish(self, record: AnswerRecord) -> None:
-        log.warning("recovering an orphaned answer", extra={
-            "answer_id": record.answer_id, "previous_owner_lapsed_at": record.lease_until,
-            "channel": record.channel,
-        })
+        log.warning(
+            "recovering an orphaned answer",
+            extra={
+                "answer_id": record.answer_id,
+                "previous_owner_lapsed_at": record.lease_until,
+                "channel": record.channel,
+            },
+        )
         payload = render.final_payload(
             record.shown_text, footer=None, notes=[render.interrupted_note(RECOVERY_REASON)]
         )

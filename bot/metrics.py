@@ -28,48 +28,72 @@ class Metrics:
             "answers_started", "Answers begun (placeholder posted)", namespace=ns, registry=r
         )
         self.answers_finished = Counter(
-            "answers_finished", "Answers finished, by outcome", ["outcome"], namespace=ns,
+            "answers_finished",
+            "Answers finished, by outcome",
+            ["outcome"],
+            namespace=ns,
             registry=r,
         )
         self.answers_in_flight = Gauge(
             "answers_in_flight", "Answers streaming in this replica", namespace=ns, registry=r
         )
         self.time_to_first_text = Histogram(
-            "time_to_first_text_seconds", "From the event to the first answer text shown",
-            namespace=ns, registry=r, buckets=_LATENCY_BUCKETS,
+            "time_to_first_text_seconds",
+            "From the event to the first answer text shown",
+            namespace=ns,
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
         )
         self.answer_duration = Histogram(
-            "answer_duration_seconds", "From the event to the final edit", namespace=ns,
-            registry=r, buckets=_DURATION_BUCKETS,
+            "answer_duration_seconds",
+            "From the event to the final edit",
+            namespace=ns,
+            registry=r,
+            buckets=_DURATION_BUCKETS,
         )
         self.edits = Counter(
             "edits", "chat.update edits sent, by kind", ["kind"], namespace=ns, registry=r
         )
         self.edits_skipped = Counter(
-            "edits_skipped", "Intermediate edits skipped, by reason", ["reason"], namespace=ns,
+            "edits_skipped",
+            "Intermediate edits skipped, by reason",
+            ["reason"],
+            namespace=ns,
             registry=r,
         )
         self.slack_calls = Counter(
             "slack_calls", "Slack Web API calls", ["method"], namespace=ns, registry=r
         )
         self.slack_errors = Counter(
-            "slack_errors", "Slack Web API errors by method and error name",
-            ["method", "error"], namespace=ns, registry=r,
+            "slack_errors",
+            "Slack Web API errors by method and error name",
+            ["method", "error"],
+            namespace=ns,
+            registry=r,
         )
         self.slack_rate_limit_pauses = Counter(
-            "slack_rate_limit_pauses", "Workspace-wide chat.update pauses after a 429",
-            namespace=ns, registry=r,
+            "slack_rate_limit_pauses",
+            "Workspace-wide chat.update pauses after a 429",
+            namespace=ns,
+            registry=r,
         )
         self.claude_errors = Counter(
             "claude_errors", "Claude failures by type", ["type"], namespace=ns, registry=r
         )
         self.tokens = Counter(
-            "tokens", "Claude tokens, in (all input incl. cache) and out", ["direction"],
-            namespace=ns, registry=r,
+            "tokens",
+            "Claude tokens, in (all input incl. cache) and out",
+            ["direction"],
+            namespace=ns,
+            registry=r,
         )
         self.store_latency = Histogram(
-            "store_latency_seconds", "Store call latency by operation", ["op"], namespace=ns,
-            registry=r, buckets=_STORE_BUCKETS,
+            "store_latency_seconds",
+            "Store call latency by operation",
+            ["op"],
+            namespace=ns,
+            registry=r,
+            buckets=_STORE_BUCKETS,
         )
         self.store_errors = Counter(
             "store_errors", "Store failures by operation", ["op"], namespace=ns, registry=r
@@ -78,7 +102,9 @@ class Metrics:
             "store_degraded", "1 while the shared store is unreachable", namespace=ns, registry=r
         )
         self.janitor_recoveries = Counter(
-            "janitor_recoveries", "Orphaned answers finished by the janitor", namespace=ns,
+            "janitor_recoveries",
+            "Orphaned answers finished by the janitor",
+            namespace=ns,
             registry=r,
         )
         self.events = Counter(

@@ -63,7 +63,8 @@ def edit_reserve(kind: EditKind, *, staleness: float, interval: float, max_reser
 def refill(tokens: float, last: float, now: float, per_minute: float, burst: float) -> float:
     """Tokens in a bucket of capacity `burst` refilled at `per_minute`, from `last` to `now`.
 
-    The store's Lua token bucket computes the same thing; keep the two in step.
+    Mirrored line for line by the store's Lua token bucket: change both together. A clock that
+    runs behind `last` (another replica's) adds nothing rather than taking tokens away.
     """
     elapsed = max(0.0, now - last)
     return min(burst, tokens + elapsed * per_minute / 60.0)

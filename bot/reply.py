@@ -7,7 +7,7 @@ Three tasks cooperate per answer and meet in `StreamState`:
 - the *heartbeat* renews the answer's lease in the store and checkpoints the text shown, so that
   another replica can finish the message if this one dies.
 Whatever ends the stream (its end, an error, Stop, shutdown) the publisher still writes a final
-message; the only exception is a lost lease, where the replica that took the answer over finishes it.
+message; the one exception is a lost lease: the replica that took the answer over finishes it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Any
 
 import anthropic
 import httpx2
+from anthropic.lib.streaming import TextEvent
+from anthropic.types import RawContentBlockStartEvent, RawMessageDeltaEvent, RawMessageStartEvent
 
 from bot import render
 from bot.config import Settings
@@ -39,6 +41,20 @@ Clock = Callable[[], float]
 # How long a final edit keeps being retried before the answer is given up (and left to the janitor).
 FINAL_EDIT_DEADLINE = 300.0
 SHUTDOWN_REASON = "the bot restarted; please ask again"
+THREAD_WAIT_POLL_SECONDS = 0.25
+
+
+def _ts_before(a: str, b: str) -> bool:
+    """Slack ts order ("seconds.micros" strings); an unknown ts (older records) is not before."""
+    try:
+        return bool(a) and _ts_key(a) < _ts_key(b)
+    except ValueError:
+        return False
+
+
+def _ts_key(ts: str) -> tuple[int, int]:
+    seconds, _, micros = ts.partition(".")
+    return int(seconds), int(micros or 0)
 
 
 @dataclass(frozen=True)
@@ -102,6 +118,42 @@ class StreamState:
         return self.chunks[0] if self.chunks else ""
 
 
+def fold_event(state: StreamState, event: object, now: float) -> None:
+    """Fold one stream event into the state: the only place that reads Claude's event shapes.
+
+    Text is tested first because it is nearly every event; everything else is per answer.
+    """
+    if isinstance(event, TextEvent):
+        state.add_text(event.text, now)
+    elif isinstance(event, RawContentBlockStartEvent):
+        if event.content_block.type in ("thinking", "redacted_thinking") and not state.thinking:
+            state.thinking = True
+            state.changed.set()
+    elif isinstance(event, RawMessageStartEvent):
+        u = event.message.usage
+        state.model = event.message.model
+        state.usage = render.Usage(
+            input_tokens=u.input_tokens or 0,
+            output_tokens=u.output_tokens or 0,
+            cache_creation_input_tokens=u.cache_creation_input_tokens or 0,
+            cache_read_input_tokens=u.cache_read_input_tokens or 0,
+        )
+    elif isinstance(event, RawMessageDeltaEvent):
+        state.stop_reason = event.delta.stop_reason
+        details = getattr(event.delta, "stop_details", None)
+        state.stop_details = details.model_dump() if details is not None else None
+        # output_tokens is cumulative; the other counts repeat message_start's (or are absent).
+        d = event.usage
+        before = state.usage or render.Usage()
+        state.usage = render.Usage(
+            input_tokens=d.input_tokens or before.input_tokens,
+            output_tokens=d.output_tokens or before.output_tokens,
+            cache_creation_input_tokens=d.cache_creation_input_tokens
+            or before.cache_creation_input_tokens,
+            cache_read_input_tokens=d.cache_read_input_tokens or before.cache_read_input_tokens,
+        )
+
+
 def describe_claude_error(exc: BaseException) -> tuple[str, str]:
     """(metric type, one line for a Slack reader) for an error from the Claude stream."""
     if isinstance(exc, anthropic.APIStatusError):
@@ -111,15 +163,24 @@ def describe_claude_error(exc: BaseException) -> tuple[str, str]:
                 return kind, "Claude became overloaded mid-answer"
             return kind, f"Claude reported an error ({kind})"
         if isinstance(exc, anthropic.AuthenticationError):
-            return kind, "The bot's Anthropic API key was rejected; an admin must check ANTHROPIC_API_KEY."
+            return (
+                kind,
+                "The bot's Anthropic API key was rejected; an admin must check ANTHROPIC_API_KEY.",
+            )
         if isinstance(exc, anthropic.PermissionDeniedError):
             return kind, "The bot's Anthropic API key is not allowed to use this model."
         if isinstance(exc, anthropic.NotFoundError):
-            return kind, "The configured Claude model was not found; an admin must check CLAUDE_MODEL."
+            return (
+                kind,
+                "The configured Claude model was not found; an admin must check CLAUDE_MODEL.",
+            )
         if isinstance(exc, anthropic.RateLimitError):
             return kind, "Claude's rate limit was reached. Please try again in a minute."
         if exc.status_code == 529 or kind == "overloaded_error":
-            return "overloaded_error", "Claude is overloaded right now. Please try again in a minute."
+            return (
+                "overloaded_error",
+                "Claude is overloaded right now. Please try again in a minute.",
+            )
         if exc.status_code >= 500:
             return kind, "Claude had an internal error. Please try again."
         if isinstance(exc, anthropic.BadRequestError):
@@ -201,21 +262,57 @@ class Replier:
         # Known before posting, so the placeholder already carries the Stop button; unique because
         # admission lets each question through once.
         answer_id = f"{q.team_id}-{q.channel}-{q.ts}"
+        refusal = await self._over_limit(q)
+        if refusal is not None:
+            self.metrics.answers_finished.labels("rejected").inc()
+            log.info("answer refused: limit reached", extra={"user": q.user, "reason": refusal})
+            with contextlib.suppress(SlackFailure):
+                await self.slack.call(
+                    "chat.postMessage", channel=q.channel, thread_ts=q.thread_ts,
+                    **render.error_payload(refusal).as_kwargs(),
+                )
+            return
         try:
             posted = await self.slack.call(
                 "chat.postMessage",
                 channel=q.channel,
                 thread_ts=q.thread_ts,
-                **render.placeholder_payload(self.settings.placeholder_text, answer_id=answer_id)
-                .as_kwargs(),
+                **render.placeholder_payload(
+                    self.settings.placeholder_text, answer_id=answer_id
+                ).as_kwargs(),
             )
         except SlackFailure as e:
-            log.error("could not post the placeholder", extra={"channel": q.channel, "error": e.error})
+            log.error(
+                "could not post the placeholder", extra={"channel": q.channel, "error": e.error}
+            )
             self.metrics.answers_finished.labels("failed").inc()
             return
         message_ts = str(posted["ts"])
         self.metrics.answers_started.inc()
         await Answer(self, q, answer_id, message_ts).run()
+
+    async def _over_limit(self, q: Question) -> str | None:
+        """A polite refusal when the asker or the workspace has too many answers in flight.
+
+        Counted from the shared store, so the caps hold across replicas (approximately: two
+        replicas admitting at the same instant may both pass). Without the store, this
+        replica's own answers are counted.
+        """
+        try:
+            records = await self.store_call("in_flight", self.store.in_flight)
+            askers = [(rec.team_id, rec.asker) for rec in records]
+        except StoreError:
+            askers = [(a.q.team_id, a.q.user) for a in self.running.values()]
+        mine = sum(1 for team, user in askers if team == q.team_id and user == q.user)
+        if mine >= self.settings.max_answers_per_user:
+            return (
+                f"You already have {mine} answers in progress. "
+                "Please wait for one of them to finish, then ask again."
+            )
+        workspace = sum(1 for team, _ in askers if team == q.team_id)
+        if workspace >= self.settings.max_answers_per_workspace:
+            return "I'm answering as many questions as I can right now. Please ask again shortly."
+        return None
 
     async def user_names(self, user_ids: Sequence[str]) -> dict[str, str]:
         """Display names for labelling turns; a lookup failure falls back to the raw mention."""
@@ -290,10 +387,12 @@ class Answer:
             r.metrics.answers_finished.labels(outcome).inc()
             r.metrics.answer_duration.observe(r.clock() - self.q.received_at)
             with contextlib.suppress(StoreError):
-                await r.store_call("finish", lambda: r.store.finish(self.answer_id, r.settings.replica_id))
+                await r.store_call(
+                    "finish", lambda: r.store.finish(self.answer_id, r.settings.replica_id)
+                )
 
     def interrupt(self, reason: str) -> bool:
-        """Ask this answer to end now with `[interrupted: reason]`; False if it is already ending."""
+        """End this answer now with `[interrupted: reason]`; False if it is already ending."""
         if self.finishing or self.interruption is not None or self.task is None:
             return False
         self.interruption = reason
@@ -314,6 +413,7 @@ class Answer:
             heartbeat_at=now,
             lease_until=now + self.s.stream_lease_seconds,
             model=self.s.claude_model,
+            question_ts=self.q.ts,
         )
         try:
             await self.r.store_call("register", lambda: self.r.store.register(record))
@@ -352,6 +452,7 @@ class Answer:
         """Fold Claude's stream into `self.state`; errors propagate to the publisher."""
         r, st = self.r, self.state
         try:
+            await self._wait_for_earlier_answers()
             conversation = await self._conversation()
             self.dropped_turns = conversation.dropped_turns
             async with r.claude.messages.stream(
@@ -368,39 +469,40 @@ class Answer:
                 timeout=httpx2.Timeout(self.s.stream_idle_timeout_seconds, connect=10.0),
             ) as stream:
                 async for event in stream:
-                    kind = event.type
-                    if kind == "text":
-                        st.add_text(event.text, r.clock())
-                    elif kind == "thinking":
-                        if not st.thinking:
-                            st.thinking = True
-                            st.changed.set()
-                    elif kind == "message_start":
-                        u = event.message.usage
-                        st.model = event.message.model
-                        st.usage = render.Usage(
-                            input_tokens=u.input_tokens or 0,
-                            output_tokens=u.output_tokens or 0,
-                            cache_creation_input_tokens=u.cache_creation_input_tokens or 0,
-                            cache_read_input_tokens=u.cache_read_input_tokens or 0,
-                        )
-                    elif kind == "message_delta":
-                        st.stop_reason = event.delta.stop_reason
-                        details = getattr(event.delta, "stop_details", None)
-                        st.stop_details = details.model_dump() if details is not None else None
-                        if st.usage is not None and event.usage is not None:
-                            u2 = event.usage
-                            st.usage = render.Usage(
-                                input_tokens=u2.input_tokens or st.usage.input_tokens,
-                                output_tokens=u2.output_tokens or st.usage.output_tokens,
-                                cache_creation_input_tokens=u2.cache_creation_input_tokens
-                                or st.usage.cache_creation_input_tokens,
-                                cache_read_input_tokens=u2.cache_read_input_tokens
-                                or st.usage.cache_read_input_tokens,
-                            )
+                    fold_event(st, event, r.clock())
         finally:
             st.done.set()
             st.changed.set()
+
+    async def _wait_for_earlier_answers(self) -> None:
+        """One answer per thread at a time: wait (in question order) for earlier ones to finish,
+        so this answer sees them in its context. Runs under the heartbeat, so waiting never
+        lets the lease lapse; a dead replica's answer is cleared by the janitor within a lease."""
+        q, r = self.q, self.r
+        shown_waiting = False
+        while True:
+            try:
+                records = await r.store_call("in_flight", r.store.in_flight)
+            except StoreError:
+                return  # degraded: answer now rather than wait blind
+            earlier = [
+                rec for rec in records
+                if rec.channel == q.channel and rec.thread_ts == q.thread_ts
+                and rec.answer_id != self.answer_id and _ts_before(rec.question_ts, q.ts)
+            ]
+            if not earlier:
+                return
+            if not shown_waiting:
+                shown_waiting = True
+                self.log.info("waiting for an earlier answer in the thread")
+                with contextlib.suppress(SlackFailure):
+                    await self._update(
+                        render.placeholder_payload(
+                            "Waiting for the answer above to finish…", answer_id=self.answer_id
+                        ),
+                        EditKind.FIRST,
+                    )
+            await asyncio.sleep(THREAD_WAIT_POLL_SECONDS)
 
     async def _conversation(self) -> Conversation:
         """The thread as Claude turns; if Slack can't give us the thread, the question alone."""
@@ -411,7 +513,10 @@ class Answer:
             cursor: str | None = None
             while True:
                 page = await r.slack.call(
-                    "conversations.replies", channel=q.channel, ts=q.thread_ts, limit=200,
+                    "conversations.replies",
+                    channel=q.channel,
+                    ts=q.thread_ts,
+                    limit=200,
                     cursor=cursor,
                 )
                 thread.extend(page.get("messages") or [])
@@ -419,8 +524,9 @@ class Answer:
                 if not cursor:
                     break
         except SlackFailure as e:
-            self.log.warning("could not read the thread; answering the question alone",
-                             extra={"error": e.error})
+            self.log.warning(
+                "could not read the thread; answering the question alone", extra={"error": e.error}
+            )
             thread = []
         if not any(m.get("ts") == q.ts for m in thread):
             thread.append({"ts": q.ts, "user": q.user, "text": q.text})
@@ -482,7 +588,7 @@ class Answer:
         return None
 
     async def _sleep_unless_done(self, seconds: float) -> None:
-        """Pacing waits ignore new deltas (they don't change when the edit may go) but not the end."""
+        """Pacing waits ignore new deltas (they don't move the next edit) but not the end."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.state.done.wait(), timeout=seconds)
 
@@ -492,8 +598,10 @@ class Answer:
             await self._update(payload, EditKind.FIRST)
         with contextlib.suppress(SlackFailure):
             await self.r.slack.call(
-                "assistant.threads.setStatus", channel_id=self.q.channel,
-                thread_ts=self.q.thread_ts, status="is thinking…",
+                "assistant.threads.setStatus",
+                channel_id=self.q.channel,
+                thread_ts=self.q.thread_ts,
+                status="is thinking…",
             )
 
     async def _edit_streaming(self, kind: EditKind) -> bool:
@@ -505,7 +613,7 @@ class Answer:
         text = st.text()
         st.changed_at = None
         await self._continue_long(text)
-        part = text[self.offset:]
+        part = text[self.offset :]
         payload = render.streaming_payload(part, answer_id=self.answer_id)
         try:
             await self._update(payload, kind, budget_taken=True)
@@ -524,14 +632,12 @@ class Answer:
     async def _continue_long(self, text: str) -> None:
         """Close full messages and continue the answer in new messages of the thread."""
         while True:
-            cut = render.next_cut(text[self.offset:], render.BODY_LIMIT)
+            cut = render.next_cut(text[self.offset :], render.BODY_LIMIT)
             if cut is None:
                 return
             part = text[self.offset : self.offset + cut]
             await self._must_update(render.continued_payload(part), EditKind.CONTINUATION)
-            posted = await self._must_post(
-                render.streaming_payload("", answer_id=self.answer_id)
-            )
+            posted = await self._must_post(render.streaming_payload("", answer_id=self.answer_id))
             self.offset += cut
             self.message_ts = posted
             self.shown = ""
@@ -540,16 +646,23 @@ class Answer:
         """Take a token from the workspace edit budget; must-send kinds wait for one."""
         r = self.r
         reserve = edit_reserve(
-            kind, staleness=staleness, interval=self.s.edit_interval_seconds,
-            max_reserve=min(self.s.workspace_edit_burst - 1, max(1.0, self.s.workspace_edit_burst / 2)),
+            kind,
+            staleness=staleness,
+            interval=self.s.edit_interval_seconds,
+            max_reserve=min(
+                self.s.workspace_edit_burst - 1, max(1.0, self.s.workspace_edit_burst / 2)
+            ),
         )
         while True:
             try:
                 wait = await r.store_call(
                     "take_edit_token",
                     lambda: r.store.take_edit_token(
-                        self.q.team_id, now=r.wall(), per_minute=self.s.workspace_edits_per_minute,
-                        burst=self.s.workspace_edit_burst, reserve=reserve,
+                        self.q.team_id,
+                        now=r.wall(),
+                        per_minute=self.s.workspace_edits_per_minute,
+                        burst=self.s.workspace_edit_burst,
+                        reserve=reserve,
                     ),
                 )
             except StoreError:
@@ -578,7 +691,9 @@ class Answer:
                 r.metrics.slack_rate_limit_pauses.inc()
                 until = r.wall() + (e.retry_after or 1.0)
                 with contextlib.suppress(StoreError):
-                    await r.store_call("pause_edits", lambda: r.store.pause_edits(self.q.team_id, until))
+                    await r.store_call(
+                        "pause_edits", lambda: r.store.pause_edits(self.q.team_id, until)
+                    )
             raise
         r.metrics.edits.labels(kind.value).inc()
 
@@ -596,7 +711,9 @@ class Answer:
             except SlackFailure as e:
                 if e.permanent:
                     if e.error in ("msg_too_long", "msg_blocks_too_long", "invalid_blocks"):
-                        self.log.error("final payload refused; sending plain text", extra={"error": e.error})
+                        self.log.error(
+                            "final payload refused; sending plain text", extra={"error": e.error}
+                        )
                         payload = render.SlackPayload(text=payload.text[:3900], blocks=[])
                         continue
                     self.log.error("final edit impossible", extra={"error": e.error})
@@ -614,7 +731,9 @@ class Answer:
         while True:
             try:
                 data = await self.r.slack.call(
-                    "chat.postMessage", channel=self.q.channel, thread_ts=self.q.thread_ts,
+                    "chat.postMessage",
+                    channel=self.q.channel,
+                    thread_ts=self.q.thread_ts,
                     **payload.as_kwargs(),
                 )
                 return str(data["ts"])
@@ -641,7 +760,7 @@ class Answer:
         footer = self._footer()
         if interrupted is not None:
             notes.append(render.interrupted_note(interrupted))
-        payload = render.final_payload(text[self.offset:], footer=footer, notes=notes)
+        payload = render.final_payload(text[self.offset :], footer=footer, notes=notes)
         await self._must_update(payload, EditKind.FINAL)
         self.final_sent = True
         if text and not self.first_text_shown:  # the whole answer arrived before the first edit
@@ -649,8 +768,10 @@ class Answer:
         if st.usage is not None:
             self.r.metrics.tokens.labels("in").inc(st.usage.total_input)
             self.r.metrics.tokens.labels("out").inc(st.usage.output_tokens)
-        self.log.info("answer finished", extra={"interrupted": interrupted, "stop_reason": st.stop_reason,
-                                                  "chars": len(text)})
+        self.log.info(
+            "answer finished",
+            extra={"interrupted": interrupted, "stop_reason": st.stop_reason, "chars": len(text)},
+        )
         if interrupted is None:
             return "completed"
         return "stopped" if interrupted.startswith("stopped by") else "interrupted"
@@ -662,7 +783,10 @@ class Answer:
         model = st.model or self.s.claude_model
         cost = render.estimate_cost(st.usage, model) if self.s.show_cost else None
         return render.format_footer(
-            st.usage, elapsed=self.r.clock() - self.q.received_at, model=model, cost_usd=cost,
+            st.usage,
+            elapsed=self.r.clock() - self.q.received_at,
+            model=model,
+            cost_usd=cost,
             dropped_turns=self.dropped_turns,
         )
 
@@ -677,7 +801,9 @@ class Answer:
             self.log.exception("could not finish the message after an error")
             with contextlib.suppress(Exception):
                 await self._must_update(
-                    render.error_payload(":warning: Something went wrong while answering. Please try again."),
+                    render.error_payload(
+                        ":warning: Something went wrong while answering. Please try again."
+                    ),
                     EditKind.FINAL,
                 )
 
@@ -710,8 +836,11 @@ class Answer:
                 owned = await r.store_call(
                     "heartbeat",
                     lambda: r.store.heartbeat(
-                        self.answer_id, self.s.replica_id, now=r.wall(),
-                        lease_seconds=self.s.stream_lease_seconds, shown_text=self.shown,
+                        self.answer_id,
+                        self.s.replica_id,
+                        now=r.wall(),
+                        lease_seconds=self.s.stream_lease_seconds,
+                        shown_text=self.shown,
                         message_ts=self.message_ts,
                     ),
                 )

@@ -30,6 +30,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
+from bot.pacing import refill
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "slackstream:"
@@ -54,6 +56,7 @@ class AnswerRecord:
     lease_until: float
     shown_text: str = ""
     model: str = ""
+    question_ts: str = ""  # orders answers within a thread (one at a time, in order)
 
 
 _FLOAT_FIELDS = frozenset({"started_at", "heartbeat_at", "lease_until"})
@@ -163,15 +166,6 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release the backend and end every `cancel_signals` iteration."""
         ...
-
-
-def refill(tokens: float, last: float, now: float, per_minute: float, burst: float) -> float:
-    """Tokens in a bucket at `now`, `last` being when it held `tokens`.
-
-    Mirrored line for line by `_TAKE_TOKEN_LUA` in RedisStore: change both together. A clock
-    that runs behind `last` (another replica's) adds nothing rather than taking tokens away.
-    """
-    return min(burst, tokens + max(0.0, now - last) * per_minute / 60.0)
 
 
 def _check_budget(per_minute: float, burst: float, reserve: float) -> None:

@@ -33,31 +33,53 @@ class Harness:
     poster: EventPoster
     url: str
 
-    async def mention(self, text: str, *, user: str = ALICE, thread_ts: str | None = None,
-                      event_id: str | None = None) -> SimMessage:
+    async def mention(
+        self,
+        text: str,
+        *,
+        user: str = ALICE,
+        thread_ts: str | None = None,
+        event_id: str | None = None,
+    ) -> SimMessage:
         """A person mentions the bot; Slack stores the message and delivers the event."""
-        asked = self.slack.post_user_message(CHANNEL, f"<@UBOT> {text}", user=user,
-                                             thread_ts=thread_ts)
-        status, body = await self.poster.post_event(mention_envelope(
-            team_id=TEAM, channel=CHANNEL, user=user, text=asked.text, ts=asked.ts,
-            thread_ts=thread_ts, bot_user_id="UBOT", event_id=event_id,
-        ))
+        asked = self.slack.post_user_message(
+            CHANNEL, f"<@UBOT> {text}", user=user, thread_ts=thread_ts
+        )
+        status, body = await self.poster.post_event(
+            mention_envelope(
+                team_id=TEAM,
+                channel=CHANNEL,
+                user=user,
+                text=asked.text,
+                ts=asked.ts,
+                thread_ts=thread_ts,
+                bot_user_id="UBOT",
+                event_id=event_id,
+            )
+        )
         assert status == 200, body
         return asked
 
     async def dm(self, text: str, *, user: str = ALICE) -> SimMessage:
         asked = self.slack.post_user_message(DM, text, user=user)
-        status, body = await self.poster.post_event(dm_envelope(
-            team_id=TEAM, channel=DM, user=user, text=text, ts=asked.ts,
-        ))
+        status, body = await self.poster.post_event(
+            dm_envelope(
+                team_id=TEAM,
+                channel=DM,
+                user=user,
+                text=text,
+                ts=asked.ts,
+            )
+        )
         assert status == 200, body
         return asked
 
     def replies(self, asked: SimMessage, channel: str = CHANNEL) -> list[SimMessage]:
         return self.slack.bot_replies(channel, asked.thread_ts or asked.ts)
 
-    async def finished(self, asked: SimMessage, channel: str = CHANNEL,
-                       timeout: float = 15.0) -> list[SimMessage]:
+    async def finished(
+        self, asked: SimMessage, channel: str = CHANNEL, timeout: float = 15.0
+    ) -> list[SimMessage]:
         """Wait until the bot's answer to `asked` is final (no Stop button, footer or note)."""
 
         def done() -> bool:
@@ -75,10 +97,18 @@ class Harness:
 
 def settings_for(slack: SlackSim, claude: ClaudeSim, **overrides: Any) -> Settings:
     values: dict[str, Any] = dict(
-        slack_bot_token="xoxb-sim", slack_signing_secret=SECRET, anthropic_api_key="sk-sim",
-        slack_api_url=slack.api_url, anthropic_base_url=claude.base_url, redis_url=None,
-        port=0, edit_interval_seconds=0.2, stream_idle_timeout_seconds=2.0,
-        stream_lease_seconds=3.0, shutdown_grace_seconds=2.0, replica_id="test-replica",
+        slack_bot_token="xoxb-sim",
+        slack_signing_secret=SECRET,
+        anthropic_api_key="sk-sim",
+        slack_api_url=slack.api_url,
+        anthropic_base_url=claude.base_url,
+        redis_url=None,
+        port=0,
+        edit_interval_seconds=0.2,
+        stream_idle_timeout_seconds=2.0,
+        stream_lease_seconds=3.0,
+        shutdown_grace_seconds=2.0,
+        replica_id="test-replica",
         show_cost=True,
     )
     values.update(overrides)
@@ -86,8 +116,9 @@ def settings_for(slack: SlackSim, claude: ClaudeSim, **overrides: Any) -> Settin
 
 
 @asynccontextmanager
-async def running_bot(slack: SlackSim, claude: ClaudeSim, *, store: Store | None = None,
-                      **overrides: Any) -> AsyncIterator[Harness]:
+async def running_bot(
+    slack: SlackSim, claude: ClaudeSim, *, store: Store | None = None, **overrides: Any
+) -> AsyncIterator[Harness]:
     """A started bot serving HTTP on a free loopback port; drained and closed afterwards."""
     settings = settings_for(slack, claude, **overrides)
     bot = SlackStream(settings, store=store)

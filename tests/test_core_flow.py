@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from bot.sim.claude import Script
@@ -20,8 +21,16 @@ def footer_numbers(text: str) -> tuple[int, int]:
 async def test_mention_gets_placeholder_then_streamed_answer_with_footer() -> None:
     answer = "Token buckets refill at a steady rate. " * 8
     async with simulators() as (slack, claude):
-        claude.enqueue(Script(text=answer, chunk_chars=10, chunk_delay=0.01, input_tokens=1200,
-                              cache_read_input_tokens=34, output_tokens=567))
+        claude.enqueue(
+            Script(
+                text=answer,
+                chunk_chars=10,
+                chunk_delay=0.01,
+                input_tokens=1200,
+                cache_read_input_tokens=34,
+                output_tokens=567,
+            )
+        )
         async with running_bot(slack, claude, edit_interval_seconds=0.1) as h:
             asked = await h.mention("how do token buckets work?")
             [reply] = await h.finished(asked)
@@ -36,9 +45,7 @@ async def test_mention_gets_placeholder_then_streamed_answer_with_footer() -> No
     # While streaming, the message carried a Stop button and showed growing prefixes.
     streaming = [v for v in reply.history[1:-1]]
     assert streaming, "no intermediate edit"
-    assert all(
-        any(b.get("type") == "actions" for b in v.get("blocks") or []) for v in streaming
-    )
+    assert all(any(b.get("type") == "actions" for b in v.get("blocks") or []) for v in streaming)
 
 
 async def test_edits_are_paced_and_final_edit_is_prompt() -> None:
@@ -49,7 +56,7 @@ async def test_edits_are_paced_and_final_edit_is_prompt() -> None:
             await h.finished(asked)
     updates = [c for c in slack.calls_to("chat.update") if c.ok]
     assert len(updates) >= 3
-    gaps = [b.at - a.at for a, b in zip(updates[1:-1], updates[2:-1], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(updates[1:-1])]
     # Intermediate edits are at least one interval apart (small tolerance for response timing).
     assert all(g >= 0.2 for g in gaps), gaps
     # 300 deltas over ~1.5 s, yet far fewer edits than deltas.
@@ -68,17 +75,20 @@ async def test_dm_is_answered_in_its_thread() -> None:
 
 async def test_thread_becomes_conversation_with_roles_labels_and_no_footer() -> None:
     async with simulators() as (slack, claude):
-        claude.enqueue(Script(text="Paris is the capital of France."),
-                       Script(text="About 2.1 million people."))
+        claude.enqueue(
+            Script(text="Paris is the capital of France."), Script(text="About 2.1 million people.")
+        )
         async with running_bot(slack, claude) as h:
             first = await h.mention("what is the capital of France?")
             await h.finished(first)
-            slack.post_user_message(CHANNEL, "I thought it was Lyon", user=BOB,
-                                    thread_ts=first.ts)
+            slack.post_user_message(CHANNEL, "I thought it was Lyon", user=BOB, thread_ts=first.ts)
             second = await h.mention("and how many people live there?", thread_ts=first.ts)
             await slack.wait_for(lambda: len(claude.requests) == 2)
             await slack.wait_for(
-                lambda: "Tokens:" in (h.replies(second)[-1].visible_text() if len(h.replies(second)) == 2 else "")
+                lambda: (
+                    "Tokens:"
+                    in (h.replies(second)[-1].visible_text() if len(h.replies(second)) == 2 else "")
+                )
             )
     messages = claude.requests[1]["messages"]
     roles = [m["role"] for m in messages]
@@ -96,8 +106,13 @@ async def test_thread_becomes_conversation_with_roles_labels_and_no_footer() -> 
 
 async def test_system_prompt_model_and_max_tokens_are_configurable() -> None:
     async with simulators() as (slack, claude):
-        async with running_bot(slack, claude, claude_model="claude-haiku-5-5",
-                               claude_max_tokens=300, system_prompt="Answer in French.") as h:
+        async with running_bot(
+            slack,
+            claude,
+            claude_model="claude-haiku-5-5",
+            claude_max_tokens=300,
+            system_prompt="Answer in French.",
+        ) as h:
             asked = await h.mention("hello")
             await h.finished(asked)
     request = claude.requests[0]
@@ -135,43 +150,60 @@ def _markdown_of(version: dict[str, object]) -> str:
 
 
 async def test_retried_event_is_answered_once() -> None:
-    async with simulators() as (slack, claude):
-        async with running_bot(slack, claude) as h:
-            asked = slack.post_user_message(CHANNEL, "<@UBOT> once please", user=ALICE)
-            envelope = mention_envelope(team_id=TEAM, channel=CHANNEL, user=ALICE,
-                                        text=asked.text, ts=asked.ts, bot_user_id="UBOT")
-            statuses = [(await h.poster.post_event(envelope, retry_num=n))[0]
-                        for n in (None, 1, 2, 3)]
-            # The same message under another event id (another subscription) is a duplicate too.
-            other = dict(envelope, event_id="Ev-other")
-            statuses.append((await h.poster.post_event(other))[0])
-            await h.finished(asked)
-            later = await h.mention("a different question")
-            await h.finished(later)
+    async with simulators() as (slack, claude), running_bot(slack, claude) as h:
+        asked = slack.post_user_message(CHANNEL, "<@UBOT> once please", user=ALICE)
+        envelope = mention_envelope(
+            team_id=TEAM,
+            channel=CHANNEL,
+            user=ALICE,
+            text=asked.text,
+            ts=asked.ts,
+            bot_user_id="UBOT",
+        )
+        statuses = [(await h.poster.post_event(envelope, retry_num=n))[0] for n in (None, 1, 2, 3)]
+        # The same message under another event id (another subscription) is a duplicate too.
+        other = dict(envelope, event_id="Ev-other")
+        statuses.append((await h.poster.post_event(other))[0])
+        await h.finished(asked)
+        later = await h.mention("a different question")
+        await h.finished(later)
     assert statuses == [200] * 5
     assert len(h.replies(asked)) == 1
     assert len(claude.requests) == 2
 
 
 async def test_bot_ignores_itself_other_bots_and_edits() -> None:
-    async with simulators() as (slack, claude):
-        async with running_bot(slack, claude) as h:
-            own = slack.post_user_message(DM, "I am the bot", user="UBOT", bot_id="BBOT")
-            other_bot = slack.post_user_message(DM, "beep", user="U0BOT2", bot_id="B0OTHER")
-            for envelope in (
-                dm_envelope(team_id=TEAM, channel=DM, user="UBOT", text=own.text, ts=own.ts,
-                            bot_id="BBOT"),
-                dm_envelope(team_id=TEAM, channel=DM, user="U0BOT2", text="beep",
-                            ts=other_bot.ts, bot_id="B0OTHER"),
-                dm_envelope(team_id=TEAM, channel=DM, user=ALICE, text="edited", ts=own.ts,
-                            subtype="message_changed"),
-                dm_envelope(team_id=TEAM, channel=DM, user=ALICE, text="", ts=own.ts,
-                            subtype="message_deleted"),
-            ):
-                status, _ = await h.poster.post_event(envelope)
-                assert status == 200
-            asked = await h.dm("a real question")
-            await h.finished(asked, channel=DM)
+    async with simulators() as (slack, claude), running_bot(slack, claude) as h:
+        own = slack.post_user_message(DM, "I am the bot", user="UBOT", bot_id="BBOT")
+        other_bot = slack.post_user_message(DM, "beep", user="U0BOT2", bot_id="B0OTHER")
+        for envelope in (
+            dm_envelope(
+                team_id=TEAM, channel=DM, user="UBOT", text=own.text, ts=own.ts, bot_id="BBOT"
+            ),
+            dm_envelope(
+                team_id=TEAM,
+                channel=DM,
+                user="U0BOT2",
+                text="beep",
+                ts=other_bot.ts,
+                bot_id="B0OTHER",
+            ),
+            dm_envelope(
+                team_id=TEAM,
+                channel=DM,
+                user=ALICE,
+                text="edited",
+                ts=own.ts,
+                subtype="message_changed",
+            ),
+            dm_envelope(
+                team_id=TEAM, channel=DM, user=ALICE, text="", ts=own.ts, subtype="message_deleted"
+            ),
+        ):
+            status, _ = await h.poster.post_event(envelope)
+            assert status == 200
+        asked = await h.dm("a real question")
+        await h.finished(asked, channel=DM)
     assert len(claude.requests) == 1  # only the real question reached Claude
     posts = [c for c in slack.calls_to("chat.postMessage") if c.ok]
     assert len(posts) == 1

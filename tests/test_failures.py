@@ -43,7 +43,7 @@ async def test_mid_stream_failure_keeps_partial_answer_and_says_interrupted(
 
 
 async def test_idle_timeout_is_inactivity_not_total_time() -> None:
-    """A slow answer that keeps sending events finishes even though it takes longer than the timeout."""
+    """A slow answer that keeps sending events finishes though it outlasts the timeout."""
     async with simulators() as (slack, claude):
         claude.enqueue(Script(text="slow but steady " * 10, chunk_chars=8, chunk_delay=0.05))
         async with running_bot(slack, claude, stream_idle_timeout_seconds=0.4) as h:
@@ -82,8 +82,13 @@ async def test_api_error_before_any_text_replaces_placeholder_with_one_clear_lin
 
 async def test_transient_overload_is_retried_by_the_sdk_and_answered() -> None:
     async with simulators() as (slack, claude):
-        claude.enqueue(Script(text="Worked the second time.", http_error=(529, "overloaded_error"),
-                              http_error_times=1))
+        claude.enqueue(
+            Script(
+                text="Worked the second time.",
+                http_error=(529, "overloaded_error"),
+                http_error_times=1,
+            )
+        )
         async with running_bot(slack, claude) as h:
             asked = await h.mention("hello?")
             [reply] = await h.finished(asked)

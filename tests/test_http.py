@@ -18,15 +18,20 @@ async def _get(url: str) -> tuple[int, str]:
 
 
 async def test_forged_and_stale_signatures_get_401_and_never_reach_claude() -> None:
-    async with simulators() as (slack, claude):
-        async with running_bot(slack, claude) as h:
-            envelope = mention_envelope(team_id=TEAM, channel=CHANNEL, user=ALICE,
-                                        text="<@UBOT> hi", ts="1700000000.000100",
-                                        bot_user_id="UBOT")
-            forged, _ = await h.poster.post_event(envelope, secret="not-the-secret")
-            stale, _ = await h.poster.post_event(envelope, timestamp=int(time.time()) - 301)
-            unsigned, _ = await h.poster.post_raw(json.dumps(envelope).encode(),
-                                                  {"Content-Type": "application/json"})
+    async with simulators() as (slack, claude), running_bot(slack, claude) as h:
+        envelope = mention_envelope(
+            team_id=TEAM,
+            channel=CHANNEL,
+            user=ALICE,
+            text="<@UBOT> hi",
+            ts="1700000000.000100",
+            bot_user_id="UBOT",
+        )
+        forged, _ = await h.poster.post_event(envelope, secret="not-the-secret")
+        stale, _ = await h.poster.post_event(envelope, timestamp=int(time.time()) - 301)
+        unsigned, _ = await h.poster.post_raw(
+            json.dumps(envelope).encode(), {"Content-Type": "application/json"}
+        )
     assert (forged, stale, unsigned) == (401, 401, 401)
     assert claude.requests == []
 
@@ -43,27 +48,29 @@ async def test_forged_and_stale_signatures_get_401_and_never_reach_claude() -> N
     ids=["broken-json", "array", "no-type", "not-utf8", "empty"],
 )
 async def test_malformed_signed_body_gets_400(body: bytes) -> None:
-    async with simulators() as (slack, claude):
-        async with running_bot(slack, claude) as h:
-            headers = {**sign(body, SECRET, int(time.time())), "Content-Type": "application/json"}
-            status, text = await h.poster.post_raw(body, headers)
-            alive, _ = await _get(f"{h.url}/healthz")
+    async with simulators() as (slack, claude), running_bot(slack, claude) as h:
+        headers = {**sign(body, SECRET, int(time.time())), "Content-Type": "application/json"}
+        status, text = await h.poster.post_raw(body, headers)
+        alive, _ = await _get(f"{h.url}/healthz")
     assert status == 400, text
     assert alive == 200
     assert claude.requests == []
 
 
 async def test_unknown_event_types_and_huge_bodies_do_not_crash() -> None:
-    async with simulators() as (slack, claude):
-        async with running_bot(slack, claude) as h:
-            odd = {"type": "event_callback", "team_id": TEAM, "event_id": "Ev1",
-                   "event": {"type": "reaction_added", "user": ALICE, "reaction": "👍"}}
-            status, _ = await h.poster.post_event(odd)
-            huge = b'{"type": "event_callback", "pad": "' + b"x" * 2_000_000 + b'"}'
-            headers = {**sign(huge, SECRET, int(time.time())), "Content-Type": "application/json"}
-            huge_status, _ = await h.poster.post_raw(huge, headers)
-            asked = await h.mention("still alive? ✅ ñ 日本語 \u200d\U0001F469\u200d\U0001F4BB")
-            [reply] = await h.finished(asked)
+    async with simulators() as (slack, claude), running_bot(slack, claude) as h:
+        odd = {
+            "type": "event_callback",
+            "team_id": TEAM,
+            "event_id": "Ev1",
+            "event": {"type": "reaction_added", "user": ALICE, "reaction": "👍"},
+        }
+        status, _ = await h.poster.post_event(odd)
+        huge = b'{"type": "event_callback", "pad": "' + b"x" * 2_000_000 + b'"}'
+        headers = {**sign(huge, SECRET, int(time.time())), "Content-Type": "application/json"}
+        huge_status, _ = await h.poster.post_raw(huge, headers)
+        asked = await h.mention("still alive? ✅ ñ 日本語 \u200d\U0001f469\u200d\U0001f4bb")
+        [reply] = await h.finished(asked)
     assert status == 200
     assert huge_status == 413
     assert "Tokens:" in reply.visible_text()
@@ -71,22 +78,20 @@ async def test_unknown_event_types_and_huge_bodies_do_not_crash() -> None:
 
 
 async def test_url_verification_challenge_is_answered() -> None:
-    async with simulators() as (slack, claude):
-        async with running_bot(slack, claude) as h:
-            status, body = await h.poster.post_event(
-                {"type": "url_verification", "challenge": "abc123", "token": "x"}
-            )
+    async with simulators() as (slack, claude), running_bot(slack, claude) as h:
+        status, body = await h.poster.post_event(
+            {"type": "url_verification", "challenge": "abc123", "token": "x"}
+        )
     assert status == 200 and "abc123" in body
 
 
 async def test_health_readiness_and_metrics() -> None:
-    async with simulators() as (slack, claude):
-        async with running_bot(slack, claude) as h:
-            asked = await h.mention("count me")
-            await h.finished(asked)
-            health, _ = await _get(f"{h.url}/healthz")
-            ready, ready_body = await _get(f"{h.url}/readyz")
-            metrics_status, metrics = await _get(f"{h.url}/metrics")
+    async with simulators() as (slack, claude), running_bot(slack, claude) as h:
+        asked = await h.mention("count me")
+        await h.finished(asked)
+        health, _ = await _get(f"{h.url}/healthz")
+        ready, ready_body = await _get(f"{h.url}/readyz")
+        metrics_status, metrics = await _get(f"{h.url}/metrics")
     assert health == 200
     assert ready == 200
     assert json.loads(ready_body)["store"] == {"kind": "memory", "state": "ok"}
@@ -98,14 +103,18 @@ async def test_health_readiness_and_metrics() -> None:
 
 
 async def test_readyz_is_503_while_draining_and_events_are_refused() -> None:
-    async with simulators() as (slack, claude):
-        async with running_bot(slack, claude) as h:
-            h.bot.draining = True
-            ready, body = await _get(f"{h.url}/readyz")
-            envelope = mention_envelope(team_id=TEAM, channel=CHANNEL, user=ALICE,
-                                        text="<@UBOT> hi", ts="1700000000.000100",
-                                        bot_user_id="UBOT")
-            refused, _ = await h.poster.post_event(envelope)
-            h.bot.draining = False
+    async with simulators() as (slack, claude), running_bot(slack, claude) as h:
+        h.bot.draining = True
+        ready, body = await _get(f"{h.url}/readyz")
+        envelope = mention_envelope(
+            team_id=TEAM,
+            channel=CHANNEL,
+            user=ALICE,
+            text="<@UBOT> hi",
+            ts="1700000000.000100",
+            bot_user_id="UBOT",
+        )
+        refused, _ = await h.poster.post_event(envelope)
+        h.bot.draining = False
     assert ready == 503 and json.loads(body)["draining"] is True
     assert refused == 503

@@ -77,10 +77,10 @@ def test_table_becomes_an_aligned_monospace_block() -> None:
     assert to_slack_markdown(md) == (
         "Prices:\n\n"
         "```\n"
-        "Fruit | Price |          Origin          \n"
-        "------+-------+--------------------------\n"
-        "apple |     1 |            NZ            \n"
-        "kiwi  | 12.50 | Italy (https://it.example)\n"
+        "Fruit | Price |           Origin          \n"
+            "------+-------+---------------------------\n"
+            "apple |     1 |             NZ            \n"
+            "kiwi  | 12.50 | Italy (https://it.example)\n"
         "```\n"
         "\nThat's all."
     )
@@ -256,7 +256,7 @@ def test_a_single_code_line_longer_than_the_limit() -> None:
 def test_incremental_cuts_match_the_whole_answer() -> None:
     md = "\n\n".join(f"Paragraph {i}: " + "lorem ipsum " * 30 for i in range(60))
     cuts, start = [], 0
-    for end in range(0, len(md) + 1, 97):  # the answer arrives bit by bit
+    for end in [*range(0, len(md), 97), len(md)]:  # the answer arrives bit by bit
         while (cut := next_cut(md[:end], 1_500, start)) is not None:
             cuts.append(cut)
             start = cut

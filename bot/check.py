@@ -1,0 +1,201 @@
+"""`slackstream check`: configuration and connectivity, as a checklist with what to fix.
+
+Each check is independent, so one failure doesn't hide the others: an operator fixing a fresh
+install sees every problem in one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+import anthropic
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import Settings
+from bot.manifest import BOT_SCOPES
+from bot.store import RedisStore, StoreError
+
+TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+async def check_config(settings: Settings) -> list[CheckResult]:
+    results = []
+    for var, needed_for in (
+        ("slack_bot_token", "every mode"),
+        ("anthropic_api_key", "every mode"),
+        ("slack_signing_secret", "serve (HTTP mode)"),
+        ("slack_app_token", "socket (Socket Mode)"),
+    ):
+        value = getattr(settings, var)
+        present = value is not None and bool(value.get_secret_value())
+        optional = var in ("slack_signing_secret", "slack_app_token")
+        results.append(
+            CheckResult(
+                f"{var.upper()} set",
+                present or optional,
+                "set" if present else f"not set (needed for {needed_for})",
+                "" if present else f"export {var.upper()}=…",
+            )
+        )
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
+    if token and not token.startswith("xoxb-"):
+        results.append(
+            CheckResult(
+                "bot token shape",
+                False,
+                "SLACK_BOT_TOKEN is not an xoxb- token",
+                "use the Bot User OAuth Token from the app's OAuth page",
+            )
+        )
+    return results
+
+
+async def check_slack(settings: Settings) -> list[CheckResult]:
+    if settings.slack_bot_token is None:
+        return [CheckResult("Slack auth.test", False, "skipped: no SLACK_BOT_TOKEN")]
+    client = AsyncWebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=settings.slack_api_url,
+        timeout=int(TIMEOUT_SECONDS),
+    )
+    try:
+        response = await client.auth_test()
+    except SlackApiError as e:
+        error = e.response.get("error", "unknown")
+        return [
+            CheckResult(
+                "Slack auth.test",
+                False,
+                f"Slack answered {error}",
+                "check SLACK_BOT_TOKEN (reinstall the app to get a fresh token)",
+            )
+        ]
+    except Exception as e:  # network, DNS, TLS: report, don't crash the checklist
+        return [
+            CheckResult(
+                "Slack auth.test",
+                False,
+                f"could not reach Slack: {e!r}",
+                f"check SLACK_API_URL ({settings.slack_api_url}) and the network",
+            )
+        ]
+    results = [
+        CheckResult(
+            "Slack auth.test",
+            True,
+            f"bot {response.get('user')} ({response.get('user_id')}) in "
+            f"{response.get('team')} ({response.get('team_id')})",
+        )
+    ]
+    granted_header = {k.lower(): v for k, v in (response.headers or {}).items()}.get(
+        "x-oauth-scopes"
+    )
+    if granted_header is None:
+        results.append(CheckResult("bot scopes", True, "Slack did not report scopes; not checked"))
+        return results
+    raw = granted_header[0] if isinstance(granted_header, list) else granted_header
+    granted = {s.strip() for s in str(raw).split(",") if s.strip()}
+    missing = sorted(set(BOT_SCOPES) - granted)
+    results.append(
+        CheckResult(
+            "bot scopes",
+            not missing,
+            "all declared scopes granted" if not missing else f"missing: {', '.join(missing)}",
+            ""
+            if not missing
+            else "add the scopes (or reinstall from manifest.yml), then reinstall",
+        )
+    )
+    return results
+
+
+async def check_claude(settings: Settings) -> list[CheckResult]:
+    if settings.anthropic_api_key is None:
+        return [CheckResult("Claude", False, "skipped: no ANTHROPIC_API_KEY")]
+    client = anthropic.AsyncAnthropic(
+        api_key=settings.anthropic_api_key.get_secret_value(),
+        base_url=settings.anthropic_base_url,
+        max_retries=0,
+        timeout=TIMEOUT_SECONDS,
+    )
+    try:
+        counted = await client.messages.count_tokens(
+            model=settings.claude_model,
+            messages=[{"role": "user", "content": "ping"}],
+        )
+    except anthropic.AuthenticationError:
+        return [CheckResult("Claude", False, "the API key was rejected", "check ANTHROPIC_API_KEY")]
+    except anthropic.NotFoundError:
+        return [
+            CheckResult(
+                "Claude", False, f"model {settings.claude_model} not found", "check CLAUDE_MODEL"
+            )
+        ]
+    except anthropic.APIError as e:
+        return [
+            CheckResult(
+                "Claude",
+                False,
+                f"Claude answered: {type(e).__name__}",
+                "check ANTHROPIC_BASE_URL and the network",
+            )
+        ]
+    finally:
+        await client.close()
+    return [
+        CheckResult(
+            "Claude",
+            True,
+            f"{settings.claude_model} reachable (count_tokens: {counted.input_tokens})",
+        )
+    ]
+
+
+async def check_redis(settings: Settings) -> list[CheckResult]:
+    if not settings.redis_url:
+        return [
+            CheckResult("store", True, "REDIS_URL not set: in-process store, run one replica only")
+        ]
+    store = RedisStore.from_url(settings.redis_url)
+    try:
+        await store.ping()
+    except StoreError as e:
+        return [CheckResult("Redis", False, str(e), "check REDIS_URL and that Redis is running")]
+    finally:
+        await store.close()
+    return [CheckResult("Redis", True, "PING answered")]
+
+
+CHECKS: tuple[Callable[[Settings], Awaitable[list[CheckResult]]], ...] = (
+    check_config,
+    check_slack,
+    check_claude,
+    check_redis,
+)
+
+
+async def run_check(settings: Settings, out: TextIO = sys.stdout) -> int:
+    """Print the checklist; 0 when everything passed, 1 otherwise."""
+    batches = await asyncio.gather(*(check(settings) for check in CHECKS))
+    results = [r for batch in batches for r in batch]
+    for r in results:
+        mark = "ok  " if r.ok else "FAIL"
+        out.write(f"[{mark}] {r.name}: {r.detail}\n")
+        if not r.ok and r.fix:
+            out.write(f"       fix: {r.fix}\n")
+    failed = sum(not r.ok for r in results)
+    out.write(f"checklist: {len(results) - failed} ok, {failed} to fix\n")
+    return 1 if failed else 0
