@@ -681,9 +681,9 @@ class _Sizer:
             if "|" in partial:
                 size = max(size, self.table.length(False, _cells(partial)))
             return self.fixed + size
-        if self.header is not None:
+        if self.header is not None:  # a delimiter row would make it a table
             as_text = _escaped_size(self.header) + _escaped_size(partial)
-            return self.fixed + max(as_text, self.header_table)
+            return self.fixed + (max(as_text, self.header_table) if partial else as_text)
         return self.fixed + _escaped_size(partial)
 
     def add(self, line: str) -> str:
@@ -760,7 +760,7 @@ def _protected(content: str) -> list[bool]:
     a Slack token or an escape. Decided from ``content[:k + 1]`` only, so cuts stay stable."""
     protected = [False] * (len(content) + 1)
     ticks = brackets = parens = 0
-    token = False
+    token = -1  # where something that may still become a Slack token starts
     i = 0
     while i < len(content):
         char, step = content[i], 1
@@ -768,8 +768,12 @@ def _protected(content: str) -> list[bool]:
             if char == "`":
                 step = _run(content, i)
                 ticks = 0 if step == ticks else ticks
-        elif token:
-            token = char != ">"
+        elif token >= 0 and char not in "<>":
+            if i - token <= 8 and not _partial_token(content[token + 1 : i + 1]):
+                token = -1
+                continue  # not a token after all: read this character again
+        elif token >= 0:
+            token = i if char == "<" else -1
         elif char == "\\":
             step = 2
         elif parens:
@@ -777,7 +781,7 @@ def _protected(content: str) -> list[bool]:
         elif char == "`":
             ticks = step = _run(content, i)
         elif char == "<":
-            token = content[i + 1 : i + 2] not in ("", " ", "\t")
+            token = i
         elif char == "[":
             brackets += 1
         elif char == "]" and brackets:
@@ -787,7 +791,7 @@ def _protected(content: str) -> list[bool]:
         end = min(i + step, len(content))
         for k in range(i + 1, end):
             protected[k] = True
-        protected[end] = bool(ticks or token or brackets or parens)
+        protected[end] = bool(ticks or brackets or parens) or token >= 0
         i = end
     return protected
 

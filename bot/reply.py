@@ -306,7 +306,7 @@ class Replier:
         mine = sum(1 for team, user in askers if team == q.team_id and user == q.user)
         if mine >= self.settings.max_answers_per_user:
             return (
-                f"You already have {mine} answers in progress. "
+                f"You already have {mine} answer{'' if mine == 1 else 's'} in progress. "
                 "Please wait for one of them to finish, then ask again."
             )
         workspace = sum(1 for team, _ in askers if team == q.team_id)
@@ -364,6 +364,8 @@ class Answer:
         self.final_sent = False
         self.lease_lost = False
         self.task: asyncio.Task[Any] | None = None
+        # Set after the first text is shown, so a crash right after it doesn't lose it on recovery.
+        self.checkpoint_now = asyncio.Event()
         self.log = ContextLog(log, {"answer_id": answer_id, "channel": q.channel})
 
     async def run(self) -> None:
@@ -626,6 +628,7 @@ class Answer:
         self.shown = part
         if kind is EditKind.FIRST:
             self.first_text_shown = True
+            self.checkpoint_now.set()
             r.metrics.time_to_first_text.observe(r.clock() - self.q.received_at)
         return True
 
@@ -830,8 +833,13 @@ class Answer:
         """Renew the lease and checkpoint the shown text; watch for a Stop from any replica."""
         r = self.r
         period = max(0.05, min(self.s.stream_lease_seconds / 3, 5.0))
+        checkpointed: tuple[str, str] | None = None
         while True:
-            await asyncio.sleep(period)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.checkpoint_now.wait(), timeout=period)
+            self.checkpoint_now.clear()
+            shown = (self.message_ts, self.shown)
+            changed = shown != checkpointed  # only send the text when it changed
             try:
                 owned = await r.store_call(
                     "heartbeat",
@@ -840,10 +848,11 @@ class Answer:
                         self.s.replica_id,
                         now=r.wall(),
                         lease_seconds=self.s.stream_lease_seconds,
-                        shown_text=self.shown,
-                        message_ts=self.message_ts,
+                        shown_text=shown[1] if changed else None,
+                        message_ts=shown[0] if changed else None,
                     ),
                 )
+                checkpointed = shown
                 stopped_by = await r.store_call(
                     "cancel_requested", lambda: r.store.cancel_requested(self.answer_id)
                 )

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from bot.app import SlackStream
 from bot.config import Settings
-from bot.sim.claude import ClaudeSim
+from bot.sim.claude import ClaudeSim, Script
 from bot.sim.events import EventPoster, dm_envelope, mention_envelope
 from bot.sim.slack import SimMessage, SlackSim
 from bot.store import Store
@@ -139,8 +139,10 @@ async def running_bot(
 
 
 @asynccontextmanager
-async def simulators(**slack_kw: Any) -> AsyncIterator[tuple[SlackSim, ClaudeSim]]:
-    async with SlackSim(**slack_kw) as slack, ClaudeSim() as claude:
+async def simulators(
+    *, claude_default: Script | None = None, **slack_kw: Any
+) -> AsyncIterator[tuple[SlackSim, ClaudeSim]]:
+    async with SlackSim(**slack_kw) as slack, ClaudeSim(default=claude_default) as claude:
         slack.add_channel(CHANNEL)
         slack.add_channel(DM, is_im=True)
         slack.add_user(ALICE, "alice", real_name="Alice")

@@ -1,0 +1,102 @@
+"""A real `slackstream serve` process, for fault tests that kill, stop and restart replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bot.sim.events import EventPoster
+from tests.harness import SECRET
+from tests.redis_server import free_port
+
+READY_TIMEOUT = 20.0
+
+
+class Replica:
+    """One bot process on a free loopback port, configured through its environment."""
+
+    def __init__(self, name: str, *, slack_url: str, claude_url: str, redis_url: str,
+                 **env: Any) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "SLACK_BOT_TOKEN": "xoxb-sim",
+            "SLACK_SIGNING_SECRET": SECRET,
+            "ANTHROPIC_API_KEY": "sk-sim",
+            "SLACK_API_URL": slack_url,
+            "ANTHROPIC_BASE_URL": claude_url,
+            "REDIS_URL": redis_url,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "REPLICA_ID": name,
+            "EDIT_INTERVAL_SECONDS": "0.2",
+            "STREAM_LEASE_SECONDS": "2",
+            "STREAM_IDLE_TIMEOUT_SECONDS": "10",
+            "SHUTDOWN_GRACE_SECONDS": "3",
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "INFO",
+            **{k.upper(): str(v) for k, v in env.items()},
+        }
+        self._log = tempfile.NamedTemporaryFile(prefix=f"replica-{name}-", suffix=".log",
+                                                delete=False)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.poster = EventPoster(f"{self.url}/slack/events", SECRET)
+
+    async def start(self) -> Replica:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "serve"], env=self.env, stdout=self._log,
+            stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+        )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"replica {self.name} exited early:\n{self.logs()}")
+            status, _ = await self.get("/readyz")
+            if status == 200:
+                return self
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"replica {self.name} not ready:\n{self.logs()}")
+
+    async def get(self, path: str) -> tuple[int, str]:
+        try:
+            async with aiohttp.ClientSession() as session, session.get(
+                self.url + path, timeout=aiohttp.ClientTimeout(total=2)
+            ) as response:
+                return response.status, await response.text()
+        except (aiohttp.ClientError, TimeoutError):
+            return 0, ""
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    async def exit_code(self, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replica {self.name} did not exit:\n{self.logs()}")
+            await asyncio.sleep(0.05)
+        return self.process.returncode
+
+    def logs(self) -> str:
+        return Path(self._log.name).read_text(errors="replace")[-6000:]
+
+    async def close(self) -> None:
+        await self.poster.close()
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._log.close()
+        os.unlink(self._log.name)
