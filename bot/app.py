@@ -31,6 +31,7 @@ from bot.config import Settings
 from bot.handlers import question_from_event, register_listeners
 from bot.janitor import Janitor
 from bot.metrics import Metrics
+from bot.pacing import PacingPolicy
 from bot.reply import BotIdentity, Replier
 from bot.slackapi import SlackCalls, SlackFailure
 from bot.store import MemoryStore, RedisStore, Store, StoreError
@@ -62,6 +63,7 @@ class SlackStream:
         slack_client: AsyncWebClient | None = None,
         claude: anthropic.AsyncAnthropic | None = None,
         metrics: Metrics | None = None,
+        policy: PacingPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
@@ -88,6 +90,7 @@ class SlackStream:
             settings=settings,
             metrics=self.metrics,
             identity=self._identity,
+            policy=policy,
         )
         self.janitor = Janitor(
             store=self.store, slack=self.slack, settings=settings, metrics=self.metrics

@@ -28,36 +28,67 @@ class EditKind(enum.Enum):
         return self is not EditKind.INTERMEDIATE
 
 
+@dataclass(frozen=True)
+class PacingPolicy:
+    """How one answer's edits are paced. `shared()` is the bot's; the others are the policies
+    peers use, kept so the benchmark can run them through the same pipeline for comparison."""
+
+    name: str
+    interval: float  # least time between two edits of one message (0: none)
+    every_deltas: int = 0  # edit only after this many new stream deltas (0: any)
+    shared_budget: bool = True  # take tokens from the workspace bucket; pause on a 429
+    final_attempts: int | None = None  # None: retry the final edit until Slack accepts it
+
+    @classmethod
+    def shared(cls, interval: float) -> PacingPolicy:
+        return cls("shared-budget", interval)
+
+    @classmethod
+    def every_20_deltas(cls) -> PacingPolicy:
+        """Edit every 20 stream chunks, no shared budget; the SDK's one 429 retry, then give up."""
+        return cls("every-20-chunks", 0.0, every_deltas=20, shared_budget=False, final_attempts=2)
+
+    @classmethod
+    def one_per_second(cls) -> PacingPolicy:
+        """One edit per second per message, no shared budget; one 429 retry, then give up."""
+        return cls("1-per-second", 1.0, shared_budget=False, final_attempts=2)
+
+
 @dataclass
 class MessagePacer:
-    """Per-message pacing: the first edit at once, then one per `interval`."""
+    """Per-message pacing: the first edit at once, then as the policy allows."""
 
-    interval: float
+    policy: PacingPolicy
     last_sent_at: float | None = None
+    deltas_at_last_edit: int = 0
 
-    def wait(self, now: float, kind: EditKind) -> float:
-        """Seconds to wait before an edit of this kind may start (0 means now)."""
+    def wait(self, now: float, kind: EditKind, deltas: int = 0) -> float | None:
+        """Seconds to wait before an edit of this kind may start (0: now; None: not until more
+        of the answer has arrived)."""
         if kind.must_send or self.last_sent_at is None:
             return 0.0
-        return max(0.0, self.last_sent_at + self.interval - now)
+        if deltas - self.deltas_at_last_edit < self.policy.every_deltas:
+            return None
+        return max(0.0, self.last_sent_at + self.policy.interval - now)
 
-    def sent(self, now: float) -> None:
+    def sent(self, now: float, deltas: int = 0) -> None:
         self.last_sent_at = now
+        self.deltas_at_last_edit = deltas
 
 
 def edit_reserve(kind: EditKind, *, staleness: float, interval: float, max_reserve: float) -> float:
     """Tokens that must stay in the workspace bucket for this edit to take one.
 
     `staleness` is how long the newest streamed text has waited to be shown. An intermediate edit
-    that is just one interval stale keeps `max_reserve` tokens for others; one that is k intervals
-    stale keeps max_reserve/k, down to one token, which is always left for first and final edits.
+    one interval stale keeps `max_reserve` tokens for others; k intervals stale, max_reserve/k.
+    The bucket refills continuously, so among answers waiting for a token the stalest (lowest
+    reserve) reaches its threshold first: the budget goes round the answers, stalest first, while
+    first-text and final edits (reserve 0) always go before any of them.
     """
     if kind.must_send:
         return 0.0
-    if max_reserve <= 1.0:
-        return 1.0
     periods = max(staleness / interval, 1.0) if interval > 0 else 1.0
-    return max(1.0, max_reserve / periods)
+    return max_reserve / periods
 
 
 def refill(tokens: float, last: float, now: float, per_minute: float, burst: float) -> float:

@@ -30,7 +30,7 @@ from bot.config import Settings
 from bot.conversation import Conversation, build_conversation
 from bot.logs import ContextLog
 from bot.metrics import Metrics
-from bot.pacing import EditKind, MessagePacer, edit_reserve
+from bot.pacing import EditKind, MessagePacer, PacingPolicy, edit_reserve
 from bot.slackapi import SlackCalls, SlackFailure
 from bot.store import AnswerRecord, Store, StoreError
 
@@ -95,6 +95,7 @@ class StreamState:
 
     chunks: list[str] = field(default_factory=list)
     length: int = 0
+    deltas: int = 0
     thinking: bool = False
     usage: render.Usage | None = None
     model: str = ""
@@ -108,6 +109,7 @@ class StreamState:
         """Per-delta work: keep it O(1); the join happens per edit, not per delta."""
         self.chunks.append(text)
         self.length += len(text)
+        self.deltas += 1
         if self.changed_at is None:
             self.changed_at = now
         self.changed.set()
@@ -209,6 +211,7 @@ class Replier:
         settings: Settings,
         metrics: Metrics,
         identity: Callable[[], BotIdentity],
+        policy: PacingPolicy | None = None,
         clock: Clock = time.monotonic,
         wall: Clock = time.time,
     ) -> None:
@@ -218,6 +221,7 @@ class Replier:
         self.settings = settings
         self.metrics = metrics
         self._identity = identity
+        self.policy = policy or PacingPolicy.shared(settings.edit_interval_seconds)
         self.clock = clock
         self.wall = wall
         self.running: dict[str, Answer] = {}
@@ -268,7 +272,9 @@ class Replier:
             log.info("answer refused: limit reached", extra={"user": q.user, "reason": refusal})
             with contextlib.suppress(SlackFailure):
                 await self.slack.call(
-                    "chat.postMessage", channel=q.channel, thread_ts=q.thread_ts,
+                    "chat.postMessage",
+                    channel=q.channel,
+                    thread_ts=q.thread_ts,
                     **render.error_payload(refusal).as_kwargs(),
                 )
             return
@@ -354,7 +360,8 @@ class Answer:
         self.offset = 0  # characters of the answer already finished in earlier messages
         self.shown = ""  # the raw answer text shown in message_ts
         self.state = StreamState()
-        self.pacer = MessagePacer(self.s.edit_interval_seconds)
+        self.policy = replier.policy
+        self.pacer = MessagePacer(self.policy)
         self.first_text_shown = False
         self.thinking_shown = False
         self.dropped_turns = 0
@@ -488,9 +495,12 @@ class Answer:
             except StoreError:
                 return  # degraded: answer now rather than wait blind
             earlier = [
-                rec for rec in records
-                if rec.channel == q.channel and rec.thread_ts == q.thread_ts
-                and rec.answer_id != self.answer_id and _ts_before(rec.question_ts, q.ts)
+                rec
+                for rec in records
+                if rec.channel == q.channel
+                and rec.thread_ts == q.thread_ts
+                and rec.answer_id != self.answer_id
+                and _ts_before(rec.question_ts, q.ts)
             ]
             if not earlier:
                 return
@@ -565,13 +575,15 @@ class Answer:
                     await self._show_thinking()
                 continue
             kind = EditKind.FIRST if not self.first_text_shown else EditKind.INTERMEDIATE
-            wait = self.pacer.wait(self.r.clock(), kind)
+            wait = self.pacer.wait(self.r.clock(), kind, st.deltas)
+            if wait is None:
+                continue
             if wait > 0:
                 retry_in = wait
                 continue
-            shown = await self._edit_streaming(kind)
-            if not shown:
-                retry_in = self.s.edit_interval_seconds
+            not_before = await self._edit_streaming(kind)
+            if not_before > 0:
+                retry_in = min(max(not_before, 0.02), 5.0)
         try:
             await stream_task
         except Exception as e:
@@ -606,12 +618,14 @@ class Answer:
                 status="is thinking…",
             )
 
-    async def _edit_streaming(self, kind: EditKind) -> bool:
-        """Show the newest text; False when the edit was skipped (budget or Slack refused)."""
+    async def _edit_streaming(self, kind: EditKind) -> float:
+        """Show the newest text: 0.0 when shown, else seconds before trying again (the budget
+        had no token for this answer yet, or Slack refused the edit)."""
         r, st = self.r, self.state
         staleness = r.clock() - st.changed_at if st.changed_at is not None else 0.0
-        if not await self._take_budget(kind, staleness):
-            return False
+        wait = await self._take_budget(kind, staleness)
+        if wait > 0:
+            return wait
         text = st.text()
         st.changed_at = None
         await self._continue_long(text)
@@ -624,13 +638,13 @@ class Answer:
                 st.changed_at = r.clock()
             if e.permanent:
                 self.log.warning("edit refused", extra={"error": e.error})
-            return False
+            return e.retry_after or self.policy.interval or 1.0
         self.shown = part
         if kind is EditKind.FIRST:
             self.first_text_shown = True
             self.checkpoint_now.set()
             r.metrics.time_to_first_text.observe(r.clock() - self.q.received_at)
-        return True
+        return 0.0
 
     async def _continue_long(self, text: str) -> None:
         """Close full messages and continue the answer in new messages of the thread."""
@@ -645,9 +659,12 @@ class Answer:
             self.message_ts = posted
             self.shown = ""
 
-    async def _take_budget(self, kind: EditKind, staleness: float) -> bool:
-        """Take a token from the workspace edit budget; must-send kinds wait for one."""
+    async def _take_budget(self, kind: EditKind, staleness: float) -> float:
+        """Take a token from the workspace edit budget: 0.0 when taken. Must-send kinds wait for
+        one; an intermediate edit returns at once with the seconds until it could have one."""
         r = self.r
+        if not self.policy.shared_budget:
+            return 0.0
         reserve = edit_reserve(
             kind,
             staleness=staleness,
@@ -669,12 +686,12 @@ class Answer:
                     ),
                 )
             except StoreError:
-                return True  # degraded: per-message pacing still holds
+                return 0.0  # degraded: per-message pacing still holds
             if wait <= 0:
-                return True
+                return 0.0
             if not kind.must_send:
                 r.metrics.edits_skipped.labels("budget").inc()
-                return False
+                return float(wait)
             await asyncio.sleep(wait)
 
     async def _update(
@@ -683,14 +700,14 @@ class Answer:
         """One chat.update of the current message; a 429 pauses the whole workspace."""
         r = self.r
         if not budget_taken:
-            await self._take_budget(kind, 0.0)
-        self.pacer.sent(r.clock())
+            await self._take_budget(kind, 0.0)  # must-send kinds: waits for a token
+        self.pacer.sent(r.clock(), self.state.deltas)
         try:
             await r.slack.call(
                 "chat.update", channel=self.q.channel, ts=self.message_ts, **payload.as_kwargs()
             )
         except SlackFailure as e:
-            if e.rate_limited:
+            if e.rate_limited and self.policy.shared_budget:
                 r.metrics.slack_rate_limit_pauses.inc()
                 until = r.wall() + (e.retry_after or 1.0)
                 with contextlib.suppress(StoreError):
@@ -707,11 +724,19 @@ class Answer:
         """
         deadline = self.r.clock() + FINAL_EDIT_DEADLINE
         backoff = 0.5
+        attempts = 0
         while True:
+            attempts += 1
             try:
                 await self._update(payload, kind)
                 return
             except SlackFailure as e:
+                if (
+                    self.policy.final_attempts is not None
+                    and attempts >= self.policy.final_attempts
+                ):
+                    self.log.error("final edit lost (baseline policy)", extra={"error": e.error})
+                    return
                 if e.permanent:
                     if e.error in ("msg_too_long", "msg_blocks_too_long", "invalid_blocks"):
                         self.log.error(
