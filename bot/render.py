@@ -280,6 +280,12 @@ class _Table:
         return " | ".join(map(_pad, row, self.widths, self.aligns))
 
 
+def _is_row(content: str) -> bool:
+    """A table goes on while lines have a pipe, until a blank line or a code fence (as in GFM;
+    it also keeps fences independent of tables)."""
+    return "|" in content and _fence_open(content) is None
+
+
 def _table_at(lines: list[str], i: int) -> tuple[_Table, int] | None:
     """The table starting at line ``i`` (header, delimiter row, rows) and the line after it."""
     header = lines[i].rstrip("\n")
@@ -291,7 +297,7 @@ def _table_at(lines: list[str], i: int) -> tuple[_Table, int] | None:
         return None
     table = _Table(_indent(header), cells, aligns)
     end = i + 2
-    while end < len(lines) and "|" in lines[end]:
+    while end < len(lines) and _is_row(lines[end].rstrip("\n")):
         table.add_row(_cells(lines[end].rstrip("\n")))
         end += 1
     return table, end
@@ -696,7 +702,7 @@ class _Sizer:
                 return "close"
             return "code"
         if self.table is not None:
-            if "|" in content:
+            if _is_row(content):
                 self.table.add_row(_cells(content))
                 return "row"
             self.fixed += self.table.length(True)
@@ -817,8 +823,8 @@ def _first_cuttable(content: str) -> int:
     return len(content) - len(rest) + marks + 1
 
 
-def _choose_cut(md: str, start: int, stop: int, lines: list[_Line]) -> int:
-    """The best cut in (start, stop): every position there fits."""
+def _choose_cut(md: str, start: int, stop: int, lines: list[_Line]) -> int | None:
+    """The best cut in (start, stop), where every position fits; None if there is none."""
     ranked: dict[int, list[int]] = {8: [], 6: [], 4: [], 2: [], 1: []}
     hard: dict[bool, int] = {}  # guarded? -> latest hard cut
     for t, line in enumerate(lines):
@@ -850,10 +856,10 @@ def _choose_cut(md: str, start: int, stop: int, lines: list[_Line]) -> int:
                 return ranked[rank][-1]
     if hard:
         return hard.get(False, hard[True])
-    c = start + 1  # nothing fits: make progress by one grapheme cluster
-    while c < len(md) and not _grapheme_break(md, c):
-        c += 1
-    return c
+    # Only a fence line or a lone grapheme cluster longer than the limit gets here: end the part
+    # after its first line even though it is too long; a cut inside a fence line is never safe.
+    newline = md.find("\n", start)
+    return newline + 1 if 0 <= newline < len(md) - 1 else None
 
 
 def _first_over(sizer: _Sizer, content: str, limit: int) -> int:
@@ -878,6 +884,8 @@ def next_cut(md: str, limit: int = BODY_LIMIT, start: int = 0) -> int | None:
     with ``continued_payload(part_text(md, start, cut))``, post a new one, ``start = cut``; show
     ``part_text(md, start)`` in the current message.
     """
+    if start >= len(md):
+        return None
     fence = _fence_at(md, start)
     sizer = _Sizer(fence)
     lines: list[_Line] = []

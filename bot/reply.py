@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anthropic
 import httpx2
@@ -37,11 +37,14 @@ from bot.store import AnswerRecord, Store, StoreError
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 
 # How long a final edit keeps being retried before the answer is given up (and left to the janitor).
 FINAL_EDIT_DEADLINE = 300.0
 SHUTDOWN_REASON = "the bot restarted; please ask again"
 THREAD_WAIT_POLL_SECONDS = 0.25
+# Slack errors that mean the payload, not the message, is the problem.
+_PAYLOAD_ERRORS = frozenset({"msg_too_long", "msg_blocks_too_long", "invalid_blocks"})
 
 
 def _ts_before(a: str, b: str) -> bool:
@@ -305,7 +308,7 @@ class Replier:
         replica's own answers are counted.
         """
         try:
-            records = await self.store_call("in_flight", self.store.in_flight)
+            records = await self.store_call("in_flight", self.store.in_flight())
             askers = [(rec.team_id, rec.asker) for rec in records]
         except StoreError:
             askers = [(a.q.team_id, a.q.user) for a in self.running.values()]
@@ -336,11 +339,11 @@ class Replier:
                 self._names[user_id] = str(name)
         return {u: self._names[u] for u in user_ids if u in self._names}
 
-    async def store_call(self, op: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def store_call(self, op: str, call: Awaitable[T]) -> T:
         """A store call, timed and counted; StoreError propagates for the caller to decide."""
         started = time.perf_counter()
         try:
-            return await call()
+            return await call
         except StoreError:
             self.metrics.store_errors.labels(op).inc()
             raise
@@ -395,10 +398,14 @@ class Answer:
             r.metrics.answers_in_flight.dec()
             r.metrics.answers_finished.labels(outcome).inc()
             r.metrics.answer_duration.observe(r.clock() - self.q.received_at)
-            with contextlib.suppress(StoreError):
-                await r.store_call(
-                    "finish", lambda: r.store.finish(self.answer_id, r.settings.replica_id)
-                )
+            if not self.final_sent and not self.lease_lost:
+                # The record stays: its lease lapses and a janitor tries the final edit again.
+                self.log.error("final edit not delivered; leaving the answer to the janitor")
+            else:
+                with contextlib.suppress(StoreError):
+                    await r.store_call(
+                        "finish", r.store.finish(self.answer_id, r.settings.replica_id)
+                    )
 
     def interrupt(self, reason: str) -> bool:
         """End this answer now with `[interrupted: reason]`; False if it is already ending."""
@@ -425,7 +432,7 @@ class Answer:
             question_ts=self.q.ts,
         )
         try:
-            await self.r.store_call("register", lambda: self.r.store.register(record))
+            await self.r.store_call("register", self.r.store.register(record))
         except StoreError:
             self.log.warning("store unreachable: answer not registered for recovery")
 
@@ -491,7 +498,7 @@ class Answer:
         shown_waiting = False
         while True:
             try:
-                records = await r.store_call("in_flight", r.store.in_flight)
+                records = await r.store_call("in_flight", r.store.in_flight())
             except StoreError:
                 return  # degraded: answer now rather than wait blind
             earlier = [
@@ -677,7 +684,7 @@ class Answer:
             try:
                 wait = await r.store_call(
                     "take_edit_token",
-                    lambda: r.store.take_edit_token(
+                    r.store.take_edit_token(
                         self.q.team_id,
                         now=r.wall(),
                         per_minute=self.s.workspace_edits_per_minute,
@@ -711,44 +718,43 @@ class Answer:
                 r.metrics.slack_rate_limit_pauses.inc()
                 until = r.wall() + (e.retry_after or 1.0)
                 with contextlib.suppress(StoreError):
-                    await r.store_call(
-                        "pause_edits", lambda: r.store.pause_edits(self.q.team_id, until)
-                    )
+                    await r.store_call("pause_edits", r.store.pause_edits(self.q.team_id, until))
             raise
         r.metrics.edits.labels(kind.value).inc()
 
-    async def _must_update(self, payload: render.SlackPayload, kind: EditKind) -> None:
+    async def _must_update(self, payload: render.SlackPayload, kind: EditKind) -> bool:
         """An edit that must land (final, continuation): retried until Slack accepts it.
 
         chat.update replaces the whole message, so a retry after an unclear failure is idempotent.
+        Returns False only when it gave up on an error that might still pass later.
         """
         deadline = self.r.clock() + FINAL_EDIT_DEADLINE
         backoff = 0.5
         attempts = 0
+        plain = False
         while True:
             attempts += 1
             try:
                 await self._update(payload, kind)
-                return
+                return True
             except SlackFailure as e:
-                if (
-                    self.policy.final_attempts is not None
-                    and attempts >= self.policy.final_attempts
-                ):
+                limit = self.policy.final_attempts
+                if limit is not None and attempts >= limit:
                     self.log.error("final edit lost (baseline policy)", extra={"error": e.error})
-                    return
+                    return True
                 if e.permanent:
-                    if e.error in ("msg_too_long", "msg_blocks_too_long", "invalid_blocks"):
+                    if not plain and e.error in _PAYLOAD_ERRORS:
+                        # A rendering bug must not cost the answer: fall back to plain text.
                         self.log.error(
-                            "final payload refused; sending plain text", extra={"error": e.error}
+                            "payload refused; sending plain text", extra={"error": e.error}
                         )
-                        payload = render.SlackPayload(text=payload.text[:3900], blocks=[])
+                        payload, plain = render.SlackPayload(text=payload.text, blocks=[]), True
                         continue
                     self.log.error("final edit impossible", extra={"error": e.error})
-                    return
+                    return True
                 if self.r.clock() > deadline:
                     self.log.error("final edit gave up after retries", extra={"error": e.error})
-                    return
+                    return False
                 delay = e.retry_after if e.rate_limited else backoff
                 backoff = min(backoff * 2, 10.0)
                 await asyncio.sleep(delay or backoff)
@@ -789,8 +795,7 @@ class Answer:
         if interrupted is not None:
             notes.append(render.interrupted_note(interrupted))
         payload = render.final_payload(text[self.offset :], footer=footer, notes=notes)
-        await self._must_update(payload, EditKind.FINAL)
-        self.final_sent = True
+        self.final_sent = await self._must_update(payload, EditKind.FINAL)
         if text and not self.first_text_shown:  # the whole answer arrived before the first edit
             self.r.metrics.time_to_first_text.observe(self.r.clock() - self.q.received_at)
         if st.usage is not None:
@@ -838,14 +843,14 @@ class Answer:
     async def _finish_failed(self, line: str) -> None:
         """Replace the placeholder by one clear line when nothing of the answer exists."""
         self.finishing = True
-        await self._must_update(render.error_payload(f":warning: {line}"), EditKind.FINAL)
-        self.final_sent = True
+        payload = render.error_payload(f":warning: {line}")
+        self.final_sent = await self._must_update(payload, EditKind.FINAL)
 
     async def _reclaim_after_store_loss(self) -> bool:
         """After a heartbeat is refused: True if the record was merely lost (e.g. Redis restarted
         without persistence) and has been registered again; False if another replica owns it."""
         try:
-            record = await self.r.store_call("get", lambda: self.r.store.get(self.answer_id))
+            record = await self.r.store_call("get", self.r.store.get(self.answer_id))
         except StoreError:
             return True
         if record is not None:
@@ -868,7 +873,7 @@ class Answer:
             try:
                 owned = await r.store_call(
                     "heartbeat",
-                    lambda: r.store.heartbeat(
+                    r.store.heartbeat(
                         self.answer_id,
                         self.s.replica_id,
                         now=r.wall(),
@@ -879,7 +884,7 @@ class Answer:
                 )
                 checkpointed = shown
                 stopped_by = await r.store_call(
-                    "cancel_requested", lambda: r.store.cancel_requested(self.answer_id)
+                    "cancel_requested", r.store.cancel_requested(self.answer_id)
                 )
             except StoreError:
                 continue  # degraded: keep streaming; the lease can't be renewed but isn't lost

@@ -20,6 +20,9 @@ import kubernetes_validate
 import pytest
 import yaml
 from packaging.version import Version
+from prometheus_client import Counter, Gauge, Histogram
+
+from bot.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[1]
 INFRA = REPO / "infra"
@@ -43,28 +46,25 @@ DEFAULT_SHUTDOWN_GRACE_SECONDS = 20.0
 # Room after the drain for the final `[interrupted]` edits and closing connections.
 MIN_KILL_MARGIN_SECONDS = 10.0
 
-# Prometheus metrics the bot exports (after the `slackstream_` prefix) and their labels.
-METRICS: dict[str, tuple[str, ...]] = {
-    "answers_started_total": (),
-    "answers_finished_total": ("outcome",),
-    "answers_in_flight": (),
-    "time_to_first_text_seconds": (),
-    "answer_duration_seconds": (),
-    "edits_total": ("kind",),
-    "edits_skipped_total": ("reason",),
-    "slack_calls_total": ("method",),
-    "slack_errors_total": ("method", "error"),
-    "slack_rate_limit_pauses_total": (),
-    "claude_errors_total": ("type",),
-    "tokens_total": ("direction",),
-    "store_latency_seconds": ("op",),
-    "store_errors_total": ("op",),
-    "store_degraded": (),
-    "janitor_recoveries_total": (),
-    "events_total": ("type",),
-    "events_deduped_total": (),
-}
-HISTOGRAMS = {"time_to_first_text_seconds", "answer_duration_seconds", "store_latency_seconds"}
+def _exported_metrics() -> tuple[dict[str, tuple[str, ...]], set[str]]:
+    """The metrics bot/metrics.py really exports (after `slackstream_`) with their labels."""
+    metrics = Metrics()
+    exported: dict[str, tuple[str, ...]] = {}
+    histograms: set[str] = set()
+    for collector in vars(metrics).values():
+        if not isinstance(collector, Counter | Gauge | Histogram):
+            continue
+        name = collector._name.removeprefix("slackstream_")
+        if isinstance(collector, Counter):
+            name += "_total"
+        if isinstance(collector, Histogram):
+            histograms.add(name)
+        exported[name] = tuple(collector._labelnames)
+    return exported, histograms
+
+
+# Prometheus metrics the bot exports and their labels, read from the code so they can't drift.
+METRICS, HISTOGRAMS = _exported_metrics()
 OUTCOMES = {"completed", "interrupted", "stopped", "failed", "rejected", "recovered"}
 SCRAPE_LABELS = {"instance", "job", "pod", "namespace", "le"}
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,30 @@ async def test_normal_stream_delivers_text_in_chunks_with_usage(sim: ClaudeSim) 
     assert headers["authorization"] == "Bearer sk-sim"
     assert "anthropic-version" in headers
     assert sim.requests[0]["messages"] == [{"role": "user", "content": "hello"}]
+
+
+async def test_timeline_records_when_each_text_delta_was_streamed(sim: ClaudeSim) -> None:
+    sim.enqueue(
+        Script(
+            text=TEXT,
+            chunk_chars=10,
+            chunk_delay=0.01,
+            http_error=(529, "overloaded_error"),
+            http_error_times=1,
+        )
+    )
+    async with _client(sim, max_retries=1) as client:
+        before = time.monotonic()
+        assert await _stream_text(client) == TEXT
+        after = time.monotonic()
+
+    assert len(sim.timelines) == len(sim.requests) == 2
+    failed, streamed = sim.timelines
+    assert failed == []  # the 529 attempt streamed nothing
+    times = [at for at, _ in streamed]
+    assert [chars for _, chars in streamed] == [min(i * 10, len(TEXT)) for i in range(1, 7)]
+    assert before <= times[0] and times[-1] <= after
+    assert all(b - a >= 0.01 for a, b in itertools.pairwise(times))  # the script's pace
 
 
 async def test_usage_is_estimated_from_the_request_and_answer(sim: ClaudeSim) -> None:

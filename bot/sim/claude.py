@@ -32,9 +32,10 @@ import asyncio
 import contextlib
 import json
 import re
+import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -267,6 +268,7 @@ class _Stream:
     response: web.StreamResponse
     script: Script
     stopping: asyncio.Event
+    timeline: list[tuple[float, int]] = field(default_factory=list)
 
     async def send(self, event: str, data: dict[str, Any]) -> None:
         await self.response.write(_sse(event, data))
@@ -300,11 +302,17 @@ class ClaudeSim:
 
     `requests` records every `/v1/messages` request that passed validation (a 400 is not
     recorded), failed attempts included, so tests can count SDK retries.
+
+    `timelines[i]` is when `requests[i]`'s text was streamed, for the pacing benchmark to compare
+    with what Slack showed: one `(time.monotonic(), cumulative text characters)` per text delta,
+    taken as the delta is written (SlackSim's default clock). It stays empty for requests that
+    streamed no text (failed attempts, non-streaming calls, fixture replays).
     """
 
     def __init__(self, *, default: ScriptSource | None = None) -> None:
         self.base_url = ""
         self.requests: list[dict[str, Any]] = []
+        self.timelines: list[list[tuple[float, int]]] = []
         self._default: ScriptSource = default if default is not None else default_script
         self._queue: deque[Script] = deque()
         self._current: Script | None = None
@@ -434,6 +442,8 @@ class ClaudeSim:
         self.requests.append(
             {**body, "_headers": {k.lower(): v for k, v in request.headers.items()}}
         )
+        timeline: list[tuple[float, int]] = []
+        self.timelines.append(timeline)
         self._notify()
         script, fail = self._pick_script(body)
         if fail:
@@ -450,7 +460,7 @@ class ClaudeSim:
             }
         )
         await response.prepare(request)
-        stream = _Stream(request, response, script, self._stopping)
+        stream = _Stream(request, response, script, self._stopping, timeline)
         self._open_streams += 1
         self._notify()
         try:
@@ -560,6 +570,7 @@ class ClaudeSim:
         )
         await stream.send("ping", {"type": "ping"})
         chunks = _chunks(script.text, script.chunk_chars)
+        streamed = 0
         for sent in range(len(chunks) + 1):
             if await self._fault(stream, sent, last=sent == len(chunks)):
                 return
@@ -572,6 +583,8 @@ class ClaudeSim:
                 "content_block_delta",
                 {"type": "content_block_delta", "index": index, "delta": text_delta},
             )
+            streamed += len(chunks[sent])
+            stream.timeline.append((time.monotonic(), streamed))
         await stream.send("content_block_stop", {"type": "content_block_stop", "index": index})
         if script.end_without_message_delta:
             return
