@@ -289,7 +289,7 @@ def _is_row(content: str) -> bool:
 def _table_at(lines: list[str], i: int) -> tuple[_Table, int] | None:
     """The table starting at line ``i`` (header, delimiter row, rows) and the line after it."""
     header = lines[i].rstrip("\n")
-    if "|" not in header or i + 1 >= len(lines):
+    if not _is_row(header) or i + 1 >= len(lines):
         return None
     cells = _cells(header)
     aligns = _separator_aligns(lines[i + 1].rstrip("\n"), len(cells))

@@ -43,6 +43,7 @@ T = TypeVar("T")
 FINAL_EDIT_DEADLINE = 300.0
 SHUTDOWN_REASON = "the bot restarted; please ask again"
 THREAD_WAIT_POLL_SECONDS = 0.25
+THREAD_CACHE_SECONDS = 3600.0  # then the thread is read whole again, picking up edits
 # Slack errors that mean the payload, not the message, is the problem.
 _PAYLOAD_ERRORS = frozenset({"msg_too_long", "msg_blocks_too_long", "invalid_blocks"})
 
@@ -53,6 +54,14 @@ def _ts_before(a: str, b: str) -> bool:
         return bool(a) and _ts_key(a) < _ts_key(b)
     except ValueError:
         return False
+
+
+def _has_stop_button(message: dict[str, Any]) -> bool:
+    return any(
+        element.get("action_id") == render.STOP_ACTION_ID
+        for block in message.get("blocks") or []
+        for element in block.get("elements") or []
+    )
 
 
 def _ts_key(ts: str) -> tuple[int, int]:
@@ -527,21 +536,8 @@ class Answer:
         """The thread as Claude turns; if Slack can't give us the thread, the question alone."""
         r, q = self.r, self.q
         identity = r._identity()
-        thread: list[dict[str, Any]] = []
         try:
-            cursor: str | None = None
-            while True:
-                page = await r.slack.call(
-                    "conversations.replies",
-                    channel=q.channel,
-                    ts=q.thread_ts,
-                    limit=200,
-                    cursor=cursor,
-                )
-                thread.extend(page.get("messages") or [])
-                cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
-                if not cursor:
-                    break
+            thread = await self._read_thread()
         except SlackFailure as e:
             self.log.warning(
                 "could not read the thread; answering the question alone", extra={"error": e.error}
@@ -560,6 +556,44 @@ class Answer:
             token_budget=self.s.context_token_budget,
             skip_ts={self.message_ts},
         )
+
+    async def _read_thread(self) -> list[dict[str, Any]]:
+        """The thread's messages: the cached ones plus those Slack has after the newest cached.
+
+        Only finished messages older than this answer's placeholder are cached, so a cached
+        copy never holds an answer that was still streaming when it was read.
+        """
+        r, q = self.r, self.q
+        key = f"{q.channel}:{q.thread_ts}"
+        try:
+            cached = await r.store_call("get_thread", r.store.get_thread(key)) or []
+        except StoreError:
+            cached = []
+        oldest = cached[-1]["ts"] if cached else None
+        by_ts = {str(m["ts"]): m for m in cached}
+        cursor: str | None = None
+        while True:
+            page = await r.slack.call(
+                "conversations.replies",
+                channel=q.channel,
+                ts=q.thread_ts,
+                limit=200,
+                cursor=cursor,
+                oldest=oldest,
+            )
+            by_ts.update({str(m["ts"]): m for m in page.get("messages") or [] if m.get("ts")})
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                break
+        thread = [by_ts[ts] for ts in sorted(by_ts, key=_ts_key)]
+        settled = [
+            m
+            for m in thread
+            if _ts_before(str(m["ts"]), self.message_ts) and not _has_stop_button(m)
+        ]
+        with contextlib.suppress(StoreError):
+            await r.store_call("put_thread", r.store.put_thread(key, settled, THREAD_CACHE_SECONDS))
+        return thread
 
     # -- publisher -----------------------------------------------------------------------------
 

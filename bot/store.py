@@ -77,6 +77,18 @@ class Store(Protocol):
         events, and one message may arrive as two event types."""
         ...
 
+    async def get_thread(self, key: str) -> list[dict[str, Any]] | None:
+        """A thread's messages as last read from Slack, or None: Slack limits
+        `conversations.replies` tightly for some apps, so later reads fetch only what is new."""
+        ...
+
+    async def put_thread(
+        self, key: str, messages: list[dict[str, Any]], ttl_seconds: float
+    ) -> None:
+        """Remember a thread's messages for `ttl_seconds` (then it is read whole again, which
+        also picks up edits made to older messages)."""
+        ...
+
     async def register(self, record: AnswerRecord) -> None:
         """Make a new answer visible to every janitor from its first moment."""
         ...
@@ -206,6 +218,7 @@ class MemoryStore:
         self._cancels: dict[str, tuple[str, float]] = {}
         self._buckets: dict[str, _Bucket] = {}
         self._pauses: dict[str, float] = {}
+        self._threads: dict[str, tuple[float, str]] = {}  # key -> (expires, JSON messages)
         self._listeners: set[asyncio.Queue[tuple[str, str] | None]] = set()
         self._closed = False
 
@@ -218,6 +231,21 @@ class MemoryStore:
         self._events[key] = expires
         heapq.heappush(self._event_expiries, (expires, key))
         return True
+
+    async def get_thread(self, key: str) -> list[dict[str, Any]] | None:
+        entry = self._threads.get(key)
+        if entry is None or entry[0] <= self._clock():
+            self._threads.pop(key, None)
+            return None
+        return json.loads(entry[1])  # type: ignore[no-any-return]
+
+    async def put_thread(
+        self, key: str, messages: list[dict[str, Any]], ttl_seconds: float
+    ) -> None:
+        # Stored as JSON, like Redis does, so callers can't mutate the cached copy.
+        now = self._clock()
+        self._threads = {k: v for k, v in self._threads.items() if v[0] > now}
+        self._threads[key] = (now + ttl_seconds, json.dumps(messages))
 
     def _forget_expired_events(self, now: float) -> None:
         # A heap keeps the cleanup cheap however many events go by.
@@ -550,6 +578,24 @@ class RedisStore:
                 f"{self._prefix}event:{key}", "1", nx=True, px=max(1, round(ttl_seconds * 1000))
             )
         return bool(created)
+
+    async def get_thread(self, key: str) -> list[dict[str, Any]] | None:
+        with _translated("get_thread"):
+            raw = await self._redis.get(f"{self._prefix}thread:{key}")
+        if raw is None:
+            return None
+        messages = json.loads(raw)
+        return messages if isinstance(messages, list) else None
+
+    async def put_thread(
+        self, key: str, messages: list[dict[str, Any]], ttl_seconds: float
+    ) -> None:
+        with _translated("put_thread"):
+            await self._redis.set(
+                f"{self._prefix}thread:{key}",
+                json.dumps(messages),
+                px=max(1, round(ttl_seconds * 1000)),
+            )
 
     async def register(self, record: AnswerRecord) -> None:
         with _translated("register"):

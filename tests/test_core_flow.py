@@ -100,6 +100,10 @@ async def test_thread_becomes_conversation_with_roles_labels_and_no_footer() -> 
     assert "bob: I thought it was Lyon" in last_user  # other people are labelled
     assert last_user.rstrip().endswith("alice: and how many people live there?")
     assert "<@UBOT>" not in last_user  # the bot's own mention is stripped
+    # The second read of the thread asked Slack only for what came after the cached messages.
+    reads = slack.calls_to("conversations.replies")
+    assert "oldest" not in reads[0].params
+    assert reads[1].params["oldest"] == first.ts
     assert claude.requests[1]["model"] == "claude-sonnet-5-5"
     assert claude.requests[1]["max_tokens"] == 2048
 

@@ -501,3 +501,28 @@ async def test_a_heartbeat_costs_the_same_however_many_answers_are_in_flight(
     finally:
         await client.aclose()
         await store.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Thread cache
+
+
+async def test_thread_cache_round_trips_and_is_a_copy(store: Store) -> None:
+    messages = [{"ts": "1.000100", "user": "U1", "text": "héllo <@U2> 日本"}, {"ts": "1.000200"}]
+    assert await store.get_thread("C1:1.000100") is None
+    await store.put_thread("C1:1.000100", messages, 60)
+    cached = await store.get_thread("C1:1.000100")
+    assert cached == messages
+    assert cached is not None
+    cached.append({"ts": "9"})  # the caller's copy, not the cache
+    assert await store.get_thread("C1:1.000100") == messages
+
+
+async def test_thread_cache_expires() -> None:
+    now = [0.0]
+    store = MemoryStore(clock=lambda: now[0])
+    await store.put_thread("k", [{"ts": "1"}], 10)
+    now[0] = 9.9
+    assert await store.get_thread("k") == [{"ts": "1"}]
+    now[0] = 10.0
+    assert await store.get_thread("k") is None
