@@ -612,7 +612,10 @@ def _settle_prose(lines: list[str]) -> str:
         and not _starts_block(lines[start])
     ):
         start -= 1
-    return "".join(lines[:start]) + _settle_inline("".join(lines[start:]))
+    settled = "".join(lines[:start]) + _settle_inline("".join(lines[start:]))
+    tail = settled.rfind("\n") + 1
+    # What was held back (say a backtick) may have kept the last line from opening a fence.
+    return settled[:tail] if _fence_open(settled[tail:]) else settled
 
 
 def render_partial(md_prefix: str) -> str:

@@ -1,0 +1,796 @@
+"""What running the bot costs: CPU per streamed delta, Redis commands, memory, concurrency.
+
+Every figure is taken from a real `python -m bot serve` process (started as the fault tests start
+theirs), talking over loopback to the simulated Slack and Claude and to a throwaway redis-server:
+
+- CPU per delta: the bot's CPU time (utime + stime from /proc) for M answers of D small deltas,
+  against a *bare loop* process that streams the same scripts through the same SDK and does
+  nothing else. Ratio = bot µs per delta / bare µs per delta (target at most 1.3).
+- Redis commands per answer, from INFO commandstats, for answers of different lengths and rates:
+  they should follow an answer's duration (heartbeats, paced edits), not its length.
+- Memory per in-flight answer: the bot's RSS with K answers held open mid-stream, over its RSS
+  before them, divided by K.
+- Concurrency: answers streaming at 30 deltas a second arrive at a steady rate so that about N are
+  in flight; the acknowledgement time of each event POST is measured while they stream. The
+  largest N with p99 under 250 ms is reported (target at least 300).
+- A py-spy profile of the bot under the delta-heavy workload, reduced to its top frames.
+
+The simulators run in a helper process of their own (`--sims`) so that their CPU is not counted
+as the bot's, and the bare loop in another (`--bare`). Both are this module, re-invoked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis.asyncio
+from aiohttp import web
+
+from bot.config import DEFAULT_SYSTEM_PROMPT
+from bot.render import STOP_ACTION_ID
+from bot.sim.claude import ClaudeSim, Script
+from bot.sim.events import mention_envelope, sign
+from bot.sim.slack import SimMessage, SlackSim
+from tests.harness import SECRET
+from tests.redis_server import RedisServer
+from tests.replica import Replica
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+CHANNEL = "C0BENCH"
+BOT_USER = "UBOT"
+TEAM_SIZE = 50  # answers per simulated workspace: the bot's default cap per workspace
+ACK_TARGET = 0.25  # seconds, event acknowledgement p99
+RATIO_TARGET = 1.3
+CONCURRENCY_TARGET = 300
+DELTA_RATE = 30.0  # deltas per second of each answer in the concurrency ramp
+DELTA_CHARS = 4  # characters per delta: small, so that per-delta costs dominate
+INFLIGHT_KEY = "slackstream:inflight"
+BENCH_COMMANDS = frozenset({"info", "zcard", "config|resetstat", "config", "flushall"})
+# Commands a client sends itself (one round trip each; a MULTI/EXEC pipeline counts as its EXEC);
+# everything else in commandstats runs inside a Lua script or a transaction.
+ROUND_TRIP_COMMANDS = frozenset(
+    {"evalsha", "eval", "set", "get", "exec", "ping", "subscribe", "publish", "script|load"}
+)
+# The bot's settings for every run: production defaults, except a workspace edit budget large
+# enough that every answer is edited at the full per-message pace (1 edit/s), the bot's worst case.
+BOT_ENV = {
+    "EDIT_INTERVAL_SECONDS": "1.0",
+    "STREAM_LEASE_SECONDS": "15",
+    "STREAM_IDLE_TIMEOUT_SECONDS": "60",
+    "SHUTDOWN_GRACE_SECONDS": "20",
+    "WORKSPACE_EDITS_PER_MINUTE": "6000",
+    "WORKSPACE_EDIT_BURST": "100",
+    "LOG_LEVEL": "INFO",
+    "LOG_FORMAT": "json",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Workloads: a question's text tells the simulated Claude how to answer it
+# --------------------------------------------------------------------------------------------
+
+_BENCH_DIRECTIVE = re.compile(r"\[bench (\d+) ([\d.]+) (\d+) (\d+)\]")
+_WORDS = (
+    "the answer streams into one message while new words arrive from the model and each "
+    "edit carries the newest text so nobody waits for the end"
+).split()
+
+
+@dataclass(frozen=True)
+class Workload:
+    """`deltas` text deltas of `chars` characters at `rate` a second (0: as fast as possible);
+    with `hold`, the stream goes silent after that many deltas (an answer held mid-stream)."""
+
+    deltas: int
+    rate: float
+    chars: int = DELTA_CHARS
+    hold: int = 0
+
+    def question(self) -> str:
+        return f"<@{BOT_USER}> [bench {self.deltas} {self.rate:g} {self.chars} {self.hold}]"
+
+    @property
+    def seconds(self) -> float:
+        return self.deltas / self.rate if self.rate > 0 else 0.0
+
+    def label(self) -> str:
+        rate = f"{self.rate:g}/s" if self.rate > 0 else "flat out"
+        return f"{self.deltas} deltas × {self.chars} chars, {rate}"
+
+
+def _prose(chars: int) -> str:
+    """Deterministic plain prose of exactly `chars` characters, in paragraphs."""
+    out: list[str] = []
+    size, i = 0, 0
+    while size < chars:
+        word = _WORDS[i % len(_WORDS)]
+        sep = "\n\n" if i and i % 60 == 0 else " " if i else ""
+        out.append(sep + word)
+        size += len(sep) + len(word)
+        i += 1
+    return "".join(out)[:chars]
+
+
+def bench_script(body: dict[str, Any]) -> Script:
+    """The simulated Claude's answer to a benchmark question (the last directive in the turns)."""
+    found = _BENCH_DIRECTIVE.findall(json.dumps(body.get("messages")))
+    if not found:
+        return Script()
+    deltas, rate, chars, hold = found[-1]
+    n, c, r, h = int(deltas), int(chars), float(rate), int(hold)
+    return Script(
+        text=_prose(n * c),
+        chunk_chars=c,
+        chunk_delay=1.0 / r if r > 0 else 0.0,
+        silence_after=h or None,
+        silence_seconds=3600.0,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The simulators' process (`--sims`)
+# --------------------------------------------------------------------------------------------
+
+
+class SimsServer:
+    """SlackSim and ClaudeSim plus a small control API for the benchmark driver."""
+
+    def __init__(self, slack_latency: float) -> None:
+        self.slack = SlackSim(latency=slack_latency)
+        self.claude = ClaudeSim(default=bench_script)
+        self.outcomes: Counter[str] = Counter()
+        self.finals_at: dict[str, float] = {}  # question ts -> when its final edit arrived
+        self.serial = 0
+        self.slack.add_channel(CHANNEL)
+        self.slack.on_change.append(self._changed)
+
+    def _changed(self, kind: str, message: SimMessage) -> None:
+        message.history.clear()  # the benchmark never reads old versions; keep memory flat
+        if message.user != self.slack.bot_user_id or message.has_button(STOP_ACTION_ID):
+            return
+        if kind == "posted":
+            self.outcomes["refused"] += 1
+            return
+        text = message.visible_text()
+        outcome = (
+            "interrupted" if "[interrupted" in text
+            else "failed" if text.startswith(":warning:")
+            else "completed"
+        )
+        self.outcomes[outcome] += 1
+        self.finals_at[message.thread_ts or ""] = time.monotonic()
+
+    async def questions(self, request: web.Request) -> web.Response:
+        """Create `count` top-level questions, each from a new user: [[ts, user], ...]."""
+        body = await request.json()
+        made: list[list[str]] = []
+        for _ in range(int(body["count"])):
+            self.serial += 1
+            user = f"U{self.serial:07d}"
+            self.slack.add_user(user, f"user{self.serial}")
+            asked = self.slack.post_user_message(CHANNEL, str(body["text"]), user=user)
+            made.append([asked.ts, user])
+        return web.json_response(made)
+
+    async def stats(self, request: web.Request) -> web.Response:
+        calls = Counter(c.method for c in self.slack.calls)
+        return web.json_response({
+            "open_streams": self.claude.open_streams,
+            "outcomes": dict(self.outcomes),
+            "finals_at": self.finals_at,
+            "calls": dict(calls),
+            "claude_requests": len(self.claude.requests),
+        })
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.slack.calls.clear()
+        self.claude.requests.clear()
+        self.outcomes.clear()
+        self.finals_at.clear()
+        return web.json_response({})
+
+    async def run(self) -> None:
+        slack_url = await self.slack.start()
+        claude_url = await self.claude.start()
+        app = web.Application()
+        app.router.add_post("/questions", self.questions)
+        app.router.add_get("/stats", self.stats)
+        app.router.add_post("/reset", self.reset)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        control = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        print(json.dumps({"slack": slack_url, "claude": claude_url, "control": control}),
+              flush=True)
+        await stop.wait()
+        await runner.cleanup()
+        await self.claude.stop()
+        await self.slack.stop()
+
+
+class Sims:
+    """The driver's handle on the simulators' process."""
+
+    def __init__(self, slack_latency: float) -> None:
+        self.slack_latency = slack_latency
+        self.process: subprocess.Popen[str] | None = None
+        self.slack_url = self.claude_url = self.control = ""
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.overhead", "--sims",
+             "--slack-latency", str(self.slack_latency)],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        )
+        assert self.process.stdout is not None
+        line = await asyncio.to_thread(self.process.stdout.readline)
+        if not line:
+            raise RuntimeError("the simulators' process exited before it was ready")
+        urls = json.loads(line)
+        self.slack_url, self.claude_url, self.control = urls["slack"], urls["claude"], urls[
+            "control"]
+        self._session = aiohttp.ClientSession()
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        assert self._session is not None
+        async with self._session.request(method, self.control + path, json=body) as response:
+            response.raise_for_status()
+            return await response.json()
+
+    async def questions(self, count: int, text: str) -> list[tuple[str, str]]:
+        made = await self._call("POST", "/questions", {"count": count, "text": text})
+        return [(ts, user) for ts, user in made]
+
+    async def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/stats")
+        return result
+
+    async def reset(self) -> None:
+        await self._call("POST", "/reset")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+# --------------------------------------------------------------------------------------------
+# The bare loop's process (`--bare`): the same streams through the SDK, nothing else
+# --------------------------------------------------------------------------------------------
+
+
+async def bare_loop(claude_url: str, question: str, answers: int) -> dict[str, float]:
+    """Stream `answers` copies of `question` concurrently, as the bot would request them, and
+    count only the CPU of the streaming (after a warm-up, like the bot's)."""
+    import anthropic
+    import httpx2
+
+    client = anthropic.AsyncAnthropic(api_key="sk-sim", base_url=claude_url, max_retries=2)
+
+    async def one(text: str) -> int:
+        events = 0
+        async with client.messages.stream(
+            model="claude-sonnet-5-5",
+            max_tokens=2048,
+            system=[{"type": "text", "text": DEFAULT_SYSTEM_PROMPT,
+                     "cache_control": {"type": "ephemeral"}}],
+            messages=[{"role": "user", "content": text}],
+            timeout=httpx2.Timeout(60.0, connect=10.0),
+        ) as stream:
+            async for _ in stream:
+                events += 1
+        return events
+
+    warm = Workload(deltas=20, rate=0).question()
+    await asyncio.gather(*(one(warm) for _ in range(5)))
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    events = await asyncio.gather(*(one(question) for _ in range(answers)))
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    await client.close()
+    return {"cpu_seconds": cpu, "wall_seconds": wall, "sdk_events": float(sum(events))}
+
+
+async def run_bare(claude_url: str, workload: Workload, answers: int) -> dict[str, float]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.overhead", "--bare", "--claude-url", claude_url,
+        "--question", workload.question(), "--answers", str(answers),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"the bare loop failed (exit {process.returncode})")
+    result: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Process measurements from /proc
+# --------------------------------------------------------------------------------------------
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all threads, in seconds (resolution 1/CLK_TCK)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+# --------------------------------------------------------------------------------------------
+# The rig: redis, simulators, one bot at a time, and a Slack-like event poster
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """Questions asked together; `post_at` are monotonic times, `acks` seconds per event POST."""
+
+    text: str
+    questions: list[tuple[str, str]]  # (ts, user)
+    post_at: dict[str, float] = field(default_factory=dict)
+    acks: dict[str, float] = field(default_factory=dict)
+
+
+class Rig:
+    """Redis, the simulators, one bot process at a time, and a Slack-like event poster."""
+
+    def __init__(self, slack_latency: float) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is not on PATH: the benchmark needs a throwaway one")
+        self.redis_server = RedisServer(binary=binary)  # a free port, never 6379
+        self.sims = Sims(slack_latency)
+        self._redis: redis.asyncio.Redis | None = None
+        self.redis_pid = 0
+        self.redis_version = ""
+        self.bot: Replica | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.serial = 0  # questions posted so far: picks each one's workspace
+
+    @property
+    def redis(self) -> redis.asyncio.Redis:
+        assert self._redis is not None
+        return self._redis
+
+    async def start(self) -> None:
+        self.redis_server.start()
+        self._redis = redis.asyncio.Redis.from_url(self.redis_server.url, decode_responses=True)
+        info = await self.redis.info("server")
+        self.redis_pid, self.redis_version = int(info["process_id"]), str(info["redis_version"])
+        await self.sims.start()
+        # No connection cap: a queue in the poster would be counted as the bot's latency.
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+    async def close(self) -> None:
+        await self.stop_bot()
+        if self._session is not None:
+            await self._session.close()
+        await self.sims.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+        self.redis_server.close()
+
+    @property
+    def bot_pid(self) -> int:
+        assert self.bot is not None and self.bot.process is not None
+        return self.bot.process.pid
+
+    async def start_bot(self, name: str, **env: str) -> None:
+        """A fresh bot process on an empty Redis (answers held by a previous one are gone)."""
+        await self.stop_bot()
+        await self.redis.flushall()
+        self.bot = Replica(name, slack_url=self.sims.slack_url, claude_url=self.sims.claude_url,
+                           redis_url=self.redis_server.url, **{**BOT_ENV, **env})
+        await self.bot.start()
+
+    async def stop_bot(self) -> None:
+        if self.bot is not None:
+            await self.bot.close()
+            self.bot = None
+
+    async def ask(self, workload: Workload, count: int) -> Batch:
+        text = workload.question()
+        return Batch(text, await self.sims.questions(count, text))
+
+    async def post(self, batch: Batch, index: int) -> None:
+        """Deliver one question's `app_mention` as Slack would; record the acknowledgement time."""
+        assert self.bot is not None and self._session is not None
+        ts, user = batch.questions[index]
+        team = f"T{self.serial // TEAM_SIZE:05d}"
+        self.serial += 1
+        envelope = mention_envelope(team_id=team, channel=CHANNEL, user=user, text=batch.text,
+                                    ts=ts, bot_user_id=BOT_USER)
+        raw = json.dumps(envelope).encode()
+        headers = {**sign(raw, SECRET, int(time.time())), "Content-Type": "application/json"}
+        started = time.monotonic()
+        batch.post_at[ts] = started
+        async with self._session.post(f"{self.bot.url}/slack/events", data=raw,
+                                      headers=headers) as response:
+            await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"event refused: HTTP {response.status}")
+        batch.acks[ts] = time.monotonic() - started
+
+    async def post_all(self, batch: Batch) -> None:
+        await asyncio.gather(*(self.post(batch, i) for i in range(len(batch.questions))))
+
+    async def run(self, workload: Workload, count: int, timeout: float) -> dict[str, Any]:
+        """Ask `count` questions at once and wait for every answer to end."""
+        batch = await self.ask(workload, count)
+        await self.post_all(batch)
+        return await self.wait_done(count, timeout)
+
+    async def wait_done(self, expected: int, timeout: float) -> dict[str, Any]:
+        """Until `expected` answers have their final message and none is left in flight."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = await self.sims.stats()
+            finished = sum(stats["outcomes"].values())
+            if finished >= expected and await self.redis.zcard(INFLIGHT_KEY) == 0:
+                return stats
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{finished}/{expected} answers finished in {timeout:g} s")
+            await asyncio.sleep(0.2)  # polls the simulators and redis, never the bot
+
+    async def commandstats(self) -> Counter[str]:
+        """Calls per Redis command since the last reset, without the benchmark's own."""
+        raw = await self.redis.info("commandstats")
+        calls: Counter[str] = Counter()
+        for key, value in raw.items():
+            name = key.removeprefix("cmdstat_")
+            if name not in BENCH_COMMANDS and not name.startswith("config"):
+                calls[name] = int(value["calls"])
+        return calls
+
+    async def reset_counters(self) -> None:
+        await self.redis.config_resetstat()
+        await self.sims.reset()
+
+
+def _require_completed(stats: dict[str, Any], expected: int, what: str) -> None:
+    completed = int(stats["outcomes"].get("completed", 0))
+    if completed != expected:
+        raise RuntimeError(f"{what}: {completed}/{expected} answers completed: {stats['outcomes']}")
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 1: CPU per delta, bot versus bare loop
+# --------------------------------------------------------------------------------------------
+
+
+async def cpu_case(rig: Rig, workload: Workload, answers: int) -> dict[str, Any]:
+    await rig.reset_counters()
+    pid = rig.bot_pid
+    cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+    stats = await rig.run(workload, answers, timeout=workload.seconds + 120)
+    bot_cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - wall0
+    _require_completed(stats, answers, "cpu")
+    bare = await run_bare(rig.sims.claude_url, workload, answers)
+    deltas = answers * workload.deltas
+    bot_us, bare_us = bot_cpu / deltas * 1e6, bare["cpu_seconds"] / deltas * 1e6
+    return {
+        "workload": workload.label(),
+        "answers": answers,
+        "deltas": deltas,
+        "bot_cpu_seconds": round(bot_cpu, 3),
+        "bot_wall_seconds": round(wall, 2),
+        "bare_cpu_seconds": round(bare["cpu_seconds"], 3),
+        "bare_wall_seconds": round(bare["wall_seconds"], 2),
+        "bot_us_per_delta": round(bot_us, 1),
+        "bare_us_per_delta": round(bare_us, 1),
+        "ratio": round(bot_us / bare_us, 2),
+        "edits_per_answer": round(stats["calls"].get("chat.update", 0) / answers, 1),
+        "slack_calls_per_answer": round(sum(stats["calls"].values()) / answers, 1),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 2: where the bot's CPU goes (py-spy)
+# --------------------------------------------------------------------------------------------
+
+_FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+_STDLIB = re.compile(r"(^|/)python3\.\d+/(?!site-packages)")
+
+
+def _component(path: str) -> str | None:
+    """Which package a frame's file belongs to; None for the standard library."""
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
+    if _STDLIB.search(path) or path.startswith("<"):
+        return None
+    parts = Path(path).parts
+    return "bot" if "bot" in parts else None
+
+
+def summarize_profile(raw: str, top: int = 15) -> dict[str, Any]:
+    """Top frames of py-spy's collapsed stacks: self time, inclusive time, and per component.
+
+    A sample is charged to the innermost frame of a third-party package or of the bot ("who
+    asked for this CPU"); samples with only standard-library frames are the event loop's own.
+    """
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    components: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames: list[tuple[str, str]] = []
+        for text in stack.split(";"):
+            m = _FRAME.match(text.strip())
+            if m is not None:
+                frames.append((m["name"], m["file"]))
+        if not frames:
+            continue
+        label = [f"{name} ({_short(file)})" for name, file in frames]
+        own[label[-1]] += count
+        for seen in set(label):
+            inclusive[seen] += count
+        owner = next((c for _, f in reversed(frames) if (c := _component(f)) is not None),
+                     "event loop / stdlib")
+        components[owner] += count
+
+    def share(counter: Counter[str]) -> list[list[Any]]:
+        return [[name, round(100 * n / total, 1)] for name, n in counter.most_common(top)]
+
+    return {
+        "samples": total,
+        "components_percent": share(components),
+        "self_percent": share(own),
+        "inclusive_percent": share(inclusive),
+        "bot_inclusive_percent": [
+            [name, pct] for name, pct in share(Counter(
+                {k: v for k, v in inclusive.items() if "bot/" in k and "bot/__main__" not in k
+                 and "bot/cli" not in k}))
+        ],
+    }
+
+
+def _short(path: str) -> str:
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1]
+    if "/bot/" in path or path.startswith("bot/"):
+        return "bot/" + path.split("bot/", 1)[1]
+    return re.sub(r"^.*/python3\.\d+/", "", path)
+
+
+async def profile_case(rig: Rig, workload: Workload, answers: int) -> dict[str, Any]:
+    """Record the bot with py-spy (on-CPU samples only) while it runs `workload`."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return {"skipped": "py-spy is not installed (pip install py-spy)"}
+    await rig.reset_counters()
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
+        out = Path(tmp) / "profile.txt"
+        recorder = subprocess.Popen(
+            [spy, "record", "--pid", str(rig.bot_pid), "--rate", "200", "--format", "raw",
+             "--output", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        await asyncio.sleep(1.0)  # py-spy attaches before the workload starts
+        stats = await rig.run(workload, answers, timeout=workload.seconds + 120)
+        recorder.send_signal(signal.SIGINT)
+        _, err = await asyncio.to_thread(recorder.communicate, None, 30)
+        _require_completed(stats, answers, "profile")
+        if not out.exists():
+            return {"skipped": f"py-spy wrote no profile: {err.strip()[-300:]}"}
+        summary = summarize_profile(out.read_text())
+    return {"workload": workload.label(), "answers": answers, **summary}
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 3: Redis commands per answer
+# --------------------------------------------------------------------------------------------
+
+
+async def redis_phase(rig: Rig, cases: list[tuple[str, Workload]], answers: int,
+                      idle_seconds: float) -> dict[str, Any]:
+    """Commands per answer for each case, net of what the idle process sends (janitor sweeps,
+    connection health checks), which is charged by the second rather than per answer."""
+    await rig.reset_counters()
+    await asyncio.sleep(idle_seconds)  # an idle window: the background rate
+    idle = await rig.commandstats()
+    idle_rate = {name: n / idle_seconds for name, n in idle.items()}
+    rows = []
+    for name, workload in cases:
+        await rig.reset_counters()
+        started = time.monotonic()
+        stats = await rig.run(workload, answers, timeout=workload.seconds + 120)
+        wall = time.monotonic() - started
+        _require_completed(stats, answers, f"redis {name}")
+        calls = await rig.commandstats()
+        net = {c: max(0.0, n - idle_rate.get(c, 0.0) * wall) / answers for c, n in calls.items()}
+        rows.append({
+            "case": name,
+            "workload": workload.label(),
+            "answer_chars": workload.deltas * workload.chars,
+            "nominal_seconds": round(workload.seconds, 1),
+            "commands_per_answer": round(sum(net.values()), 1),
+            "round_trips_per_answer": round(
+                sum(n for c, n in net.items() if c in ROUND_TRIP_COMMANDS), 1),
+            "edits_per_answer": round(stats["calls"].get("chat.update", 0) / answers, 1),
+            "by_command": {c: round(n, 1) for c, n in sorted(net.items(), key=lambda x: -x[1])
+                           if n >= 0.05},
+        })
+    return {
+        "answers_per_case": answers,
+        "idle_commands_per_second": round(sum(idle_rate.values()), 2),
+        "cases": rows,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 4: memory per in-flight answer
+# --------------------------------------------------------------------------------------------
+
+
+async def memory_phase(rig: Rig, levels: list[int], warmup: int) -> dict[str, Any]:
+    """RSS with K answers held open mid-stream (text shown, stream silent), over the RSS of the
+    same warmed-up process before them."""
+    await rig.start_bot("bench-memory", STREAM_IDLE_TIMEOUT_SECONDS="600")
+    await rig.reset_counters()
+    stats = await rig.run(Workload(deltas=100, rate=0), warmup, timeout=60)
+    _require_completed(stats, warmup, "memory warm-up")
+    await asyncio.sleep(1.0)  # the warm-up's last tasks and buffers settle
+    base = rss_bytes(rig.bot_pid)
+    held_workload = Workload(deltas=1000, rate=0, hold=100)  # 100 deltas shown, then silence
+    held, rows = 0, []
+    for k in levels:
+        batch = await rig.ask(held_workload, k - held)
+        await rig.post_all(batch)
+        held = k
+        deadline = time.monotonic() + 60
+        while (await rig.sims.stats())["open_streams"] < k:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only some of {k} answers started streaming")
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(2.5)  # two edit intervals: every held answer has shown its text
+        rss = rss_bytes(rig.bot_pid)
+        rows.append({"in_flight": k, "rss_mib": round(rss / 2**20, 1),
+                     "kib_per_answer": round((rss - base) / k / 1024, 1)})
+    await rig.stop_bot()
+    return {"baseline_rss_mib": round(base / 2**20, 1), "levels": rows,
+            "held_answer": "100 deltas of 4 chars shown, stream open and silent"}
+
+
+# --------------------------------------------------------------------------------------------
+# Phase 5: concurrency ramp, event acknowledgement latency
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Marks:
+    at: float
+    cpu: dict[str, float]
+
+
+def _marks(pids: dict[str, int]) -> Marks:
+    return Marks(time.monotonic(), {name: cpu_seconds(pid) for name, pid in pids.items()})
+
+
+async def concurrency_level(rig: Rig, n: int, seconds: float) -> dict[str, Any]:
+    """About `n` answers in flight: answers of `seconds` at 30 deltas/s arrive every
+    seconds/n; the events posted in the second half (when n are in flight) are measured."""
+    workload = Workload(deltas=round(DELTA_RATE * seconds), rate=DELTA_RATE)
+    total = 2 * n
+    await rig.reset_counters()
+    batch = await rig.ask(workload, total)
+    pids = {"bot": rig.bot_pid, "simulators": rig.sims.pid, "redis": rig.redis_pid,
+            "driver": os.getpid()}
+    loop = asyncio.get_running_loop()
+    start, interval = loop.time(), seconds / n
+    posts: list[asyncio.Task[None]] = []
+    window_start = _marks(pids)
+    for k in range(total):
+        if k == n:
+            window_start = _marks(pids)
+        await asyncio.sleep(max(0.0, start + k * interval - loop.time()))
+        posts.append(asyncio.create_task(rig.post(batch, k)))
+    window_end = _marks(pids)
+    await asyncio.gather(*posts)
+    stats = await rig.wait_done(total, timeout=seconds + 180)
+    calls = await rig.commandstats()
+    measured = [ts for ts, _ in batch.questions[n:]]
+    acks = [batch.acks[ts] * 1000 for ts in measured]
+    late = [stats["finals_at"][ts] - batch.post_at[ts] - workload.seconds
+            for ts in measured if ts in stats["finals_at"]]
+    span = window_end.at - window_start.at
+    completed = int(stats["outcomes"].get("completed", 0))
+    p99 = percentile(acks, 99)
+    return {
+        "in_flight": n,
+        "events_per_second": round(n / seconds, 1),
+        "deltas_per_second": round(n * DELTA_RATE),
+        "ack_p50_ms": round(percentile(acks, 50), 1),
+        "ack_p99_ms": round(p99, 1),
+        "ack_max_ms": round(max(acks), 1),
+        "late_p50_s": round(percentile(late, 50), 2),
+        "late_p99_s": round(percentile(late, 99), 2),
+        "completed": completed,
+        "answers": total,
+        "outcomes": stats["outcomes"],
+        "cpu_percent": {name: round(100 * (window_end.cpu[name] - window_start.cpu[name]) / span)
+                        for name in pids},
+        "redis_commands_per_answer": round(sum(calls.values()) / total, 1),
+        "edits_per_answer": round(stats["calls"].get("chat.update", 0) / total, 1),
+        "sustained": p99 < ACK_TARGET * 1000 and completed == total,
+    }
+
+
+async def concurrency_phase(rig: Rig, levels: list[int], seconds: float,
+                            warmup: int) -> dict[str, Any]:
+    await rig.start_bot("bench-concurrency")
+    await rig.reset_counters()
+    stats = await rig.run(Workload(deltas=100, rate=0), warmup, timeout=60)
+    _require_completed(stats, warmup, "concurrency warm-up")
+    rows = []
+    for n in levels:
+        row = await concurrency_level(rig, n, seconds)
+        rows.append(row)
+        print(f"  concurrency {n}: ack p50 {row['ack_p50_ms']} ms, p99 {row['ack_p99_ms']} ms, "
+              f"late p99 {row['late_p99_s']} s, cpu {row['cpu_percent']}", flush=True)
+        if not row["sustained"]:
+            break
+    await rig.stop_bot()
+    passing = [r["in_flight"] for r in rows if r["sustained"]]
+    return {
+        "answer_seconds": seconds,
+        "deltas_per_second_each": DELTA_RATE,
+        "levels": rows,
+        "largest_sustained": max(passing) if passing else 0,
+    }
