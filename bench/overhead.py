@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -31,12 +30,10 @@ import platform
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +62,7 @@ CONCURRENCY_TARGET = 300
 DELTA_RATE = 30.0  # deltas per second of each answer in the concurrency ramp
 DELTA_CHARS = 4  # characters per delta: small, so that per-delta costs dominate
 INFLIGHT_KEY = "slackstream:inflight"
-BENCH_COMMANDS = frozenset({"info", "zcard", "config|resetstat", "config", "flushall"})
+BENCH_COMMANDS = frozenset({"info", "zmscore", "config|resetstat", "config", "flushall"})
 # Commands a client sends itself (one round trip each; a MULTI/EXEC pipeline counts as its EXEC);
 # everything else in commandstats runs inside a Lua script or a transaction.
 ROUND_TRIP_COMMANDS = frozenset(
@@ -90,10 +87,9 @@ BOT_ENV = {
 # --------------------------------------------------------------------------------------------
 
 _BENCH_DIRECTIVE = re.compile(r"\[bench (\d+) ([\d.]+) (\d+) (\d+)\]")
-_WORDS = (
-    "the answer streams into one message while new words arrive from the model and each "
-    "edit carries the newest text so nobody waits for the end"
-).split()
+_WORDS = ("the", "answer", "streams", "into", "one", "message", "while", "new", "words",
+          "arrive", "from", "the", "model", "and", "each", "edit", "carries", "the", "newest",
+          "text", "so", "nobody", "waits", "for", "the", "end")
 
 
 @dataclass(frozen=True)
@@ -237,7 +233,7 @@ class Sims:
 
     def __init__(self, slack_latency: float) -> None:
         self.slack_latency = slack_latency
-        self.process: subprocess.Popen[str] | None = None
+        self.process: asyncio.subprocess.Process | None = None
         self.slack_url = self.claude_url = self.control = ""
         self._session: aiohttp.ClientSession | None = None
 
@@ -247,13 +243,13 @@ class Sims:
         return self.process.pid
 
     async def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.overhead", "--sims",
-             "--slack-latency", str(self.slack_latency)],
-            cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.overhead", "--sims",
+            "--slack-latency", str(self.slack_latency),
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE,
         )
         assert self.process.stdout is not None
-        line = await asyncio.to_thread(self.process.stdout.readline)
+        line = await asyncio.wait_for(self.process.stdout.readline(), 30)
         if not line:
             raise RuntimeError("the simulators' process exited before it was ready")
         urls = json.loads(line)
@@ -281,13 +277,13 @@ class Sims:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None and self.process.returncode is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
                 self.process.kill()
-                self.process.wait()
+                await self.process.wait()
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,6 +377,7 @@ class Batch:
     questions: list[tuple[str, str]]  # (ts, user)
     post_at: dict[str, float] = field(default_factory=dict)
     acks: dict[str, float] = field(default_factory=dict)
+    answer_ids: list[str] = field(default_factory=list)  # as the bot names them in the store
 
 
 class Rig:
@@ -450,6 +447,7 @@ class Rig:
         ts, user = batch.questions[index]
         team = f"T{self.serial // TEAM_SIZE:05d}"
         self.serial += 1
+        batch.answer_ids.append(f"{team}-{CHANNEL}-{ts}")
         envelope = mention_envelope(team_id=team, channel=CHANNEL, user=user, text=batch.text,
                                     ts=ts, bot_user_id=BOT_USER)
         raw = json.dumps(envelope).encode()
@@ -466,22 +464,29 @@ class Rig:
     async def post_all(self, batch: Batch) -> None:
         await asyncio.gather(*(self.post(batch, i) for i in range(len(batch.questions))))
 
-    async def run(self, workload: Workload, count: int, timeout: float) -> dict[str, Any]:
-        """Ask `count` questions at once and wait for every answer to end."""
+    async def run(self, workload: Workload, count: int, limit: float) -> dict[str, Any]:
+        """Ask `count` questions at once and wait (at most `limit` s) for every answer to end."""
         batch = await self.ask(workload, count)
         await self.post_all(batch)
-        return await self.wait_done(count, timeout)
+        return await self.wait_done(batch, limit)
 
-    async def wait_done(self, expected: int, timeout: float) -> dict[str, Any]:
-        """Until `expected` answers have their final message and none is left in flight."""
-        deadline = time.monotonic() + timeout
+    async def wait_done(self, batch: Batch, limit: float) -> dict[str, Any]:
+        """Until every answer of `batch` has its final message and has left the store.
+
+        (Only the batch's own answers: the bot may re-register finished ones, see the report.)
+        """
+        expected = len(batch.questions)
+        deadline = time.monotonic() + limit
         while True:
             stats = await self.sims.stats()
             finished = sum(stats["outcomes"].values())
-            if finished >= expected and await self.redis.zcard(INFLIGHT_KEY) == 0:
+            if finished >= expected and not any(
+                score is not None
+                for score in await self.redis.zmscore(INFLIGHT_KEY, batch.answer_ids)
+            ):
                 return stats
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{finished}/{expected} answers finished in {timeout:g} s")
+                raise TimeoutError(f"{finished}/{expected} answers finished in {limit:g} s")
             await asyncio.sleep(0.2)  # polls the simulators and redis, never the bot
 
     async def commandstats(self) -> Counter[str]:
@@ -514,7 +519,7 @@ async def cpu_case(rig: Rig, workload: Workload, answers: int) -> dict[str, Any]
     await rig.reset_counters()
     pid = rig.bot_pid
     cpu0, wall0 = cpu_seconds(pid), time.monotonic()
-    stats = await rig.run(workload, answers, timeout=workload.seconds + 120)
+    stats = await rig.run(workload, answers, workload.seconds + 120)
     bot_cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - wall0
     _require_completed(stats, answers, "cpu")
     bare = await run_bare(rig.sims.claude_url, workload, answers)
@@ -609,27 +614,38 @@ def _short(path: str) -> str:
     return re.sub(r"^.*/python3\.\d+/", "", path)
 
 
+def _find_py_spy() -> str | None:
+    found = shutil.which("py-spy")
+    beside = Path(sys.executable).parent / "py-spy"  # the venv's, when it is not on PATH
+    return found or (str(beside) if beside.exists() else None)
+
+
+def _read_optional(path: str) -> str | None:
+    file = Path(path)
+    return file.read_text() if file.exists() else None
+
+
 async def profile_case(rig: Rig, workload: Workload, answers: int) -> dict[str, Any]:
     """Record the bot with py-spy (on-CPU samples only) while it runs `workload`."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(spy).exists():
+    spy = _find_py_spy()
+    if spy is None:
         return {"skipped": "py-spy is not installed (pip install py-spy)"}
     await rig.reset_counters()
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
-        out = Path(tmp) / "profile.txt"
-        recorder = subprocess.Popen(
-            [spy, "record", "--pid", str(rig.bot_pid), "--rate", "200", "--format", "raw",
-             "--output", str(out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        out = os.path.join(tmp, "profile.txt")
+        recorder = await asyncio.create_subprocess_exec(
+            spy, "record", "--pid", str(rig.bot_pid), "--rate", "200", "--format", "raw",
+            "--output", out, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
         await asyncio.sleep(1.0)  # py-spy attaches before the workload starts
-        stats = await rig.run(workload, answers, timeout=workload.seconds + 120)
+        stats = await rig.run(workload, answers, workload.seconds + 120)
         recorder.send_signal(signal.SIGINT)
-        _, err = await asyncio.to_thread(recorder.communicate, None, 30)
+        _, err = await asyncio.wait_for(recorder.communicate(), 30)
         _require_completed(stats, answers, "profile")
-        if not out.exists():
-            return {"skipped": f"py-spy wrote no profile: {err.strip()[-300:]}"}
-        summary = summarize_profile(out.read_text())
+        raw = _read_optional(out)
+        if raw is None:
+            return {"skipped": f"py-spy wrote no profile: {err.decode().strip()[-300:]}"}
+        summary = summarize_profile(raw)
     return {"workload": workload.label(), "answers": answers, **summary}
 
 
@@ -650,7 +666,7 @@ async def redis_phase(rig: Rig, cases: list[tuple[str, Workload]], answers: int,
     for name, workload in cases:
         await rig.reset_counters()
         started = time.monotonic()
-        stats = await rig.run(workload, answers, timeout=workload.seconds + 120)
+        stats = await rig.run(workload, answers, workload.seconds + 120)
         wall = time.monotonic() - started
         _require_completed(stats, answers, f"redis {name}")
         calls = await rig.commandstats()
@@ -684,7 +700,7 @@ async def memory_phase(rig: Rig, levels: list[int], warmup: int) -> dict[str, An
     same warmed-up process before them."""
     await rig.start_bot("bench-memory", STREAM_IDLE_TIMEOUT_SECONDS="600")
     await rig.reset_counters()
-    stats = await rig.run(Workload(deltas=100, rate=0), warmup, timeout=60)
+    stats = await rig.run(Workload(deltas=100, rate=0), warmup, 60)
     _require_completed(stats, warmup, "memory warm-up")
     await asyncio.sleep(1.0)  # the warm-up's last tasks and buffers settle
     base = rss_bytes(rig.bot_pid)
@@ -743,7 +759,7 @@ async def concurrency_level(rig: Rig, n: int, seconds: float) -> dict[str, Any]:
         posts.append(asyncio.create_task(rig.post(batch, k)))
     window_end = _marks(pids)
     await asyncio.gather(*posts)
-    stats = await rig.wait_done(total, timeout=seconds + 180)
+    stats = await rig.wait_done(batch, seconds + 180)
     calls = await rig.commandstats()
     measured = [ts for ts, _ in batch.questions[n:]]
     acks = [batch.acks[ts] * 1000 for ts in measured]
@@ -776,7 +792,7 @@ async def concurrency_phase(rig: Rig, levels: list[int], seconds: float,
                             warmup: int) -> dict[str, Any]:
     await rig.start_bot("bench-concurrency")
     await rig.reset_counters()
-    stats = await rig.run(Workload(deltas=100, rate=0), warmup, timeout=60)
+    stats = await rig.run(Workload(deltas=100, rate=0), warmup, 60)
     _require_completed(stats, warmup, "concurrency warm-up")
     rows = []
     for n in levels:
@@ -794,3 +810,260 @@ async def concurrency_phase(rig: Rig, levels: list[int], seconds: float,
         "levels": rows,
         "largest_sustained": max(passing) if passing else 0,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Plans, orchestration, report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of every phase; `FULL` takes about 6 minutes on 2 cores, `QUICK` about 1.5."""
+
+    paced: tuple[int, Workload]  # (answers, workload): realistic pace, per-answer costs included
+    flat_out: tuple[int, Workload]  # deltas as fast as they come: the marginal per-delta cost
+    profile: tuple[int, Workload]
+    redis_cases: tuple[tuple[str, Workload], ...]
+    redis_answers: int
+    redis_idle_seconds: float
+    memory_levels: tuple[int, ...]
+    concurrency_levels: tuple[int, ...]
+    concurrency_seconds: float
+    warmup: int
+
+
+FULL = Plan(
+    paced=(100, Workload(600, 30)),
+    flat_out=(10, Workload(2500, 0)),
+    profile=(100, Workload(600, 30)),
+    redis_cases=(
+        ("A short", Workload(30, 30)),
+        ("B 10× longer, same rate", Workload(300, 30)),
+        ("C as A, 10× slower", Workload(30, 3)),
+        ("D 10× B's length, same duration", Workload(3000, 300, chars=3)),
+    ),
+    redis_answers=5,
+    redis_idle_seconds=5.0,
+    memory_levels=(50, 200),
+    concurrency_levels=(100, 200, 300, 400, 500),
+    concurrency_seconds=10.0,
+    warmup=20,
+)
+QUICK = Plan(
+    paced=(20, Workload(150, 30)),
+    flat_out=(4, Workload(1000, 0)),
+    profile=(20, Workload(150, 30)),
+    redis_cases=(
+        ("A short", Workload(15, 30)),
+        ("B 10× longer, same rate", Workload(150, 30)),
+        ("C as A, 10× slower", Workload(15, 3)),
+        ("D 10× B's length, same duration", Workload(1500, 300, chars=3)),
+    ),
+    redis_answers=3,
+    redis_idle_seconds=2.0,
+    memory_levels=(20, 50),
+    concurrency_levels=(25, 50),
+    concurrency_seconds=5.0,
+    warmup=5,
+)
+PHASES = ("cpu", "profile", "redis", "memory", "concurrency")
+
+
+def machine(rig: Rig) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    cpu_model = next((line.split(":", 1)[1].strip()
+                      for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), platform.processor())
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "redis": rig.redis_version,
+        "packages": {p: version(p) for p in ("anthropic", "slack-sdk", "slack-bolt", "aiohttp",
+                                             "redis")},
+    }
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+async def benchmark(plan: Plan, phases: list[str], slack_latency: float) -> dict[str, Any]:
+    rig = Rig(slack_latency)
+    await rig.start()
+    results: dict[str, Any] = {
+        "machine": machine(rig),
+        "bot_settings": BOT_ENV,
+        "slack_latency_seconds": slack_latency,
+        "plan": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(plan).items()},
+    }
+    try:
+        if {"cpu", "profile", "redis"} & set(phases):
+            await rig.start_bot("bench-cpu")
+            await rig.reset_counters()
+            _require_completed(await rig.run(Workload(100, 0), plan.warmup, 60),
+                               plan.warmup, "warm-up")
+            if "cpu" in phases:
+                results["cpu"] = []
+                for answers, workload in (plan.paced, plan.flat_out):
+                    _log(f"cpu: {answers} answers of {workload.label()}")
+                    results["cpu"].append(await cpu_case(rig, workload, answers))
+            if "profile" in phases:
+                _log("profile: py-spy on the bot")
+                results["profile"] = await profile_case(rig, plan.profile[1], plan.profile[0])
+            if "redis" in phases:
+                _log("redis: commands per answer")
+                results["redis"] = await redis_phase(
+                    rig, list(plan.redis_cases), plan.redis_answers, plan.redis_idle_seconds)
+        if "memory" in phases:
+            _log("memory: answers held mid-stream")
+            results["memory"] = await memory_phase(rig, list(plan.memory_levels), plan.warmup)
+        if "concurrency" in phases:
+            _log("concurrency: ramp")
+            results["concurrency"] = await concurrency_phase(
+                rig, list(plan.concurrency_levels), plan.concurrency_seconds, plan.warmup)
+    finally:
+        await rig.close()
+    return results
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report_sections(r: dict[str, Any]) -> list[str]:
+    """The figures as Markdown tables (printed, and the body of overhead.md)."""
+    out: list[str] = []
+    if "cpu" in r:
+        out += ["## CPU per streamed delta: bot versus bare SDK loop", "", _table(
+            ["workload", "answers", "bot µs/delta", "bare µs/delta", "ratio (target ≤ 1.3)",
+             "bot CPU s", "bare CPU s", "edits/answer", "Slack calls/answer"],
+            [[c["workload"], c["answers"], c["bot_us_per_delta"], c["bare_us_per_delta"],
+              f"**{c['ratio']}**", c["bot_cpu_seconds"], c["bare_cpu_seconds"],
+              c["edits_per_answer"], c["slack_calls_per_answer"]] for c in r["cpu"]]), ""]
+    if "redis" in r:
+        rd = r["redis"]
+        out += ["## Redis commands per answer", "", _table(
+            ["case", "workload", "chars", "duration s", "commands/answer", "round trips/answer",
+             "edits/answer", "by command (per answer)"],
+            [[c["case"], c["workload"], c["answer_chars"], c["nominal_seconds"],
+              c["commands_per_answer"], c["round_trips_per_answer"], c["edits_per_answer"],
+              ", ".join(f"{k} {v}" for k, v in c["by_command"].items())]
+             for c in rd["cases"]]), "",
+            f"{rd['answers_per_case']} concurrent answers per case; net of the idle process's "
+            f"{rd['idle_commands_per_second']} commands/s (janitor sweeps, health checks).", ""]
+    if "memory" in r:
+        m = r["memory"]
+        out += ["## Memory per in-flight answer", "", _table(
+            ["answers held", "bot RSS MiB", "KiB per answer"],
+            [["0 (after warm-up)", m["baseline_rss_mib"], ""]]
+            + [[row["in_flight"], row["rss_mib"], f"**{row['kib_per_answer']}**"]
+               for row in m["levels"]]), "", f"Held answer: {m['held_answer']}.", ""]
+    if "concurrency" in r:
+        c = r["concurrency"]
+        out += ["## Concurrent answers versus event acknowledgement", "", _table(
+            ["in flight", "events/s", "deltas/s", "ack p50 ms", "ack p99 ms", "ack max ms",
+             "late p50 s", "late p99 s", "completed", "CPU % bot / sims / redis / driver",
+             "Redis cmds/answer", "edits/answer", "p99 < 250 ms"],
+            [[row["in_flight"], row["events_per_second"], row["deltas_per_second"],
+              row["ack_p50_ms"], row["ack_p99_ms"], row["ack_max_ms"], row["late_p50_s"],
+              row["late_p99_s"], f"{row['completed']}/{row['answers']}",
+              " / ".join(str(row["cpu_percent"][k])
+                         for k in ("bot", "simulators", "redis", "driver")),
+              row["redis_commands_per_answer"], row["edits_per_answer"],
+              "yes" if row["sustained"] else "**no**"] for row in c["levels"]]), "",
+            f"**Largest level sustained: {c['largest_sustained']}** (target ≥ "
+            f"{CONCURRENCY_TARGET}). Each answer: {c['answer_seconds']:g} s at "
+            f"{c['deltas_per_second_each']:g} deltas/s. *Late* = final edit time − event time − "
+            "nominal stream duration.", ""]
+    if "profile" in r:
+        p = r["profile"]
+        if "skipped" in p:
+            out += ["## Profile", "", f"Skipped: {p['skipped']}", ""]
+        else:
+            out += [f"## Profile (py-spy, on-CPU samples, {p['answers']} answers of "
+                    f"{p['workload']}; {p['samples']} samples)", "",
+                    "CPU by component (innermost non-stdlib frame of each sample):", "",
+                    _table(["component", "%"], p["components_percent"]), "",
+                    "Top frames by self time:", "", _table(["frame", "%"], p["self_percent"]), "",
+                    "Bot functions by inclusive time:", "",
+                    _table(["frame", "%"], p["bot_inclusive_percent"]), ""]
+    return out
+
+
+def render_markdown(r: dict[str, Any], command: str) -> str:
+    m = r["machine"]
+    head = [
+        "# Cost of the bot itself (`bench/overhead.py`)", "",
+        f"Measured {r['date']} on {m['nproc']} × {m['cpu']}, Linux {m['kernel']}, "
+        f"Python {m['python']}, Redis {m['redis']}; "
+        + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + ".", "",
+        f"Command: `{command}` (total {r['elapsed_seconds']:.0f} s).", "",
+        "How: the bot is a real `python -m bot serve` process on a throwaway redis-server; "
+        "SlackSim (no rate limit, "
+        f"{r['slack_latency_seconds'] * 1000:g} ms latency) and ClaudeSim run in a separate "
+        "process, so their CPU is not the bot's. CPU is utime+stime from `/proc/<pid>/stat` "
+        "around each workload (after a warm-up); the bare loop is another process running "
+        "`AsyncAnthropic().messages.stream()` over the same scripts and iterating every event. "
+        "Each answer is a distinct user; answers are spread over workspaces of "
+        f"{TEAM_SIZE}. Bot settings are the defaults except "
+        "`WORKSPACE_EDITS_PER_MINUTE=6000`, `WORKSPACE_EDIT_BURST=100`, so that every answer "
+        "is edited at the full per-message pace (1 edit/s), the bot's most expensive case.", "",
+    ]
+    return "\n".join(head + report_sections(r)) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__.split(
+        "\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (about 1.5 minutes)")
+    parser.add_argument("--only", default=",".join(PHASES),
+                        help=f"comma-separated phases among {', '.join(PHASES)}")
+    parser.add_argument("--levels", help="concurrency levels, e.g. 100,200,300")
+    parser.add_argument("--out", type=Path, help="where to write overhead.md/.json (default: "
+                        "bench/results for a full run of every phase, nowhere otherwise)")
+    parser.add_argument("--slack-latency", type=float, default=0.03)
+    # Internal: this module re-invoked as the simulators' process or as the bare loop.
+    parser.add_argument("--sims", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--claude-url", help=argparse.SUPPRESS)
+    parser.add_argument("--question", help=argparse.SUPPRESS)
+    parser.add_argument("--answers", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.sims:
+        asyncio.run(SimsServer(args.slack_latency).run())
+        return
+    if args.bare:
+        result = asyncio.run(bare_loop(args.claude_url, args.question, args.answers))
+        print(json.dumps(result))
+        return
+    phases = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = set(phases) - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    plan = QUICK if args.quick else FULL
+    if args.levels:
+        levels = tuple(int(x) for x in args.levels.split(","))
+        plan = Plan(**{**asdict(plan), "concurrency_levels": levels})
+    command = "python -m bench.overhead " + " ".join(sys.argv[1:])
+    started = time.monotonic()
+    results = asyncio.run(benchmark(plan, phases, args.slack_latency))
+    results["date"] = time.strftime("%Y-%m-%d %H:%M")
+    results["elapsed_seconds"] = round(time.monotonic() - started)
+    results["command"] = command.strip()
+    print("\n".join(report_sections(results)))
+    out = args.out or (RESULTS if not args.quick and set(phases) == set(PHASES) else None)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "overhead.json").write_text(json.dumps(results, indent=2) + "\n")
+        (out / "overhead.md").write_text(render_markdown(results, results["command"]))
+        _log(f"wrote {out / 'overhead.md'} and {out / 'overhead.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -371,19 +371,25 @@ async def serve(bot: SlackStream) -> None:
     await run_until_signalled(bot, runner_setup=setup)
 
 
-async def serve_socket_mode(bot: SlackStream) -> None:
-    """Socket Mode: events over Slack's WebSocket; health and metrics still served over HTTP."""
+async def connect_socket_mode(bot: SlackStream) -> Any:
+    """Open the Socket Mode connection; shutdown closes it first, before the drain."""
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
+    handler = AsyncSocketModeHandler(bot.bolt, bot.settings.secret("slack_app_token"))
+    await handler.connect_async()  # type: ignore[no-untyped-call]
+    bot.intake_closers.append(handler.close_async)
+    return handler
+
+
+async def serve_socket_mode(bot: SlackStream) -> None:
+    """Socket Mode: events over Slack's WebSocket; health and metrics still served over HTTP."""
     app = bot.web_app(with_events=False)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    handler = AsyncSocketModeHandler(bot.bolt, bot.settings.secret("slack_app_token"))
 
     async def setup() -> Callable[[], Awaitable[None]]:
         await runner.setup()
         await web.TCPSite(runner, bot.settings.host, bot.settings.port).start()
-        await handler.connect_async()  # type: ignore[no-untyped-call]
-        bot.intake_closers.append(handler.close_async)
+        await connect_socket_mode(bot)
         return runner.cleanup
 
     await run_until_signalled(bot, runner_setup=setup)

@@ -56,8 +56,6 @@ MARKDOWN_LIMIT = 12_000  # Slack's cap for markdown blocks in one payload
 BODY_LIMIT = 11_000  # what we put in one message's body, leaving room for closers and notes
 TEXT_FALLBACK_LIMIT = 3_000  # our cap for `text`; Slack rejects more than 4,000
 STOP_ACTION_ID = "stop_answer"
-BLOCK_TEXT_LIMIT = 13_000  # message-wide block text ceiling we design for
-MAX_BLOCKS = 50
 
 _NOTE_LIMIT = 1_000  # per note, and for the footer
 _CUT_SHORT_NOTE = "_(answer cut short: too long for one Slack message)_"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -261,7 +262,7 @@ def test_incremental_cuts_match_the_whole_answer() -> None:
             cuts.append(cut)
             start = cut
     bounds = [0, *cuts, len(md)]
-    streamed = [part_text(md, a, b if b < len(md) else None) for a, b in zip(bounds, bounds[1:])]
+    streamed = [part_text(md, a, b if b < len(md) else None) for a, b in pairwise(bounds)]
     assert streamed == split_answer(md, 1_500)
 
 

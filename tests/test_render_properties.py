@@ -100,38 +100,49 @@ LIMITS = st.sampled_from([120, 300, 1_000])
 FENCE = re.compile(r"[ \t]*(`{3,}|~{3,})(.*)")
 TOKEN = re.compile(r"<(?:[@#][A-Z0-9]+|![a-z]+|!subteam\^[A-Z0-9]+|https?://[^\s<>|]+)"
                    r"(?:\|[^<>\n]*)?>")
-CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)*?\1")
+CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`).*?(?<!`)\1(?!`)")  # runs of equal length
+
+
+def _closes(marker: str, line: str) -> bool:
+    stripped = line.strip()
+    return len(stripped) >= len(marker) and stripped == marker[0] * len(stripped)
+
+
+def _opens(line: str) -> str | None:
+    match = FENCE.fullmatch(line)
+    if match is None or (match[1][0] == "`" and "`" in match[2]):
+        return None
+    return match[1]
 
 
 def _open_fence(text: str) -> str | None:
     """The opening line of the fence left open at the end of ``text`` (complete lines only)."""
     opener: str | None = None
-    marker = ""
     for line in text.split("\n")[:-1]:
         if opener is None:
-            match = FENCE.fullmatch(line)
-            if match and not (match[1][0] == "`" and "`" in match[2]):
-                opener, marker = line, match[1]
-        elif line.strip() and set(line.strip()) == {marker[0]} and len(line.strip()) >= len(marker):
+            opener = line if _opens(line) else None
+        elif _closes(_opens(opener) or "", line):
             opener = None
     return opener
 
 
-def _prose(text: str) -> list[str]:
-    """Lines of ``text`` outside fences, with code spans removed."""
+def _code_masked(md: str) -> list[str]:
+    """The lines of ``md`` with fenced code and code spans blanked out (offsets kept)."""
     lines, marker = [], ""
-    for line in text.split("\n"):
-        stripped = line.strip()
+    for line in md.split("\n"):
         if marker:
-            if stripped and set(stripped) == {marker[0]} and len(stripped) >= len(marker):
-                marker = ""
-            continue
-        match = FENCE.fullmatch(line)
-        if match and not (match[1][0] == "`" and "`" in match[2]):
-            marker = match[1]
-            continue
-        lines.append(CODE_SPAN.sub("", line))
+            marker = "" if _closes(marker, line) else marker
+            lines.append(" " * len(line))
+        elif opened := _opens(line):
+            marker = opened
+            lines.append(" " * len(line))
+        else:
+            lines.append(CODE_SPAN.sub(lambda m: " " * len(m[0]), line))
     return lines
+
+
+def _prose(text: str) -> list[str]:
+    return [line for line in _code_masked(text) if line.strip()]
 
 
 def _cuts(md: str, limit: int) -> list[int]:
@@ -143,27 +154,10 @@ def _cuts(md: str, limit: int) -> list[int]:
 
 
 def _protected_spans(md: str) -> list[tuple[int, int]]:
-    """Links and Slack tokens of ``md`` that are not inside code."""
-    spans = []
-    offset = 0
-    masked = []
-    marker = ""
-    for line in md.split("\n"):  # blank out fenced code, keeping offsets
-        stripped = line.strip()
-        match = FENCE.fullmatch(line)
-        if marker or match:
-            if marker and stripped and set(stripped) == {marker[0]} and len(stripped) >= len(marker):
-                marker = ""
-            elif not marker and match:
-                marker = match[1]
-            masked.append(" " * len(line))
-        else:
-            masked.append(CODE_SPAN.sub(lambda m: " " * len(m[0]), line))
-        offset += len(line) + 1
-    text = "\n".join(masked)
-    for pattern in (TOKEN, re.compile(r"!?\[[^\[\]\n]*\]\([^()\s]*\)")):
-        spans += [(m.start(), m.end()) for m in pattern.finditer(text)]
-    return spans
+    """Links and Slack tokens of ``md`` outside code."""
+    text = "\n".join(_code_masked(md))
+    link = re.compile(r"!?\[[^\[\]\n]*\]\([^()\s]*\)")
+    return [(m.start(), m.end()) for pattern in (TOKEN, link) for m in pattern.finditer(text)]
 
 
 def _markdown_size(payload: Any) -> int:
@@ -226,7 +220,7 @@ def test_cuts_fall_between_words_and_outside_links(md: str, limit: int) -> None:
 @given(ANSWERS, LIMITS)
 def test_a_split_code_block_is_reopened_with_its_language(md: str, limit: int) -> None:
     parts = split_answer(md, limit)
-    for cut, before, after in zip(_cuts(md, limit), parts, parts[1:]):
+    for cut, before, after in zip(_cuts(md, limit), parts, parts[1:], strict=False):
         opener = _open_fence(md[:cut])
         if opener is None:
             assert not after.startswith(("```", "~~~")) or md[cut:].startswith(after[:3])

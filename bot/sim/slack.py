@@ -202,6 +202,7 @@ class SlackSim:
         bot_user_id: str = "UBOT",
         bot_id: str = "BBOT",
         bot_token: str = "xoxb-sim",
+        app_token: str = "xapp-sim",
         latency: float = 0.0,
         rate_limits: dict[str, tuple[float, float]] | None = None,
         text_limit: int = 4000,
@@ -212,7 +213,12 @@ class SlackSim:
     ) -> None:
         self.team_id, self.bot_user_id, self.bot_id = team_id, bot_user_id, bot_id
         self.bot_token = bot_token
+        self.app_token = app_token
         self.latency = latency
+        # Socket Mode: open WebSocket connections and the envelope ids the bot acknowledged.
+        self.socket_acks: list[str] = []
+        self._sockets: list[web.WebSocketResponse] = []
+        self._socket_url = ""
         self.text_limit, self.markdown_limit = text_limit, markdown_limit
         self.blocks_text_limit = blocks_text_limit
         self.scopes = list(scopes if scopes is not None else DEFAULT_SCOPES)
@@ -254,14 +260,18 @@ class SlackSim:
         """Serve on a free loopback port; returns ``api_url`` for ``AsyncWebClient(base_url=)``."""
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._serve)
+        app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         port = self._runner.addresses[0][1]
         self.api_url = f"http://127.0.0.1:{port}/api/"
+        self._socket_url = f"ws://127.0.0.1:{port}/socket"
         return self.api_url
 
     async def stop(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -416,6 +426,8 @@ class SlackSim:
         handler = self._handlers.get(method)
         if handler is None:
             return _Reply(404, {"ok": False, "error": "unknown_method"})
+        if method == "apps.connections.open" and token == self.app_token:
+            return _Reply(200, {"ok": True, "url": self._socket_url})
         if not token:
             return _error("not_authed")
         if token != self.bot_token:
@@ -593,8 +605,48 @@ class SlackSim:
         return {}
 
     def _apps_connections_open(self, p: JsonDict) -> JsonDict:
-        """The sim has no Socket Mode; a bot token is the wrong kind of token here anyway."""
+        """Only reached with a bot token (the app token is answered in `_answer`)."""
         raise _ApiError("not_allowed_token_type")
+
+    # --- Socket Mode -------------------------------------------------------------------------
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        """Slack's Socket Mode WebSocket: `hello`, then envelopes out and acks in."""
+        ws = web.WebSocketResponse(heartbeat=None)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_json({"type": "hello", "num_connections": len(self._sockets),
+                            "connection_info": {"app_id": "A0001"}})
+        self._changed_now()
+        try:
+            async for frame in ws:
+                if frame.type != web.WSMsgType.TEXT:
+                    continue
+                message = json.loads(frame.data)
+                if isinstance(message, dict) and message.get("envelope_id"):
+                    self.socket_acks.append(str(message["envelope_id"]))
+                    self._changed_now()
+        finally:
+            self._sockets.remove(ws)
+            self._changed_now()
+        return ws
+
+    @property
+    def socket_connections(self) -> int:
+        return len(self._sockets)
+
+    async def push_socket(self, payload: JsonDict, *, kind: str = "events_api") -> str:
+        """Deliver an Events API envelope (or `kind="interactive"` payload) over the newest
+        Socket Mode connection; returns its envelope id, which the bot must acknowledge."""
+        if not self._sockets:
+            raise RuntimeError("no Socket Mode connection is open")
+        self._ts_counter += 1
+        envelope_id = f"env-{self._ts_counter}"
+        await self._sockets[-1].send_json({
+            "envelope_id": envelope_id, "type": kind, "payload": payload,
+            "accepts_response_payload": False, "retry_attempt": 0, "retry_reason": "",
+        })
+        return envelope_id
 
 
 def _check_block(block: Any) -> None:
