@@ -546,24 +546,30 @@ async def cpu_case(rig: Rig, workload: Workload, answers: int) -> dict[str, Any]
 # --------------------------------------------------------------------------------------------
 
 _FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+_LOOP_RUNNER = re.compile(r"bot/(cli|__main__)\.py$")
 _STDLIB = re.compile(r"(^|/)python3\.\d+/(?!site-packages)")
 
 
 def _component(path: str) -> str | None:
-    """Which package a frame's file belongs to; None for the standard library."""
+    """Which package a frame's file belongs to; None for the standard library.
+
+    py-spy prints paths relative to their sys.path entry ("anthropic/_models.py").
+    """
     if "site-packages/" in path:
-        return path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
-    if _STDLIB.search(path) or path.startswith("<"):
+        path = path.split("site-packages/", 1)[1]
+    elif _STDLIB.search(path) or path.startswith("<"):
         return None
-    parts = Path(path).parts
-    return "bot" if "bot" in parts else None
+    top = path.split("/", 1)[0].removesuffix(".py")
+    return None if top in sys.stdlib_module_names or not top else top
 
 
 def summarize_profile(raw: str, top: int = 15) -> dict[str, Any]:
     """Top frames of py-spy's collapsed stacks: self time, inclusive time, and per component.
 
     A sample is charged to the innermost frame of a third-party package or of the bot ("who
-    asked for this CPU"); samples with only standard-library frames are the event loop's own.
+    asked for this CPU"); samples with only standard-library frames (and the bot's entry point,
+    which runs the loop) are the event loop's own. Idle thread-pool workers, which py-spy
+    samples as running while they wait on their queue, are dropped.
     """
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
@@ -574,19 +580,20 @@ def summarize_profile(raw: str, top: int = 15) -> dict[str, Any]:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        total += count
         frames: list[tuple[str, str]] = []
         for text in stack.split(";"):
             m = _FRAME.match(text.strip())
             if m is not None:
                 frames.append((m["name"], m["file"]))
-        if not frames:
+        if not frames or frames[-1][0] == "_worker":
             continue
+        total += count
         label = [f"{name} ({_short(file)})" for name, file in frames]
         own[label[-1]] += count
         for seen in set(label):
             inclusive[seen] += count
-        owner = next((c for _, f in reversed(frames) if (c := _component(f)) is not None),
+        owner = next((c for _, f in reversed(frames)
+                      if (c := _component(f)) is not None and not _LOOP_RUNNER.search(f)),
                      "event loop / stdlib")
         components[owner] += count
 
@@ -620,12 +627,18 @@ def _find_py_spy() -> str | None:
     return found or (str(beside) if beside.exists() else None)
 
 
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def _read_optional(path: str) -> str | None:
     file = Path(path)
     return file.read_text() if file.exists() else None
 
 
-async def profile_case(rig: Rig, workload: Workload, answers: int) -> dict[str, Any]:
+async def profile_case(rig: Rig, workload: Workload, answers: int,
+                       keep: Path | None = None) -> dict[str, Any]:
     """Record the bot with py-spy (on-CPU samples only) while it runs `workload`."""
     spy = _find_py_spy()
     if spy is None:
@@ -645,6 +658,8 @@ async def profile_case(rig: Rig, workload: Workload, answers: int) -> dict[str, 
         raw = _read_optional(out)
         if raw is None:
             return {"skipped": f"py-spy wrote no profile: {err.decode().strip()[-300:]}"}
+        if keep is not None:
+            _write(keep, raw)
         summary = summarize_profile(raw)
     return {"workload": workload.label(), "answers": answers, **summary}
 
@@ -654,40 +669,28 @@ async def profile_case(rig: Rig, workload: Workload, answers: int) -> dict[str, 
 # --------------------------------------------------------------------------------------------
 
 
-async def redis_phase(rig: Rig, cases: list[tuple[str, Workload]], answers: int,
-                      idle_seconds: float) -> dict[str, Any]:
-    """Commands per answer for each case, net of what the idle process sends (janitor sweeps,
-    connection health checks), which is charged by the second rather than per answer."""
-    await rig.reset_counters()
-    await asyncio.sleep(idle_seconds)  # an idle window: the background rate
-    idle = await rig.commandstats()
-    idle_rate = {name: n / idle_seconds for name, n in idle.items()}
+async def redis_phase(rig: Rig, cases: list[tuple[str, Workload]], answers: int) -> dict[str, Any]:
+    """Commands per answer for each case, `answers` at a time. The counts include what the
+    process sends in the background meanwhile (a janitor sweep every lease/4 = 3.75 s)."""
     rows = []
     for name, workload in cases:
         await rig.reset_counters()
-        started = time.monotonic()
         stats = await rig.run(workload, answers, workload.seconds + 120)
-        wall = time.monotonic() - started
         _require_completed(stats, answers, f"redis {name}")
         calls = await rig.commandstats()
-        net = {c: max(0.0, n - idle_rate.get(c, 0.0) * wall) / answers for c, n in calls.items()}
+        per = {c: n / answers for c, n in calls.items()}
         rows.append({
             "case": name,
             "workload": workload.label(),
             "answer_chars": workload.deltas * workload.chars,
             "nominal_seconds": round(workload.seconds, 1),
-            "commands_per_answer": round(sum(net.values()), 1),
+            "commands_per_answer": round(sum(per.values()), 1),
             "round_trips_per_answer": round(
-                sum(n for c, n in net.items() if c in ROUND_TRIP_COMMANDS), 1),
+                sum(n for c, n in per.items() if c in ROUND_TRIP_COMMANDS), 1),
             "edits_per_answer": round(stats["calls"].get("chat.update", 0) / answers, 1),
-            "by_command": {c: round(n, 1) for c, n in sorted(net.items(), key=lambda x: -x[1])
-                           if n >= 0.05},
+            "by_command": {c: round(n, 1) for c, n in sorted(per.items(), key=lambda x: -x[1])},
         })
-    return {
-        "answers_per_case": answers,
-        "idle_commands_per_second": round(sum(idle_rate.values()), 2),
-        "cases": rows,
-    }
+    return {"answers_per_case": answers, "cases": rows}
 
 
 # --------------------------------------------------------------------------------------------
@@ -826,7 +829,6 @@ class Plan:
     profile: tuple[int, Workload]
     redis_cases: tuple[tuple[str, Workload], ...]
     redis_answers: int
-    redis_idle_seconds: float
     memory_levels: tuple[int, ...]
     concurrency_levels: tuple[int, ...]
     concurrency_seconds: float
@@ -844,7 +846,6 @@ FULL = Plan(
         ("D 10× B's length, same duration", Workload(3000, 300, chars=3)),
     ),
     redis_answers=5,
-    redis_idle_seconds=5.0,
     memory_levels=(50, 200),
     concurrency_levels=(100, 200, 300, 400, 500),
     concurrency_seconds=10.0,
@@ -861,7 +862,6 @@ QUICK = Plan(
         ("D 10× B's length, same duration", Workload(1500, 300, chars=3)),
     ),
     redis_answers=3,
-    redis_idle_seconds=2.0,
     memory_levels=(20, 50),
     concurrency_levels=(25, 50),
     concurrency_seconds=5.0,
@@ -891,7 +891,8 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-async def benchmark(plan: Plan, phases: list[str], slack_latency: float) -> dict[str, Any]:
+async def benchmark(plan: Plan, phases: list[str], slack_latency: float,
+                    keep_profile: Path | None = None) -> dict[str, Any]:
     rig = Rig(slack_latency)
     await rig.start()
     results: dict[str, Any] = {
@@ -913,11 +914,12 @@ async def benchmark(plan: Plan, phases: list[str], slack_latency: float) -> dict
                     results["cpu"].append(await cpu_case(rig, workload, answers))
             if "profile" in phases:
                 _log("profile: py-spy on the bot")
-                results["profile"] = await profile_case(rig, plan.profile[1], plan.profile[0])
+                results["profile"] = await profile_case(rig, plan.profile[1], plan.profile[0],
+                                                        keep_profile)
             if "redis" in phases:
                 _log("redis: commands per answer")
-                results["redis"] = await redis_phase(
-                    rig, list(plan.redis_cases), plan.redis_answers, plan.redis_idle_seconds)
+                results["redis"] = await redis_phase(rig, list(plan.redis_cases),
+                                                     plan.redis_answers)
         if "memory" in phases:
             _log("memory: answers held mid-stream")
             results["memory"] = await memory_phase(rig, list(plan.memory_levels), plan.warmup)
@@ -955,8 +957,10 @@ def report_sections(r: dict[str, Any]) -> list[str]:
               c["commands_per_answer"], c["round_trips_per_answer"], c["edits_per_answer"],
               ", ".join(f"{k} {v}" for k, v in c["by_command"].items())]
              for c in rd["cases"]]), "",
-            f"{rd['answers_per_case']} concurrent answers per case; net of the idle process's "
-            f"{rd['idle_commands_per_second']} commands/s (janitor sweeps, health checks).", ""]
+            f"{rd['answers_per_case']} concurrent answers per case. *Commands* counts every "
+            "command Redis executed, those inside Lua scripts and transactions included; "
+            "*round trips* counts what the bot sent (EVALSHA, SET, GET, EXEC, ...). Both include "
+            "the process's background sweeps (one EVALSHA every 3.75 s).", ""]
     if "memory" in r:
         m = r["memory"]
         out += ["## Memory per in-flight answer", "", _table(
@@ -1028,6 +1032,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="where to write overhead.md/.json (default: "
                         "bench/results for a full run of every phase, nowhere otherwise)")
     parser.add_argument("--slack-latency", type=float, default=0.03)
+    parser.add_argument("--keep-profile", type=Path,
+                        help="also save py-spy's collapsed stacks here (for flamegraph tools)")
     # Internal: this module re-invoked as the simulators' process or as the bare loop.
     parser.add_argument("--sims", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
@@ -1052,7 +1058,7 @@ def main() -> None:
         plan = Plan(**{**asdict(plan), "concurrency_levels": levels})
     command = "python -m bench.overhead " + " ".join(sys.argv[1:])
     started = time.monotonic()
-    results = asyncio.run(benchmark(plan, phases, args.slack_latency))
+    results = asyncio.run(benchmark(plan, phases, args.slack_latency, args.keep_profile))
     results["date"] = time.strftime("%Y-%m-%d %H:%M")
     results["elapsed_seconds"] = round(time.monotonic() - started)
     results["command"] = command.strip()

@@ -66,6 +66,9 @@ STREAMS_DEADLINE = 180.0  # from the mentions until every stream has ended
 FINAL_DEADLINE = 120.0  # from a stream's end until its final edit counts as lost
 SHUTDOWN_DEADLINE = 30.0
 POLL = 0.05  # how often the runner looks at the simulators; measurements use their timestamps
+# Runs of one N may share the event loop (each with its own simulators and bot) while no more
+# than this many answers stream at once; the loop-lag column shows they did not disturb each other.
+MAX_STREAMING = 20
 
 ALL_N = (1, 5, 20, 50)
 TEAM, CHANNEL, SECRET, BOT_USER = "T0001", "C0BENCH", "bench-signing-secret", "UBOT"
@@ -175,6 +178,7 @@ class Observed:
     message_ts: str | None = None
     streamed: list[tuple[float, int]] = field(default_factory=list)
     versions: list[tuple[float, int, bool]] = field(default_factory=list)  # (at, shown, final)
+    false_interruption: bool = False  # "[interrupted" was shown, then the full final anyway
     update_attempts: int = 0
     updates_rate_limited: int = 0
 
@@ -394,6 +398,9 @@ def _observe(slack: SlackSim, streams: Streams, answer: Answer, thread_ts: str) 
     message = replies[0]  # every answer fits one message (under render.BODY_LIMIT)
     o.message_ts = message.ts
     o.versions = [(float(entry["at"]), *_version(entry, answer.text)) for entry in message.history]
+    interrupted = [i for i, entry in enumerate(message.history) if "[interrupted" in str(entry)]
+    finals = [i for i, (_, _, is_final) in enumerate(o.versions) if is_final]
+    o.false_interruption = bool(interrupted and finals and interrupted[0] < finals[0])
     calls = [c for c in slack.calls_to("chat.update") if c.params.get("ts") == message.ts]
     o.update_attempts = len(calls)
     o.updates_rate_limited = sum(1 for c in calls if c.status == 429)
@@ -421,6 +428,7 @@ class Measured:
     edit_attempts: int
     rate_limited: int
     never_shown_chars: int
+    false_interruption: bool
     staleness: list[float] = field(repr=False)
 
 
@@ -453,6 +461,7 @@ def measure(o: Observed) -> Measured:
         edit_attempts=o.update_attempts,
         rate_limited=o.updates_rate_limited,
         never_shown_chars=len(o.answer.text) - shown,
+        false_interruption=o.false_interruption,
         staleness=staleness,
     )
 
@@ -475,6 +484,7 @@ class Summary:
     bot_edit_burst: float
     finished: int
     finals_lost: int
+    false_interruptions: int
     first_text_p50: float
     first_text_p99: float
     final_p50: float
@@ -492,6 +502,7 @@ class Summary:
     loop_lag_p99: float
     loop_lag_max: float
     wall_seconds: float
+    side_by_side: int = 1  # runs sharing the event loop with this one, itself included
 
     @property
     def key(self) -> str:
@@ -517,6 +528,7 @@ def summarise(variant: Variant, store: str, n: int, raw: Raw) -> tuple[Summary, 
         bot_edit_burst=variant.edit_burst,
         finished=n - lost,
         finals_lost=lost,
+        false_interruptions=sum(1 for m in ms if m.false_interruption),
         first_text_p50=percentile([m.first_text for m in ms], 50),
         first_text_p99=percentile([m.first_text for m in ms], 99),
         final_p50=percentile([m.final for m in ms], 50),
@@ -589,8 +601,8 @@ def _seconds(value: float) -> str:
 def table(summaries: Sequence[Summary]) -> str:
     head = ("| N | policy | finished | first text p50 / p99 (s) | final p50 / p99 (s) "
             "| staleness p50 / p99 / max (s) | edits per answer (tried) | 429s (% of updates) "
-            "| finals lost |")
-    rows = [head, "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "| finals lost | false [interrupted] |")
+    rows = [head, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in summaries:
         rows.append(
             f"| {s.n} | {s.name} | {s.finished}/{s.n} "
@@ -599,7 +611,8 @@ def table(summaries: Sequence[Summary]) -> str:
             f"| {_seconds(s.staleness_p50)} / {_seconds(s.staleness_p99)} / "
             f"{_seconds(s.staleness_max)} "
             f"| {s.edits_per_answer:.1f} ({s.edit_attempts_per_answer:.1f}) "
-            f"| {s.rate_limited} ({s.rate_limited_pct:.1f} %) | {s.finals_lost} |"
+            f"| {s.rate_limited} ({s.rate_limited_pct:.1f} %) | {s.finals_lost} "
+            f"| {s.false_interruptions} |"
         )
     return "\n".join(rows)
 
@@ -608,8 +621,8 @@ def conditions_table(summaries: Sequence[Summary]) -> str:
     """How the run itself went: a saturated event loop or a slow stream would skew the rest."""
     rows = [
         "| N | policy | bot budget (/min, burst) | stream chars/s (p50) | text never shown "
-        "| loop lag p99 / max (ms) | run (s) |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| loop lag p99 / max (ms) | runs at once | run (s) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
         budget = (f"{s.bot_edits_per_minute:g}, {s.bot_edit_burst:g}"
@@ -617,7 +630,7 @@ def conditions_table(summaries: Sequence[Summary]) -> str:
         rows.append(
             f"| {s.n} | {s.name} | {budget} | {s.stream_chars_per_second:.0f} "
             f"| {s.never_shown_pct:.1f} % | {1000 * s.loop_lag_p99:.0f} / "
-            f"{1000 * s.loop_lag_max:.0f} | {s.wall_seconds:.0f} |"
+            f"{1000 * s.loop_lag_max:.0f} | {s.side_by_side} | {s.wall_seconds:.0f} |"
         )
     return "\n".join(rows)
 
@@ -793,6 +806,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--redis", choices=("auto", "off", "only"), default="auto",
                         help="shared-budget policies on a throwaway redis-server too (auto: if "
                         "the binary exists), not at all, or only there")
+    parser.add_argument("--redis-n", type=int, nargs="*", default=[20],
+                        help="the N at which the Redis runs are made (default: 20)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     return parser.parse_args(argv)
@@ -805,19 +820,47 @@ def _plan(args: argparse.Namespace, redis_url: str | None) -> list[tuple[int, Va
             variant = VARIANTS[key]
             if args.redis != "only":
                 plan.append((n, variant, "memory"))
-            if redis_url is not None and variant.shared and args.redis != "off":
+            redis_wanted = args.redis == "only" or (args.redis == "auto" and n in args.redis_n)
+            if redis_url is not None and variant.shared and redis_wanted:
                 plan.append((n, variant, "redis"))
     return plan
 
 
+def _batches(plan: Sequence[tuple[int, Variant, str]]) -> list[list[tuple[int, Variant, str]]]:
+    """Runs of the same N side by side up to MAX_STREAMING answers; Redis runs alone (each
+    starts by emptying the one Redis)."""
+    batches: list[list[tuple[int, Variant, str]]] = []
+    for item in plan:
+        n, _, store = item
+        last = batches[-1] if batches else None
+        fits = (
+            last is not None
+            and store == "memory"
+            and all(other[0] == n and other[2] == "memory" for other in last)
+            and n * (len(last) + 1) <= MAX_STREAMING
+        )
+        if last is not None and fits:
+            last.append(item)
+        else:
+            batches.append([item])
+    return batches
+
+
 async def _run_all(args: argparse.Namespace, redis_url: str | None) -> list[RunRecord]:
     runs: list[RunRecord] = []
-    for n, variant, store in _plan(args, redis_url):
-        raw = await run_once(variant, n, args.seed, redis_url if store == "redis" else None)
-        summary, measured = summarise(variant, store, n, raw)
-        runs.append(RunRecord(summary, measured, sample_series(raw.answers[0])))
-        print(f"N={n:<3} {summary.name:<45} finished {summary.finished}/{n}, "
-              f"{summary.rate_limited} 429s, {summary.wall_seconds:.0f} s", file=sys.stderr)
+    for batch in _batches(_plan(args, redis_url)):
+        raws = await asyncio.gather(*(
+            run_once(variant, n, args.seed, redis_url if store == "redis" else None)
+            for n, variant, store in batch
+        ))
+        for (n, variant, store), raw in zip(batch, raws, strict=True):
+            summary, measured = summarise(variant, store, n, raw)
+            summary.side_by_side = len(batch)
+            runs.append(RunRecord(summary, measured, sample_series(raw.answers[0])))
+            print(f"N={n:<3} {summary.name:<45} finished {summary.finished}/{n}, "
+                  f"{summary.rate_limited} 429s, {summary.wall_seconds:.0f} s"
+                  + (f" (side by side with {len(batch) - 1} other runs)" if len(batch) > 1
+                     else ""), file=sys.stderr)
     return runs
 
 

@@ -56,6 +56,7 @@ MARKDOWN_LIMIT = 12_000  # Slack's cap for markdown blocks in one payload
 BODY_LIMIT = 11_000  # what we put in one message's body, leaving room for closers and notes
 TEXT_FALLBACK_LIMIT = 3_000  # our cap for `text`; Slack rejects more than 4,000
 STOP_ACTION_ID = "stop_answer"
+NOTICE_BLOCK_ID = "slackstream-notice"  # marks a message that is a notice, not an answer
 
 _NOTE_LIMIT = 1_000  # per note, and for the footer
 _CUT_SHORT_NOTE = "_(answer cut short: too long for one Slack message)_"
@@ -259,7 +260,12 @@ class _Table:
         lines = rows + 3  # two fence lines and the separator
         fence = max(3, ticks + 1)
         return (
-            lines * len(self.indent) + 2 * fence + (rows + 1) * line + extra + lines - 1
+            lines * len(self.indent)
+            + 2 * fence
+            + (rows + 1) * line
+            + extra
+            + lines
+            - 1
             + trailing_newline
         )
 
@@ -1236,8 +1242,11 @@ def final_payload(
     """
     del answer_id
     ends = [_truncate(_one_line(note), 500) for note in notes if _is_interrupted_note(note)]
-    others = [to_slack_markdown(_truncate(note, _NOTE_LIMIT)) for note in notes
-              if not _is_interrupted_note(note)]
+    others = [
+        to_slack_markdown(_truncate(note, _NOTE_LIMIT))
+        for note in notes
+        if not _is_interrupted_note(note)
+    ]
     notes_md = _truncate("\n\n".join(others), 2 * _NOTE_LIMIT)
     ends_md = [to_slack_markdown(end) for end in ends]
     room = MARKDOWN_LIMIT - len(notes_md) - sum(map(len, ends_md)) - 2
@@ -1278,11 +1287,22 @@ def continued_payload(body_md: str) -> SlackPayload:
 
 
 def error_payload(message: str) -> SlackPayload:
-    """Replaces the placeholder when the answer failed before any text: one clear line."""
+    """Replaces the placeholder when the answer failed before any text: one clear line.
+
+    It is a notice, not an answer: a section block marked with NOTICE_BLOCK_ID (Slack keeps a
+    section's block_id), which `visible_answer` reads as no answer at all, so a failure never
+    becomes an assistant turn in the next conversation.
+    """
     line = message.strip() or ":warning: Something went wrong. Please try again."
     return SlackPayload(
         text=_fallback_text(line),
-        blocks=[_markdown_block(_within(to_slack_markdown, line, 2_000))],
+        blocks=[
+            {
+                "type": "section",
+                "block_id": NOTICE_BLOCK_ID,
+                "text": {"type": "mrkdwn", "text": _within(to_slack_markdown, line, 2_000)},
+            }
+        ],
     )
 
 
@@ -1370,8 +1390,13 @@ def visible_answer(message: dict[str, Any]) -> str:
     markdown blocks (else rich_text blocks, else ``text``) without footer, notes and
     ``[interrupted…]``, with Slack's escapes undone."""
     blocks = [block for block in message.get("blocks") or [] if isinstance(block, dict)]
-    markdown = [block["text"] for block in blocks
-                if block.get("type") == "markdown" and isinstance(block.get("text"), str)]
+    if any(block.get("block_id") == NOTICE_BLOCK_ID for block in blocks):
+        return ""
+    markdown = [
+        block["text"]
+        for block in blocks
+        if block.get("type") == "markdown" and isinstance(block.get("text"), str)
+    ]
     if markdown:
         return _strip_notes(_unescape("\n\n".join(markdown)))
     rich = [_rich_text(block) for block in blocks if block.get("type") == "rich_text"]

@@ -370,7 +370,8 @@ class Answer:
         self.answer_id = answer_id
         self.message_ts = message_ts  # the message being edited now
         self.offset = 0  # characters of the answer already finished in earlier messages
-        self.shown = ""  # the raw answer text shown in message_ts
+        self.shown = ""  # the Markdown shown in message_ts (the checkpoint for recovery)
+        self.shown_upto = 0  # how much of the answer text Slack shows
         self.state = StreamState()
         self.policy = replier.policy
         self.pacer = MessagePacer(self.policy)
@@ -610,7 +611,7 @@ class Answer:
             retry_in = None
             if st.done.is_set():
                 break
-            if st.length == self.offset + len(self.shown):
+            if st.length == self.shown_upto:
                 if st.thinking and not self.thinking_shown and not st.length:
                     self.thinking_shown = True
                     await self._show_thinking()
@@ -670,7 +671,7 @@ class Answer:
         text = st.text()
         st.changed_at = None
         await self._continue_long(text)
-        part = text[self.offset :]
+        part = render.part_text(text, self.offset)
         payload = render.streaming_payload(part, answer_id=self.answer_id)
         try:
             await self._update(payload, kind, budget_taken=True)
@@ -680,7 +681,7 @@ class Answer:
             if e.permanent:
                 self.log.warning("edit refused", extra={"error": e.error})
             return e.retry_after or self.policy.interval or 1.0
-        self.shown = part
+        self.shown, self.shown_upto = part, len(text)
         if kind is EditKind.FIRST:
             self.first_text_shown = True
             self.checkpoint_now.set()
@@ -688,17 +689,18 @@ class Answer:
         return 0.0
 
     async def _continue_long(self, text: str) -> None:
-        """Close full messages and continue the answer in new messages of the thread."""
-        while True:
-            cut = render.next_cut(text[self.offset :], render.BODY_LIMIT)
-            if cut is None:
-                return
-            part = text[self.offset : self.offset + cut]
+        """Close full messages and continue the answer in new messages of the thread.
+
+        The cut is stable as the answer grows (render.next_cut), so a finished part never
+        changes; a code block cut in two is closed in one message and reopened in the next.
+        """
+        while (cut := render.next_cut(text, render.BODY_LIMIT, start=self.offset)) is not None:
+            part = render.part_text(text, self.offset, cut)
             await self._must_update(render.continued_payload(part), EditKind.CONTINUATION)
             posted = await self._must_post(render.streaming_payload("", answer_id=self.answer_id))
-            self.offset += cut
+            self.offset = cut
             self.message_ts = posted
-            self.shown = ""
+            self.shown, self.shown_upto = "", cut
 
     async def _take_budget(self, kind: EditKind, staleness: float) -> float:
         """Take a token from the workspace edit budget: 0.0 when taken. Must-send kinds wait for
@@ -828,7 +830,8 @@ class Answer:
         footer = self._footer()
         if interrupted is not None:
             notes.append(render.interrupted_note(interrupted))
-        payload = render.final_payload(text[self.offset :], footer=footer, notes=notes)
+        body = render.part_text(text, self.offset)
+        payload = render.final_payload(body, footer=footer, notes=notes)
         self.final_sent = await self._must_update(payload, EditKind.FINAL)
         if text and not self.first_text_shown:  # the whole answer arrived before the first edit
             self.r.metrics.time_to_first_text.observe(self.r.clock() - self.q.received_at)

@@ -24,8 +24,9 @@ READY_TIMEOUT = 20.0
 class Replica:
     """One bot process on a free loopback port, configured through its environment."""
 
-    def __init__(self, name: str, *, slack_url: str, claude_url: str, redis_url: str,
-                 **env: Any) -> None:
+    def __init__(
+        self, name: str, *, slack_url: str, claude_url: str, redis_url: str, **env: Any
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -48,15 +49,19 @@ class Replica:
             "LOG_LEVEL": "INFO",
             **{k.upper(): str(v) for k, v in env.items()},
         }
-        self._log = tempfile.NamedTemporaryFile(prefix=f"replica-{name}-", suffix=".log",
-                                                delete=False)
+        self._log = tempfile.NamedTemporaryFile(
+            prefix=f"replica-{name}-", suffix=".log", delete=False
+        )
         self.process: subprocess.Popen[bytes] | None = None
         self.poster = EventPoster(f"{self.url}/slack/events", SECRET)
 
     async def start(self) -> Replica:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "serve"], env=self.env, stdout=self._log,
-            stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+            [sys.executable, "-m", "bot", "serve"],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent,
         )
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
@@ -70,9 +75,10 @@ class Replica:
 
     async def get(self, path: str) -> tuple[int, str]:
         try:
-            async with aiohttp.ClientSession() as session, session.get(
-                self.url + path, timeout=aiohttp.ClientTimeout(total=2)
-            ) as response:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(self.url + path, timeout=aiohttp.ClientTimeout(total=2)) as response,
+            ):
                 return response.status, await response.text()
         except (aiohttp.ClientError, TimeoutError):
             return 0, ""

@@ -20,8 +20,11 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "anthro
     [
         ("max_tokens", None, "truncated"),
         ("model_context_window_exceeded", None, "truncated"),
-        ("refusal", {"type": "refusal", "category": None, "explanation": "Not something I help with."},
-         "declined"),
+        (
+            "refusal",
+            {"type": "refusal", "category": None, "explanation": "Not something I help with."},
+            "declined",
+        ),
         ("tool_use", None, "tool"),
         ("pause_turn", None, "paused"),
         ("stop_sequence", None, None),
@@ -32,8 +35,9 @@ async def test_every_stop_reason_gets_an_honest_ending(
     stop_reason: str, details: dict[str, object] | None, expected: str | None
 ) -> None:
     async with simulators() as (slack, claude):
-        claude.enqueue(Script(text="Here is what I have.", stop_reason=stop_reason,
-                              stop_details=details))
+        claude.enqueue(
+            Script(text="Here is what I have.", stop_reason=stop_reason, stop_details=details)
+        )
         async with running_bot(slack, claude) as h:
             asked = await h.mention("go")
             [reply] = await h.finished(asked)
@@ -52,7 +56,7 @@ async def test_every_stop_reason_gets_an_honest_ending(
 async def test_a_100k_character_answer_arrives_whole_and_in_order() -> None:
     paragraphs = [f"Paragraph {i:04d}: " + "lorem ipsum dolor sit amet " * 6 for i in range(620)]
     code = "```python\n" + "\n".join(f"x_{i} = {i}" for i in range(900)) + "\n```"
-    answer = "\n\n".join(paragraphs[:300] + [code] + paragraphs[300:])
+    answer = "\n\n".join([*paragraphs[:300], code, *paragraphs[300:]])
     assert len(answer) >= 100_000
     async with simulators() as (slack, claude):
         claude.enqueue(Script(text=answer, chunk_chars=400))
@@ -77,6 +81,8 @@ async def test_a_100k_character_answer_arrives_whole_and_in_order() -> None:
     # A code block split across messages is closed and reopened with its language.
     for body in bodies:
         assert body.count("```") % 2 == 0
+        assert not body.lstrip().startswith("x_"), body[:80]  # reopened, not plain text
+    assert sum(body.lstrip().startswith("```python") for body in bodies) >= 1
 
 
 async def test_thinking_sets_the_thread_status() -> None:
@@ -89,8 +95,13 @@ async def test_thinking_sets_the_thread_status() -> None:
 
 
 async def test_footer_shows_cache_time_model_and_cost_unless_disabled() -> None:
-    script = Script(text="Cached.", input_tokens=100, cache_read_input_tokens=1000,
-                    cache_creation_input_tokens=200, output_tokens=50)
+    script = Script(
+        text="Cached.",
+        input_tokens=100,
+        cache_read_input_tokens=1000,
+        cache_creation_input_tokens=200,
+        output_tokens=50,
+    )
     async with simulators() as (slack, claude):
         claude.enqueue(script, script)
         async with running_bot(slack, claude) as h:
@@ -111,8 +122,9 @@ async def test_a_long_thread_is_trimmed_to_the_budget_and_the_footer_says_so() -
     async with simulators() as (slack, claude):
         first = slack.post_user_message(CHANNEL, "<@UBOT> the original question", user=ALICE)
         for i in range(60):
-            slack.post_user_message(CHANNEL, f"message {i} " + "chatter " * 120, user=BOB,
-                                    thread_ts=first.ts)
+            slack.post_user_message(
+                CHANNEL, f"message {i} " + "chatter " * 120, user=BOB, thread_ts=first.ts
+            )
         claude.enqueue(Script(text="Answer within budget."))
         async with running_bot(slack, claude, context_token_budget=4000) as h:
             asked = await h.mention("so what now?", thread_ts=first.ts)

@@ -10,10 +10,16 @@ SLOW = Script(text="streaming slowly " * 200, chunk_chars=6, chunk_delay=0.02)
 
 
 async def _press_stop(h, reply_ts: str, user: str, answer_id: str) -> int:  # type: ignore[no-untyped-def]
-    status, _ = await h.poster.post_action(block_action_payload(
-        team_id=TEAM, user=user, channel=CHANNEL, message_ts=reply_ts,
-        action_id="stop_answer", value=answer_id,
-    ))
+    status, _ = await h.poster.post_action(
+        block_action_payload(
+            team_id=TEAM,
+            user=user,
+            channel=CHANNEL,
+            message_ts=reply_ts,
+            action_id="stop_answer",
+            value=answer_id,
+        )
+    )
     return status
 
 
@@ -30,8 +36,13 @@ async def test_asker_stops_an_answer_and_the_partial_text_stays() -> None:
         claude.enqueue(SLOW)
         async with running_bot(slack, claude) as h:
             asked = await h.mention("go on and on")
-            await slack.wait_for(lambda: "streaming slowly" in h.replies(asked)[0].visible_text()
-                                 if h.replies(asked) else False)
+            await slack.wait_for(
+                lambda: (
+                    "streaming slowly" in h.replies(asked)[0].visible_text()
+                    if h.replies(asked)
+                    else False
+                )
+            )
             reply = h.replies(asked)[0]
             assert reply.has_button("stop_answer")
             assert await _press_stop(h, reply.ts, ALICE, _stop_value(reply)) == 200
@@ -62,16 +73,19 @@ async def test_only_the_asker_or_an_admin_may_stop() -> None:
 
 async def test_second_question_in_a_thread_waits_and_sees_the_first_answer() -> None:
     async with simulators() as (slack, claude):
-        claude.enqueue(Script(text="First answer: forty-two. " * 20, chunk_chars=10,
-                              chunk_delay=0.01),
-                       Script(text="Second answer."))
+        claude.enqueue(
+            Script(text="First answer: forty-two. " * 20, chunk_chars=10, chunk_delay=0.01),
+            Script(text="Second answer."),
+        )
         async with running_bot(slack, claude) as h:
             first = await h.mention("what is the answer?")
             await slack.wait_for(lambda: len(claude.requests) == 1)
             second = await h.mention("and why?", thread_ts=first.ts)
             await slack.wait_for(
-                lambda: len(h.replies(first)) == 2
-                and "Tokens:" in h.replies(first)[1].visible_text(), timeout=15,
+                lambda: (
+                    len(h.replies(first)) == 2 and "Tokens:" in h.replies(first)[1].visible_text()
+                ),
+                timeout=15,
             )
     first_reply, second_reply = h.replies(first)
     assert "forty-two" in first_reply.visible_text()
@@ -96,8 +110,9 @@ async def test_per_user_cap_refuses_politely() -> None:
             other = await h.mention("bob here", user=BOB)
             await h.finished(other)
             for asked in (one, two):
-                await _press_stop(h, h.replies(asked)[0].ts, ALICE,
-                                  _stop_value(h.replies(asked)[0]))
+                await _press_stop(
+                    h, h.replies(asked)[0].ts, ALICE, _stop_value(h.replies(asked)[0])
+                )
             await h.finished(one)
             await h.finished(two)
     assert "You already have 2 answers in progress" in refusal

@@ -46,6 +46,7 @@ DEFAULT_SHUTDOWN_GRACE_SECONDS = 20.0
 # Room after the drain for the final `[interrupted]` edits and closing connections.
 MIN_KILL_MARGIN_SECONDS = 10.0
 
+
 def _exported_metrics() -> tuple[dict[str, tuple[str, ...]], set[str]]:
     """The metrics bot/metrics.py really exports (after `slackstream_`) with their labels."""
     metrics = Metrics()

@@ -39,8 +39,12 @@ async def test_a_whole_answer_logs_json_lines_with_answer_id_and_no_secret(
     _route_logs_to(captured, "json")
     async with simulators(bot_token=SECRETS["slack_bot_token"]) as (slack, claude):
         claude.enqueue(Script(text="partial " * 20, drop_after=3))
-        async with running_bot(slack, claude, slack_bot_token=SECRETS["slack_bot_token"],
-                               anthropic_api_key=SECRETS["anthropic_api_key"]) as h:
+        async with running_bot(
+            slack,
+            claude,
+            slack_bot_token=SECRETS["slack_bot_token"],
+            anthropic_api_key=SECRETS["anthropic_api_key"],
+        ) as h:
             asked = await h.mention(f"my key is {SECRETS['anthropic_api_key']} oops")
             await h.finished(asked)
     lines = [line for line in captured.getvalue().splitlines() if line.strip()]
@@ -68,7 +72,13 @@ def test_exceptions_and_extras_are_redacted_too(formatter_cls: type[logging.Form
         raise RuntimeError("failed with hunter2-secret")
     except RuntimeError:
         record = logging.getLogger("t").makeRecord(
-            "t", logging.ERROR, __file__, 1, "boom %s", ("hunter2-secret",), None,
+            "t",
+            logging.ERROR,
+            __file__,
+            1,
+            "boom %s",
+            ("hunter2-secret",),
+            None,
             extra={"header": "Bearer hunter2-secret"},
         )
         import sys

@@ -54,8 +54,15 @@ class SimAnswer:
         return self.start <= now < self.start + self.duration
 
 
-def simulate(n: int, *, per_minute: float = 50, burst: float = 10, interval: float = 1.0,
-             duration: float = 60.0, stagger: float = 0.5) -> tuple[list[SimAnswer], list[float]]:
+def simulate(
+    n: int,
+    *,
+    per_minute: float = 50,
+    burst: float = 10,
+    interval: float = 1.0,
+    duration: float = 60.0,
+    stagger: float = 0.5,
+) -> tuple[list[SimAnswer], list[float]]:
     """Answers stream text continuously; each tick, each answer asks to show its newest text."""
     bucket = Bucket(per_minute, burst)
     policy = PacingPolicy.shared(interval)
@@ -76,8 +83,9 @@ def simulate(n: int, *, per_minute: float = 50, burst: float = 10, interval: flo
             wait = a.pacer.wait(now, kind)
             if wait is None or wait > 0:
                 continue
-            reserve = edit_reserve(kind, staleness=now - a.unshown_since, interval=interval,
-                                   max_reserve=max_reserve)
+            reserve = edit_reserve(
+                kind, staleness=now - a.unshown_since, interval=interval, max_reserve=max_reserve
+            )
             if not bucket.take(now, reserve):
                 continue
             a.pacer.sent(now)
@@ -161,16 +169,19 @@ def test_baseline_policies_pace_as_peers_do() -> None:
     assert per_second.wait(0.4, EditKind.FINAL) == 0.0
 
 
-@given(st.floats(0, 1e6), st.floats(0, 1e6), st.floats(1, 600), st.floats(1, 100),
-       st.floats(0, 100))
-def test_refill_never_exceeds_burst_nor_goes_back(last: float, now: float, per_minute: float,
-                                                  burst: float, tokens: float) -> None:
+@given(
+    st.floats(0, 1e6), st.floats(0, 1e6), st.floats(1, 600), st.floats(1, 100), st.floats(0, 100)
+)
+def test_refill_never_exceeds_burst_nor_goes_back(
+    last: float, now: float, per_minute: float, burst: float, tokens: float
+) -> None:
     tokens = min(tokens, burst)
     after = refill(tokens, last, now, per_minute, burst)
     assert tokens <= after <= burst or after == burst
 
 
-@pytest.mark.parametrize(("header", "expected"), [("3", 3.0), (None, 1.0), ("x", 1.0),
-                                                  ("-2", 1.0), ("0.5", 0.5)])
+@pytest.mark.parametrize(
+    ("header", "expected"), [("3", 3.0), (None, 1.0), ("x", 1.0), ("-2", 1.0), ("0.5", 0.5)]
+)
 def test_retry_after_parsing(header: str | None, expected: float) -> None:
     assert retry_after_seconds(header) == expected

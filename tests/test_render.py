@@ -11,6 +11,7 @@ from bot import render
 from bot.render import (
     BODY_LIMIT,
     MARKDOWN_LIMIT,
+    NOTICE_BLOCK_ID,
     STOP_ACTION_ID,
     TEXT_FALLBACK_LIMIT,
     Usage,
@@ -79,9 +80,9 @@ def test_table_becomes_an_aligned_monospace_block() -> None:
         "Prices:\n\n"
         "```\n"
         "Fruit | Price |           Origin          \n"
-            "------+-------+---------------------------\n"
-            "apple |     1 |             NZ            \n"
-            "kiwi  | 12.50 | Italy (https://it.example)\n"
+        "------+-------+---------------------------\n"
+        "apple |     1 |             NZ            \n"
+        "kiwi  | 12.50 | Italy (https://it.example)\n"
         "```\n"
         "\nThat's all."
     )
@@ -134,7 +135,10 @@ def test_open_code_fences_are_closed(prefix: str, shown: str) -> None:
         ("Ask <@U12", "Ask "),
         ("Open <https://example.com|the si", "Open "),
         ("Run `pip inst", "Run "),
-        ("Ok [a](https://a.io) and [b](https://b.io)", "Ok [a](https://a.io) and [b](https://b.io)"),
+        (
+            "Ok [a](https://a.io) and [b](https://b.io)",
+            "Ok [a](https://a.io) and [b](https://b.io)",
+        ),
         ("a < b", "a &lt; b"),
         ("2 <", "2 "),
     ],
@@ -284,7 +288,9 @@ def test_footer_with_thousands_separators() -> None:
 
 def test_footer_with_everything() -> None:
     usage = Usage(
-        input_tokens=34, output_tokens=1_567, cache_creation_input_tokens=200,
+        input_tokens=34,
+        output_tokens=1_567,
+        cache_creation_input_tokens=200,
         cache_read_input_tokens=1_000,
     )
     footer = format_footer(
@@ -351,8 +357,9 @@ def test_interrupted_note() -> None:
         ("brand_new_reason", None, "_(stopped: brand_new_reason)_"),
     ],
 )
-def test_stop_reason_notes(reason: str | None, details: dict[str, Any] | None,
-                           note: str | None) -> None:
+def test_stop_reason_notes(
+    reason: str | None, details: dict[str, Any] | None, note: str | None
+) -> None:
     assert stop_reason_note(reason, details) == note
 
 
@@ -364,8 +371,13 @@ def _types(payload: render.SlackPayload) -> list[str]:
 
 
 def _stop_buttons(payload: render.SlackPayload) -> list[dict[str, Any]]:
-    return [element for block in payload.blocks if block["type"] == "actions"
-            for element in block["elements"] if element.get("action_id") == STOP_ACTION_ID]
+    return [
+        element
+        for block in payload.blocks
+        if block["type"] == "actions"
+        for element in block["elements"]
+        if element.get("action_id") == STOP_ACTION_ID
+    ]
 
 
 def test_placeholder_has_the_text_and_a_stop_button() -> None:
@@ -411,8 +423,9 @@ def test_final_payload_has_body_notes_footer_and_no_stop() -> None:
 
 def test_interrupted_is_the_last_line_after_the_footer() -> None:
     footer = format_footer(Usage(input_tokens=10, output_tokens=5))
-    payload = final_payload("Partial answ", footer=footer,
-                            notes=[interrupted_note("stopped by <@U1>")])
+    payload = final_payload(
+        "Partial answ", footer=footer, notes=[interrupted_note("stopped by <@U1>")]
+    )
     assert _types(payload) == ["markdown", "context", "markdown"]
     assert payload.blocks[-1]["text"] == "[interrupted: stopped by <@U1>]"
     assert payload.text.splitlines()[-1] == "[interrupted: stopped by <@U1>]"
@@ -433,9 +446,11 @@ def test_empty_body_with_footer_still_has_a_markdown_block() -> None:
 
 
 def test_final_payload_stays_within_slack_limits_even_when_given_too_much() -> None:
-    payload = final_payload("<b> " * 10_000, footer="Tokens: 1 in, 1 out",
-                            notes=["_(truncated: reached the output limit)_",
-                                   interrupted_note("x")])
+    payload = final_payload(
+        "<b> " * 10_000,
+        footer="Tokens: 1 in, 1 out",
+        notes=["_(truncated: reached the output limit)_", interrupted_note("x")],
+    )
     markdown = sum(len(block["text"]) for block in payload.blocks if block["type"] == "markdown")
     assert markdown <= MARKDOWN_LIMIT
     assert len(payload.text) <= TEXT_FALLBACK_LIMIT
@@ -455,7 +470,15 @@ def test_error_payload_is_one_clear_line() -> None:
     line = ":warning: Claude is overloaded right now. Please try again in a minute."
     payload = error_payload(line)
     assert payload.text == line
-    assert payload.blocks == [{"type": "markdown", "text": line}]
+    assert payload.blocks == [
+        {
+            "type": "section",
+            "block_id": NOTICE_BLOCK_ID,
+            "text": {"type": "mrkdwn", "text": line},
+        }
+    ]
+    # A notice is not an answer: it never becomes an assistant turn in a later conversation.
+    assert visible_answer({"text": line, "blocks": payload.blocks}) == ""
 
 
 def test_text_fallback_is_short_plain_and_cut_on_a_word() -> None:
@@ -476,8 +499,11 @@ def _as_message(payload: render.SlackPayload) -> dict[str, Any]:
 def test_visible_answer_round_trips_the_final_message() -> None:
     body = "Use `a<b` & **care**: x > y.\n\n- one\n- two <@U1>\n\n```\nif (a && b) {}\n```"
     footer = format_footer(Usage(input_tokens=9, output_tokens=9), model="claude-sonnet-5-5")
-    for notes in ([], ["_(truncated: reached the output limit)_"],
-                  ["_Claude declined to answer._ Because.", interrupted_note("shutdown")]):
+    for notes in (
+        [],
+        ["_(truncated: reached the output limit)_"],
+        ["_Claude declined to answer._ Because.", interrupted_note("shutdown")],
+    ):
         message = _as_message(final_payload(body, footer=footer, notes=notes))
         assert visible_answer(message) == body
 
@@ -496,24 +522,43 @@ def test_visible_answer_reads_rich_text_blocks() -> None:
     message = {
         "text": "fallback",
         "blocks": [
-            {"type": "rich_text", "elements": [
-                {"type": "rich_text_section", "elements": [
-                    {"type": "text", "text": "Hi "},
-                    {"type": "text", "text": "there", "style": {"bold": True}},
-                    {"type": "text", "text": " "},
-                    {"type": "user", "user_id": "U1"},
-                    {"type": "text", "text": " see "},
-                    {"type": "link", "url": "https://x.io", "text": "docs"},
-                    {"type": "text", "text": "\n"},
-                ]},
-                {"type": "rich_text_list", "style": "bullet", "elements": [
-                    {"type": "rich_text_section", "elements": [{"type": "text", "text": "a"}]},
-                    {"type": "rich_text_section", "elements": [{"type": "text", "text": "b"}]},
-                ]},
-                {"type": "rich_text_preformatted", "elements": [
-                    {"type": "text", "text": "x = 1 < 2"},
-                ]},
-            ]},
+            {
+                "type": "rich_text",
+                "elements": [
+                    {
+                        "type": "rich_text_section",
+                        "elements": [
+                            {"type": "text", "text": "Hi "},
+                            {"type": "text", "text": "there", "style": {"bold": True}},
+                            {"type": "text", "text": " "},
+                            {"type": "user", "user_id": "U1"},
+                            {"type": "text", "text": " see "},
+                            {"type": "link", "url": "https://x.io", "text": "docs"},
+                            {"type": "text", "text": "\n"},
+                        ],
+                    },
+                    {
+                        "type": "rich_text_list",
+                        "style": "bullet",
+                        "elements": [
+                            {
+                                "type": "rich_text_section",
+                                "elements": [{"type": "text", "text": "a"}],
+                            },
+                            {
+                                "type": "rich_text_section",
+                                "elements": [{"type": "text", "text": "b"}],
+                            },
+                        ],
+                    },
+                    {
+                        "type": "rich_text_preformatted",
+                        "elements": [
+                            {"type": "text", "text": "x = 1 < 2"},
+                        ],
+                    },
+                ],
+            },
             {"type": "context", "elements": [{"type": "mrkdwn", "text": "Tokens: 1 in, 1 out"}]},
         ],
     }

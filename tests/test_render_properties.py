@@ -31,23 +31,73 @@ SETTINGS = settings(max_examples=200, deadline=None)
 
 # -- a generator of answers Claude could write ---------------------------------------------------
 
-WORDS = st.sampled_from([
-    "the", "answer", "is", "simple", "Slack", "streams", "Markdown", "x", "42", "a<b", "x&y",
-    "->", "snake_case", "2*3", "日本語", "東京タワー", "café", "nai\u0308ve", "👍", "🎉",
-    "👨\u200d👩\u200d👧", "🇫🇷🇩🇪", "(see)", "end.", "[1]", "a|b",
-])
-INLINE = st.sampled_from([
-    "**bold words**", "*italic*", "_aside_", "~~struck out~~", "`co<de> && x`", "`a b`",
-    "``tick ` inside``", "[a link](https://example.com/a_b)", "![img](https://i.io/x.png)",
-    "<@U123ABC>", "<@U1|ana>", "<#C1|general>", "<!here>", "<!subteam^S1>",
-    "<https://x.io/p|label with words>", "<https://x.io>",
-])
+WORDS = st.sampled_from(
+    [
+        "the",
+        "answer",
+        "is",
+        "simple",
+        "Slack",
+        "streams",
+        "Markdown",
+        "x",
+        "42",
+        "a<b",
+        "x&y",
+        "->",
+        "snake_case",
+        "2*3",
+        "日本語",
+        "東京タワー",
+        "café",
+        "nai\u0308ve",
+        "👍",
+        "🎉",
+        "👨\u200d👩\u200d👧",
+        "🇫🇷🇩🇪",
+        "(see)",
+        "end.",
+        "[1]",
+        "a|b",
+    ]
+)
+INLINE = st.sampled_from(
+    [
+        "**bold words**",
+        "*italic*",
+        "_aside_",
+        "~~struck out~~",
+        "`co<de> && x`",
+        "`a b`",
+        "``tick ` inside``",
+        "[a link](https://example.com/a_b)",
+        "![img](https://i.io/x.png)",
+        "<@U123ABC>",
+        "<@U1|ana>",
+        "<#C1|general>",
+        "<!here>",
+        "<!subteam^S1>",
+        "<https://x.io/p|label with words>",
+        "<https://x.io>",
+    ]
+)
 LONG_WORD = st.text(alphabet="abcdéf", min_size=30, max_size=300)
 CODE_LINE = st.one_of(
-    st.sampled_from([
-        "if (a < b && c > d) {", "  return x**2;", "}", "[x](y", "| a | b |", "# not a heading",
-        "<@U1>", "inner ``` fence", "~~ tilde", "", "    indented()",
-    ]),
+    st.sampled_from(
+        [
+            "if (a < b && c > d) {",
+            "  return x**2;",
+            "}",
+            "[x](y",
+            "| a | b |",
+            "# not a heading",
+            "<@U1>",
+            "inner ``` fence",
+            "~~ tilde",
+            "",
+            "    indented()",
+        ]
+    ),
     st.lists(WORDS, min_size=1, max_size=12).map(" ".join),
 )
 
@@ -58,16 +108,25 @@ def _sentences(word: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 
 def _blocks(word: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     sentence = _sentences(word)
-    cell = st.lists(st.one_of(WORDS, st.sampled_from(["**b**", "`c`", "x\\|y"])),
-                    min_size=0, max_size=3).map(" ".join)
-    table = st.integers(1, 4).flatmap(lambda n: st.tuples(
-        st.lists(cell, min_size=n, max_size=n),
-        st.lists(st.lists(cell, min_size=max(n - 1, 1), max_size=n + 1), max_size=6),
-        st.sampled_from(["---", ":--", "--:", ":-:"]),
-    )).map(lambda t: "\n".join(
-        ["| " + " | ".join(t[0]) + " |", "|" + "|".join([t[2]] * len(t[0])) + "|"]
-        + ["| " + " | ".join(row) + " |" for row in t[1]]
-    ))
+    cell = st.lists(
+        st.one_of(WORDS, st.sampled_from(["**b**", "`c`", "x\\|y"])), min_size=0, max_size=3
+    ).map(" ".join)
+    table = (
+        st.integers(1, 4)
+        .flatmap(
+            lambda n: st.tuples(
+                st.lists(cell, min_size=n, max_size=n),
+                st.lists(st.lists(cell, min_size=max(n - 1, 1), max_size=n + 1), max_size=6),
+                st.sampled_from(["---", ":--", "--:", ":-:"]),
+            )
+        )
+        .map(
+            lambda t: "\n".join(
+                ["| " + " | ".join(t[0]) + " |", "|" + "|".join([t[2]] * len(t[0])) + "|"]
+                + ["| " + " | ".join(row) + " |" for row in t[1]]
+            )
+        )
+    )
     fence = st.tuples(
         st.sampled_from(["```", "~~~", "````"]),
         st.sampled_from(["", "python", "ts", "c++"]),
@@ -77,7 +136,8 @@ def _blocks(word: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         st.lists(sentence, min_size=1, max_size=3).map("\n".join),
         st.lists(sentence, min_size=1, max_size=4).map(lambda xs: "\n".join("- " + x for x in xs)),
         st.lists(sentence, min_size=1, max_size=3).map(
-            lambda xs: "\n".join(f"{i}. {x}" for i, x in enumerate(xs, 1))),
+            lambda xs: "\n".join(f"{i}. {x}" for i, x in enumerate(xs, 1))
+        ),
         sentence.map(lambda x: "## " + x),
         sentence.map(lambda x: "> " + x),
         fence,
@@ -86,8 +146,9 @@ def _blocks(word: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 
 
 def _answers(word: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
-    pieces = st.lists(st.tuples(_blocks(word), st.sampled_from(["\n\n", "\n\n", "\n"])),
-                      min_size=1, max_size=14)
+    pieces = st.lists(
+        st.tuples(_blocks(word), st.sampled_from(["\n\n", "\n\n", "\n"])), min_size=1, max_size=14
+    )
     return pieces.map(lambda xs: "".join(block + sep for block, sep in xs).rstrip("\n"))
 
 
@@ -98,8 +159,10 @@ LIMITS = st.sampled_from([120, 300, 1_000])
 # -- independent checks --------------------------------------------------------------------------
 
 FENCE = re.compile(r"[ \t]*(`{3,}|~{3,})(.*)")
-TOKEN = re.compile(r"<(?:[@#][A-Z0-9]+|![a-z]+|!subteam\^[A-Z0-9]+|https?://[^\s<>|]+)"
-                   r"(?:\|[^<>\n]*)?>")
+TOKEN = re.compile(
+    r"<(?:[@#][A-Z0-9]+|![a-z]+|!subteam\^[A-Z0-9]+|https?://[^\s<>|]+)"
+    r"(?:\|[^<>\n]*)?>"
+)
 CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`).*?(?<!`)\1(?!`)")  # runs of equal length
 
 
@@ -227,14 +290,16 @@ def test_a_split_code_block_is_reopened_with_its_language(md: str, limit: int) -
             continue
         marker = FENCE.fullmatch(opener)[1]  # type: ignore[index]
         assert after.startswith(opener + "\n")
-        assert before.rstrip(" ").endswith("\n" + opener[: len(opener) - len(opener.lstrip())]
-                                            + marker)
+        assert before.rstrip(" ").endswith(
+            "\n" + opener[: len(opener) - len(opener.lstrip())] + marker
+        )
 
 
 @SETTINGS
 @given(ANSWERS, LIMITS, st.data())
-def test_posted_parts_never_change_as_the_answer_grows(md: str, limit: int,
-                                                       data: st.DataObject) -> None:
+def test_posted_parts_never_change_as_the_answer_grows(
+    md: str, limit: int, data: st.DataObject
+) -> None:
     prefix = md[: data.draw(st.integers(0, len(md)))]
     early = split_answer(prefix, limit)
     assert early[:-1] == split_answer(md, limit)[: len(early) - 1]
@@ -256,8 +321,13 @@ def test_hard_cuts_keep_grapheme_clusters_whole(md: str, limit: int) -> None:
 @given(ANSWERS, st.integers(1, 30), st.booleans())
 def test_every_payload_is_within_slack_limits(md: str, copies: int, interrupted: bool) -> None:
     body = "\n\n".join([md] * copies)
-    footer = format_footer(Usage(input_tokens=123_456, output_tokens=7_890), elapsed=12.3,
-                           model="claude-sonnet-5-5", cost_usd=0.1234, dropped_turns=3)
+    footer = format_footer(
+        Usage(input_tokens=123_456, output_tokens=7_890),
+        elapsed=12.3,
+        model="claude-sonnet-5-5",
+        cost_usd=0.1234,
+        dropped_turns=3,
+    )
     notes = ["_(truncated: reached the output limit)_"]
     if interrupted:
         notes.append(interrupted_note("the bot restarted"))
@@ -269,8 +339,10 @@ def test_every_payload_is_within_slack_limits(md: str, copies: int, interrupted:
     ]
     parts = split_answer(body)
     payloads += [continued_payload(part) for part in parts[:-1]]
-    payloads += [streaming_payload(parts[-1], answer_id="a1"),
-                 final_payload(parts[-1], footer=footer, notes=notes)]
+    payloads += [
+        streaming_payload(parts[-1], answer_id="a1"),
+        final_payload(parts[-1], footer=footer, notes=notes),
+    ]
     for payload in payloads:
         _assert_within_slack_limits(payload)
     if interrupted:
@@ -278,8 +350,9 @@ def test_every_payload_is_within_slack_limits(md: str, copies: int, interrupted:
 
 
 @SETTINGS
-@given(SHORT_WORD_ANSWERS.filter(lambda md: "|---" not in md and "|:-" not in md
-                                 and "|--:" not in md))
+@given(
+    SHORT_WORD_ANSWERS.filter(lambda md: "|---" not in md and "|:-" not in md and "|--:" not in md)
+)
 def test_the_history_reads_back_what_was_written(md: str) -> None:
     footer = format_footer(Usage(input_tokens=5, output_tokens=7))
     message = final_payload(md, footer=footer, notes=[interrupted_note("x")]).as_kwargs()

@@ -26,11 +26,17 @@ SLOW = Script(text="a long and careful answer " * 120, chunk_chars=8, chunk_dela
 
 
 @asynccontextmanager
-async def replicas(slack: SlackSim, claude: ClaudeSim, redis_url: str, n: int = 2,
-                   **env: Any) -> AsyncIterator[list[Replica]]:
+async def replicas(
+    slack: SlackSim, claude: ClaudeSim, redis_url: str, n: int = 2, **env: Any
+) -> AsyncIterator[list[Replica]]:
     started = [
-        Replica(f"replica-{i}", slack_url=slack.api_url, claude_url=claude.base_url,
-                redis_url=redis_url, **env)
+        Replica(
+            f"replica-{i}",
+            slack_url=slack.api_url,
+            claude_url=claude.base_url,
+            redis_url=redis_url,
+            **env,
+        )
         for i in range(n)
     ]
     try:
@@ -42,11 +48,19 @@ async def replicas(slack: SlackSim, claude: ClaudeSim, redis_url: str, n: int = 
             await r.close()
 
 
-async def ask(replica: Replica, slack: SlackSim, text: str, *, user: str = ALICE,
-              event_id: str | None = None) -> tuple[SimMessage, dict[str, Any]]:
+async def ask(
+    replica: Replica, slack: SlackSim, text: str, *, user: str = ALICE, event_id: str | None = None
+) -> tuple[SimMessage, dict[str, Any]]:
     asked = slack.post_user_message(CHANNEL, f"<@UBOT> {text}", user=user)
-    envelope = mention_envelope(team_id=TEAM, channel=CHANNEL, user=user, text=asked.text,
-                                ts=asked.ts, bot_user_id="UBOT", event_id=event_id)
+    envelope = mention_envelope(
+        team_id=TEAM,
+        channel=CHANNEL,
+        user=user,
+        text=asked.text,
+        ts=asked.ts,
+        bot_user_id="UBOT",
+        event_id=event_id,
+    )
     status, body = await replica.poster.post_event(envelope)
     assert status == 200, body
     return asked, envelope
@@ -67,12 +81,14 @@ def streaming(slack: SlackSim, asked: SimMessage, words: str = "careful") -> boo
 
 async def test_sigkill_mid_answer_is_finished_by_the_other_replica(redis_url: str) -> None:
     async with simulators(claude_default=SLOW) as (slack, claude):
-        async with replicas(slack, claude, redis_url) as (a, b):
+        async with replicas(slack, claude, redis_url) as (a, _b):
             asked, _ = await ask(a, slack, "explain slowly")
             # Let a few edits (and so a heartbeat's checkpoint) happen before the crash.
             await slack.wait_for(
-                lambda: streaming(slack, asked)
-                and len(slack.bot_replies(CHANNEL, asked.ts)[0].history) >= 6
+                lambda: (
+                    streaming(slack, asked)
+                    and len(slack.bot_replies(CHANNEL, asked.ts)[0].history) >= 6
+                )
             )
             shown_before_kill = slack.bot_replies(CHANNEL, asked.ts)[0].visible_text()
             a.signal(signal.SIGKILL)
@@ -94,8 +110,9 @@ async def test_sigkill_mid_answer_is_finished_by_the_other_replica(redis_url: st
 async def test_sigterm_drains_answers_and_exits_zero(redis_url: str) -> None:
     async with simulators() as (slack, claude):
         short = Script(text="short and done", chunk_chars=4, chunk_delay=0.05)
-        endless = Script(text="this will not finish in time " * 400, chunk_chars=8,
-                         chunk_delay=0.02)
+        endless = Script(
+            text="this will not finish in time " * 400, chunk_chars=8, chunk_delay=0.02
+        )
         claude.enqueue(short, endless)
         async with replicas(slack, claude, redis_url, n=1, shutdown_grace_seconds=1.5) as (a,):
             quick, _ = await ask(a, slack, "quick one")
@@ -126,10 +143,16 @@ async def test_stop_pressed_on_the_replica_that_does_not_own_the_answer(redis_ur
             await slack.wait_for(lambda: streaming(slack, asked))
             reply = slack.bot_replies(CHANNEL, asked.ts)[0]
             answer_id = f"{TEAM}-{CHANNEL}-{asked.ts}"
-            status, _ = await b.poster.post_action(block_action_payload(
-                team_id=TEAM, user=ALICE, channel=CHANNEL, message_ts=reply.ts,
-                action_id="stop_answer", value=answer_id,
-            ))
+            status, _ = await b.poster.post_action(
+                block_action_payload(
+                    team_id=TEAM,
+                    user=ALICE,
+                    channel=CHANNEL,
+                    message_ts=reply.ts,
+                    action_id="stop_answer",
+                    value=answer_id,
+                )
+            )
             pressed = time.monotonic()
             await slack.wait_for(lambda: final(slack, asked) is not None, timeout=5)
             stopped_after = time.monotonic() - pressed
@@ -156,13 +179,15 @@ async def test_same_event_to_both_replicas_and_thrice_to_one_is_answered_once(
     assert len(claude.requests) == 2
 
 
-async def test_redis_stopped_and_restarted_mid_answer(redis_server: RedisServer,
-                                                      redis_url: str) -> None:
+async def test_redis_stopped_and_restarted_mid_answer(
+    redis_server: RedisServer, redis_url: str
+) -> None:
     if not redis_server.managed:
         pytest.skip("needs a redis-server this test may stop")
     async with simulators() as (slack, claude):
-        claude.enqueue(Script(text="answer through the outage " * 60, chunk_chars=8,
-                              chunk_delay=0.02))
+        claude.enqueue(
+            Script(text="answer through the outage " * 60, chunk_chars=8, chunk_delay=0.02)
+        )
         async with replicas(slack, claude, redis_url, n=1) as (a,):
             during, _ = await ask(a, slack, "start before the outage")
             await slack.wait_for(lambda: streaming(slack, during, "outage"))

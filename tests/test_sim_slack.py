@@ -70,14 +70,18 @@ async def error_of(call: Any) -> SlackApiError:
 async def test_auth_test_identifies_the_bot_and_its_scopes(client: AsyncWebClient) -> None:
     response = await client.auth_test()
     assert (response["team_id"], response["user_id"], response["bot_id"]) == (
-        "T0001", "UBOT", "BBOT")
+        "T0001",
+        "UBOT",
+        "BBOT",
+    )
     assert "chat:write" in response.headers["x-oauth-scopes"].split(",")
 
 
 async def test_bad_or_missing_token_is_refused(sim: SlackSim) -> None:
     wrong = AsyncWebClient(token="xoxb-wrong", base_url=sim.api_url)
     assert (await error_of(wrong.chat_postMessage(channel="C1", text="x"))).response[
-        "error"] == "invalid_auth"
+        "error"
+    ] == "invalid_auth"
     missing = AsyncWebClient(base_url=sim.api_url)
     assert (await error_of(missing.auth_test())).response["error"] == "not_authed"
     assert sim.calls[-1].team_id == "" and not sim.calls[-1].ok
@@ -86,9 +90,10 @@ async def test_bad_or_missing_token_is_refused(sim: SlackSim) -> None:
 async def test_token_in_a_form_field_and_blocks_as_json_text(sim: SlackSim) -> None:
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*hi*"}}]
     form = {"token": "xoxb-sim", "channel": "C1", "text": "hi", "blocks": json.dumps(blocks)}
-    async with aiohttp.ClientSession() as session, session.post(
-        sim.api_url + "chat.postMessage", data=form
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(sim.api_url + "chat.postMessage", data=form) as response,
+    ):
         body = await response.json()
     assert body["ok"] is True
     assert sim.message("C1", body["ts"]).blocks == blocks
@@ -134,12 +139,18 @@ async def test_replies_paginate_with_a_cursor(sim: SlackSim, client: AsyncWebCli
     assert [m["text"] for m in first["messages"]] == ["q", "part 0"]
     assert first["has_more"] is True
     second = await client.conversations_replies(
-        channel="C1", ts=parent.ts, limit=2, cursor=first["response_metadata"]["next_cursor"])
+        channel="C1", ts=parent.ts, limit=2, cursor=first["response_metadata"]["next_cursor"]
+    )
     assert [m["text"] for m in second["messages"]] == ["part 1", "part 2"]
     # slack-sdk's own paginator follows response_metadata.next_cursor to the end.
     pages = [page["messages"] async for page in first]
     assert [m["text"] for page in pages for m in page] == [
-        "q", "part 0", "part 1", "part 2", "part 3"]
+        "q",
+        "part 0",
+        "part 1",
+        "part 2",
+        "part 3",
+    ]
 
 
 async def test_replies_respect_oldest_and_inclusive(sim: SlackSim, client: AsyncWebClient) -> None:
@@ -148,8 +159,9 @@ async def test_replies_respect_oldest_and_inclusive(sim: SlackSim, client: Async
     sim.post_user_message("C1", "b", user="U1", thread_ts=parent.ts)
     after = await client.conversations_replies(channel="C1", ts=parent.ts, oldest=a.ts)
     assert [m["text"] for m in after["messages"]] == ["b"]
-    incl = await client.conversations_replies(channel="C1", ts=parent.ts, oldest=a.ts,
-                                              inclusive=True)
+    incl = await client.conversations_replies(
+        channel="C1", ts=parent.ts, oldest=a.ts, inclusive=True
+    )
     assert [m["text"] for m in incl["messages"]] == ["a", "b"]
 
 
@@ -161,8 +173,7 @@ async def test_replies_errors(sim: SlackSim, client: AsyncWebClient) -> None:
         ({"channel": "C1", "ts": parent.ts, "cursor": "garbage!"}, "invalid_cursor"),
     ]
     for args, expected in cases:
-        assert (await error_of(client.conversations_replies(**args))).response[
-            "error"] == expected
+        assert (await error_of(client.conversations_replies(**args))).response["error"] == expected
 
 
 async def test_markdown_text_reads_back_as_a_markdown_block(
@@ -204,8 +215,7 @@ def markdown(text: str) -> dict[str, Any]:
         ({"blocks": "not json"}, "invalid_blocks_format"),
     ],
 )
-async def test_payload_limits(client: AsyncWebClient, args: dict[str, Any],
-                              expected: str) -> None:
+async def test_payload_limits(client: AsyncWebClient, args: dict[str, Any], expected: str) -> None:
     error = await error_of(client.chat_postMessage(channel="C1", **args))
     assert (error.response.status_code, error.response["error"]) == (200, expected)
 
@@ -219,9 +229,11 @@ async def test_payloads_at_the_limits_are_accepted(client: AsyncWebClient) -> No
 
 async def test_channel_errors(client: AsyncWebClient) -> None:
     assert (await error_of(client.chat_postMessage(channel="COUT", text="x"))).response[
-        "error"] == "not_in_channel"
+        "error"
+    ] == "not_in_channel"
     assert (await error_of(client.chat_postMessage(channel="CNOPE", text="x"))).response[
-        "error"] == "channel_not_found"
+        "error"
+    ] == "channel_not_found"
 
 
 # --- editing and deleting --------------------------------------------------------------------
@@ -230,19 +242,28 @@ async def test_channel_errors(client: AsyncWebClient) -> None:
 async def test_update_replaces_passed_fields_and_keeps_history(
     sim: SlackSim, client: AsyncWebClient, clock: FakeClock
 ) -> None:
-    stop = {"type": "actions", "elements": [
-        {"type": "button", "action_id": "stop_answer", "text": {"type": "plain_text",
-                                                                "text": "Stop"}}]}
-    posted = await client.chat_postMessage(channel="C1", text="Thinking…",
-                                           blocks=[section("Thinking…"), stop])
+    stop = {
+        "type": "actions",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": "stop_answer",
+                "text": {"type": "plain_text", "text": "Stop"},
+            }
+        ],
+    }
+    posted = await client.chat_postMessage(
+        channel="C1", text="Thinking…", blocks=[section("Thinking…"), stop]
+    )
     ts = posted["ts"]
     assert sim.message("C1", ts).has_button("stop_answer")
     clock.now += 1
     await client.chat_update(channel="C1", ts=ts, text="Hello")
     message = sim.message("C1", ts)
     assert message.edited and message.text == "Hello" and message.has_button("stop_answer")
-    await client.chat_update(channel="C1", ts=ts, text="Hello world",
-                             blocks=[section("Hello world")])
+    await client.chat_update(
+        channel="C1", ts=ts, text="Hello world", blocks=[section("Hello world")]
+    )
     assert not message.has_button("stop_answer")
     assert message.visible_text() == "Hello world"
     await client.chat_update(channel="C1", ts=ts, text="Hello world", blocks=[])
@@ -250,7 +271,12 @@ async def test_update_replaces_passed_fields_and_keeps_history(
     await client.chat_update(channel="C1", ts=ts, markdown_text="**Done**")
     assert (message.text, message.blocks, message.visible_text()) == ("", [], "**Done**")
     assert [h["text"] for h in message.history] == [
-        "Thinking…", "Hello", "Hello world", "Hello world", ""]
+        "Thinking…",
+        "Hello",
+        "Hello world",
+        "Hello world",
+        "",
+    ]
     assert [h["at"] for h in message.history[:2]] == [1000.0, 1001.0]
 
 
@@ -265,7 +291,8 @@ async def test_update_refusals(sim: SlackSim, client: AsyncWebClient) -> None:
     ]
     for args, expected in cases:
         assert (await error_of(client.chat_update(channel="C1", **args))).response[
-            "error"] == expected
+            "error"
+        ] == expected
     assert sim.message("C1", posted["ts"]).text == "ok"
 
 
@@ -280,7 +307,8 @@ async def test_delete_and_change_callbacks(sim: SlackSim, client: AsyncWebClient
     with pytest.raises(KeyError):
         sim.message("C1", posted["ts"])
     assert (await error_of(client.chat_delete(channel="C1", ts=human.ts))).response[
-        "error"] == "cant_delete_message"
+        "error"
+    ] == "cant_delete_message"
 
 
 # --- rate limits and injected failures -------------------------------------------------------
@@ -303,7 +331,12 @@ async def test_rate_limit_answers_429_until_the_bucket_refills(
     clock.now += 6
     await client.chat_update(channel="C1", ts=posted["ts"], text="3")
     assert [(c.status, c.error) for c in sim.calls_to("chat.update")] == [
-        (200, None), (200, None), (429, "ratelimited"), (429, "ratelimited"), (200, None)]
+        (200, None),
+        (200, None),
+        (429, "ratelimited"),
+        (429, "ratelimited"),
+        (200, None),
+    ]
     assert sim.message("C1", posted["ts"]).text == "3"
     await client.chat_postMessage(channel="C1", text="other methods are not limited")
 
@@ -327,13 +360,16 @@ async def test_fail_next_injects_errors_in_order(sim: SlackSim, client: AsyncWeb
     assert broken.response.status_code == 500
     await client.chat_update(channel="C1", ts=posted["ts"], text="1")
     assert [c.error for c in sim.calls_to("chat.update")] == [
-        "ratelimited", "msg_too_long", "http_500", None]
+        "ratelimited",
+        "msg_too_long",
+        "http_500",
+        None,
+    ]
     assert sim.message("C1", posted["ts"]).history[-1]["text"] == "1"
     assert len(sim.message("C1", posted["ts"]).history) == 2
 
 
-async def test_calls_are_recorded(sim: SlackSim, client: AsyncWebClient,
-                                  clock: FakeClock) -> None:
+async def test_calls_are_recorded(sim: SlackSim, client: AsyncWebClient, clock: FakeClock) -> None:
     clock.now = 1234.5
     await client.chat_postMessage(channel="C1", text="hi", thread_ts="1700000000.000100")
     (call,) = sim.calls_to("chat.postMessage")
@@ -354,7 +390,10 @@ async def test_latency_delays_every_answer(sim: SlackSim, client: AsyncWebClient
 async def test_people_and_bots(sim: SlackSim, client: AsyncWebClient) -> None:
     alice = (await client.users_info(user="U1"))["user"]
     assert (alice["name"], alice["real_name"], alice["profile"]["display_name"]) == (
-        "alice", "Alice Liddell", "alice")
+        "alice",
+        "Alice Liddell",
+        "alice",
+    )
     assert not alice["is_bot"] and not alice["is_admin"] and not alice["is_owner"]
     assert (await client.users_info(user="UBOT"))["user"]["is_bot"]
     assert (await error_of(client.users_info(user="UNOPE"))).response["error"] == "user_not_found"
@@ -365,14 +404,16 @@ async def test_people_and_bots(sim: SlackSim, client: AsyncWebClient) -> None:
 
 
 async def test_status_ephemeral_and_socket_mode(sim: SlackSim, client: AsyncWebClient) -> None:
-    await client.assistant_threads_setStatus(channel_id="C1", thread_ts="1.000100",
-                                             status="is thinking…")
+    await client.assistant_threads_setStatus(
+        channel_id="C1", thread_ts="1.000100", status="is thinking…"
+    )
     assert sim.statuses == [("C1", "1.000100", "is thinking…")]
     sent = await client.chat_postEphemeral(channel="C1", user="U1", text="only you")
     assert sim.ephemerals[0]["message_ts"] == sent["message_ts"]
     assert sim.ephemerals[0]["text"] == "only you"
     assert (await error_of(client.apps_connections_open(app_token="xoxb-sim"))).response[
-        "error"] == "not_allowed_token_type"
+        "error"
+    ] == "not_allowed_token_type"
 
 
 # --- waiting and reading ---------------------------------------------------------------------
@@ -402,8 +443,10 @@ def test_visible_text_prefers_markdown_then_blocks_then_text() -> None:
     context = {"type": "context", "elements": [{"type": "mrkdwn", "text": "Tokens: 1 in, 2 out"}]}
     stop = {"type": "actions", "elements": [{"type": "button", "action_id": "stop_answer"}]}
     assert message(text="fallback", markdown_text="**md**").visible_text() == "**md**"
-    assert message(text="fallback", blocks=[markdown("a"), section("b"), stop, context]
-                   ).visible_text() == "a\nb\nTokens: 1 in, 2 out"
+    assert (
+        message(text="fallback", blocks=[markdown("a"), section("b"), stop, context]).visible_text()
+        == "a\nb\nTokens: 1 in, 2 out"
+    )
     assert message(text="fallback", blocks=[stop]).visible_text() == "fallback"
 
 
@@ -420,10 +463,12 @@ def test_sign_matches_slack_sdk_verifier() -> None:
     now = int(time.time())
     headers = sign(body, "s3cret", now)
     verifier = SignatureVerifier("s3cret")
-    assert verifier.is_valid(body, headers["X-Slack-Request-Timestamp"],
-                             headers["X-Slack-Signature"])
+    assert verifier.is_valid(
+        body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"]
+    )
     assert not SignatureVerifier("other").is_valid(
-        body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"])
+        body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"]
+    )
 
 
 @pytest.fixture
@@ -451,12 +496,19 @@ async def receiver() -> AsyncIterator[tuple[str, list[web.Request], list[bytes]]
 
 
 async def test_event_poster_signs_events_and_retries(
-    receiver: tuple[str, list[web.Request], list[bytes]]
+    receiver: tuple[str, list[web.Request], list[bytes]],
 ) -> None:
     url, requests, bodies = receiver
     poster = EventPoster(url, "s3cret")
-    envelope = mention_envelope(team_id="T0001", channel="C1", user="U1", text="<@UBOT> hi",
-                                ts="1700000000.000100", bot_user_id="UBOT", event_id="Ev1")
+    envelope = mention_envelope(
+        team_id="T0001",
+        channel="C1",
+        user="U1",
+        text="<@UBOT> hi",
+        ts="1700000000.000100",
+        bot_user_id="UBOT",
+        event_id="Ev1",
+    )
     try:
         assert await poster.post_event(envelope) == (200, "ok")
         assert await poster.post_event(envelope, retry_num=1) == (200, "ok")
@@ -469,18 +521,25 @@ async def test_event_poster_signs_events_and_retries(
     assert json.loads(bodies[0]) == envelope
     assert envelope["event"]["type"] == "app_mention" and envelope["event_id"] == "Ev1"
     assert "X-Slack-Retry-Num" not in requests[0].headers
-    assert (requests[1].headers["X-Slack-Retry-Num"],
-            requests[1].headers["X-Slack-Retry-Reason"]) == ("1", "http_timeout")
+    assert (
+        requests[1].headers["X-Slack-Retry-Num"],
+        requests[1].headers["X-Slack-Retry-Reason"],
+    ) == ("1", "http_timeout")
 
 
 async def test_event_poster_sends_actions_as_a_form(
-    receiver: tuple[str, list[web.Request], list[bytes]]
+    receiver: tuple[str, list[web.Request], list[bytes]],
 ) -> None:
     url, requests, bodies = receiver
     poster = EventPoster(url, "s3cret")
-    payload = block_action_payload(team_id="T0001", user="U1", channel="C1",
-                                   message_ts="1700000000.000200", action_id="stop_answer",
-                                   value="stop")
+    payload = block_action_payload(
+        team_id="T0001",
+        user="U1",
+        channel="C1",
+        message_ts="1700000000.000200",
+        action_id="stop_answer",
+        value="stop",
+    )
     try:
         assert await poster.post_action(payload) == (200, "ok")
     finally:
@@ -492,20 +551,40 @@ async def test_event_poster_sends_actions_as_a_form(
 
 
 def test_dm_envelope_is_an_im_message_event() -> None:
-    envelope = dm_envelope(team_id="T0001", channel="D1", user="U1", text="hi",
-                           ts="1700000000.000100", thread_ts="1700000000.000050")
+    envelope = dm_envelope(
+        team_id="T0001",
+        channel="D1",
+        user="U1",
+        text="hi",
+        ts="1700000000.000100",
+        thread_ts="1700000000.000050",
+    )
     event = envelope["event"]
     assert (event["type"], event["channel_type"], event["thread_ts"]) == (
-        "message", "im", "1700000000.000050")
+        "message",
+        "im",
+        "1700000000.000050",
+    )
     assert envelope["event_id"].startswith("Ev") and "subtype" not in event
-    assert dm_envelope(team_id="T0001", channel="D1", user="U2", text="x", ts="1.1",
-                       subtype="bot_message", bot_id="B2")["event"]["bot_id"] == "B2"
+    assert (
+        dm_envelope(
+            team_id="T0001",
+            channel="D1",
+            user="U2",
+            text="x",
+            ts="1.1",
+            subtype="bot_message",
+            bot_id="B2",
+        )["event"]["bot_id"]
+        == "B2"
+    )
 
 
 async def test_bolt_takes_our_events_and_answers_through_the_sim(sim: SlackSim) -> None:
     """The whole loop the other tests build on: EventPoster -> Bolt -> SlackSim."""
-    app = AsyncApp(client=AsyncWebClient(token="xoxb-sim", base_url=sim.api_url),
-                   signing_secret="s3cret")
+    app = AsyncApp(
+        client=AsyncWebClient(token="xoxb-sim", base_url=sim.api_url), signing_secret="s3cret"
+    )
     clicked: list[str] = []
 
     @app.event("app_mention")
@@ -523,16 +602,30 @@ async def test_bolt_takes_our_events_and_answers_through_the_sim(sim: SlackSim) 
     poster = EventPoster(f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events", "s3cret")
     try:
         question = sim.post_user_message("C1", "<@UBOT> hello", user="U1")
-        status, _ = await poster.post_event(mention_envelope(
-            team_id="T0001", channel="C1", user="U1", text=question.text, ts=question.ts,
-            bot_user_id="UBOT"))
+        status, _ = await poster.post_event(
+            mention_envelope(
+                team_id="T0001",
+                channel="C1",
+                user="U1",
+                text=question.text,
+                ts=question.ts,
+                bot_user_id="UBOT",
+            )
+        )
         assert status == 200
         await sim.wait_for(lambda: len(sim.bot_replies("C1", question.ts)) == 1)
         (reply,) = sim.bot_replies("C1", question.ts)
         assert reply.visible_text() == "Thinking…"
-        status, _ = await poster.post_action(block_action_payload(
-            team_id="T0001", user="U1", channel="C1", message_ts=reply.ts,
-            action_id="stop_answer", value="stop"))
+        status, _ = await poster.post_action(
+            block_action_payload(
+                team_id="T0001",
+                user="U1",
+                channel="C1",
+                message_ts=reply.ts,
+                action_id="stop_answer",
+                value="stop",
+            )
+        )
         assert (status, clicked) == (200, [reply.ts])
         assert (await poster.post_event({}, secret="forged"))[0] == 401
     finally:

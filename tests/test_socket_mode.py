@@ -12,10 +12,13 @@ from tests.harness import ALICE, CHANNEL, TEAM, settings_for, simulators
 
 async def test_mention_over_socket_mode_is_acknowledged_and_answered() -> None:
     async with simulators() as (slack, claude):
-        claude.enqueue(Script(text="Hello over the socket.", chunk_chars=4, chunk_delay=0.01),
-                       Script(text="never finished " * 300, chunk_chars=5, chunk_delay=0.02))
-        settings = settings_for(slack, claude, slack_signing_secret=None,
-                                slack_app_token="xapp-sim")
+        claude.enqueue(
+            Script(text="Hello over the socket.", chunk_chars=4, chunk_delay=0.01),
+            Script(text="never finished " * 300, chunk_chars=5, chunk_delay=0.02),
+        )
+        settings = settings_for(
+            slack, claude, slack_signing_secret=None, slack_app_token="xapp-sim"
+        )
         bot = SlackStream(settings)
         runner = web.AppRunner(bot.web_app(with_events=False))
         await runner.setup()
@@ -24,9 +27,16 @@ async def test_mention_over_socket_mode_is_acknowledged_and_answered() -> None:
             await connect_socket_mode(bot)
             await slack.wait_for(lambda: slack.socket_connections == 1)
             asked = slack.post_user_message(CHANNEL, "<@UBOT> hi", user=ALICE)
-            envelope_id = await slack.push_socket(mention_envelope(
-                team_id=TEAM, channel=CHANNEL, user=ALICE, text=asked.text, ts=asked.ts,
-                bot_user_id="UBOT"))
+            envelope_id = await slack.push_socket(
+                mention_envelope(
+                    team_id=TEAM,
+                    channel=CHANNEL,
+                    user=ALICE,
+                    text=asked.text,
+                    ts=asked.ts,
+                    bot_user_id="UBOT",
+                )
+            )
             await slack.wait_for(lambda: envelope_id in slack.socket_acks)
 
             def done(ts: str) -> bool:
@@ -35,17 +45,35 @@ async def test_mention_over_socket_mode_is_acknowledged_and_answered() -> None:
 
             await slack.wait_for(lambda: done(asked.ts))
             long = slack.post_user_message(CHANNEL, "<@UBOT> go long", user=ALICE)
-            await slack.push_socket(mention_envelope(
-                team_id=TEAM, channel=CHANNEL, user=ALICE, text=long.text, ts=long.ts,
-                bot_user_id="UBOT"))
+            await slack.push_socket(
+                mention_envelope(
+                    team_id=TEAM,
+                    channel=CHANNEL,
+                    user=ALICE,
+                    text=long.text,
+                    ts=long.ts,
+                    bot_user_id="UBOT",
+                )
+            )
             await slack.wait_for(lambda: bool(slack.bot_replies(CHANNEL, long.ts)))
             reply = slack.bot_replies(CHANNEL, long.ts)[0]
-            await slack.push_socket(block_action_payload(
-                team_id=TEAM, user=ALICE, channel=CHANNEL, message_ts=reply.ts,
-                action_id="stop_answer", value=f"{TEAM}-{CHANNEL}-{long.ts}"), kind="interactive")
+            await slack.push_socket(
+                block_action_payload(
+                    team_id=TEAM,
+                    user=ALICE,
+                    channel=CHANNEL,
+                    message_ts=reply.ts,
+                    action_id="stop_answer",
+                    value=f"{TEAM}-{CHANNEL}-{long.ts}",
+                ),
+                kind="interactive",
+            )
             await slack.wait_for(
-                lambda: "[interrupted: stopped by" in slack.bot_replies(CHANNEL, long.ts)[0]
-                .visible_text())
+                lambda: (
+                    "[interrupted: stopped by"
+                    in slack.bot_replies(CHANNEL, long.ts)[0].visible_text()
+                )
+            )
         finally:
             await bot.shutdown()
             await runner.cleanup()

@@ -32,8 +32,9 @@ def _event_id() -> str:
     return "Ev" + secrets.token_hex(5).upper()
 
 
-def _envelope(*, team_id: str, api_app_id: str, bot_user_id: str, event: JsonDict,
-              event_id: str | None) -> JsonDict:
+def _envelope(
+    *, team_id: str, api_app_id: str, bot_user_id: str, event: JsonDict, event_id: str | None
+) -> JsonDict:
     return {
         "token": VERIFICATION_TOKEN,
         "team_id": team_id,
@@ -42,49 +43,109 @@ def _envelope(*, team_id: str, api_app_id: str, bot_user_id: str, event: JsonDic
         "type": "event_callback",
         "event_id": event_id or _event_id(),
         "event_time": int(time.time()),
-        "authorizations": [{"enterprise_id": None, "team_id": team_id, "user_id": bot_user_id,
-                            "is_bot": True, "is_enterprise_install": False}],
+        "authorizations": [
+            {
+                "enterprise_id": None,
+                "team_id": team_id,
+                "user_id": bot_user_id,
+                "is_bot": True,
+                "is_enterprise_install": False,
+            }
+        ],
         "is_ext_shared_channel": False,
     }
 
 
-def _message_fields(*, team_id: str, channel: str, user: str, text: str, ts: str,
-                    thread_ts: str | None) -> JsonDict:
-    fields: JsonDict = {"user": user, "text": text, "ts": ts, "team": team_id,
-                        "channel": channel, "event_ts": ts}
+def _message_fields(
+    *, team_id: str, channel: str, user: str, text: str, ts: str, thread_ts: str | None
+) -> JsonDict:
+    fields: JsonDict = {
+        "user": user,
+        "text": text,
+        "ts": ts,
+        "team": team_id,
+        "channel": channel,
+        "event_ts": ts,
+    }
     if thread_ts is not None:
         fields["thread_ts"] = thread_ts
     return fields
 
 
-def mention_envelope(*, team_id: str, channel: str, user: str, text: str, ts: str,
-                     thread_ts: str | None = None, bot_user_id: str, event_id: str | None = None,
-                     api_app_id: str = "A0001") -> JsonDict:
+def mention_envelope(
+    *,
+    team_id: str,
+    channel: str,
+    user: str,
+    text: str,
+    ts: str,
+    thread_ts: str | None = None,
+    bot_user_id: str,
+    event_id: str | None = None,
+    api_app_id: str = "A0001",
+) -> JsonDict:
     """An ``app_mention`` event callback; ``text`` should contain ``<@bot_user_id>``."""
-    event = {"type": "app_mention", **_message_fields(
-        team_id=team_id, channel=channel, user=user, text=text, ts=ts, thread_ts=thread_ts)}
-    return _envelope(team_id=team_id, api_app_id=api_app_id, bot_user_id=bot_user_id,
-                     event=event, event_id=event_id)
+    event = {
+        "type": "app_mention",
+        **_message_fields(
+            team_id=team_id, channel=channel, user=user, text=text, ts=ts, thread_ts=thread_ts
+        ),
+    }
+    return _envelope(
+        team_id=team_id,
+        api_app_id=api_app_id,
+        bot_user_id=bot_user_id,
+        event=event,
+        event_id=event_id,
+    )
 
 
-def dm_envelope(*, team_id: str, channel: str, user: str, text: str, ts: str,
-                thread_ts: str | None = None, event_id: str | None = None,
-                subtype: str | None = None, bot_id: str | None = None,
-                bot_user_id: str = "UBOT", api_app_id: str = "A0001") -> JsonDict:
+def dm_envelope(
+    *,
+    team_id: str,
+    channel: str,
+    user: str,
+    text: str,
+    ts: str,
+    thread_ts: str | None = None,
+    event_id: str | None = None,
+    subtype: str | None = None,
+    bot_id: str | None = None,
+    bot_user_id: str = "UBOT",
+    api_app_id: str = "A0001",
+) -> JsonDict:
     """A ``message`` event from a direct message (``channel_type`` "im")."""
-    event: JsonDict = {"type": "message", "channel_type": "im", **_message_fields(
-        team_id=team_id, channel=channel, user=user, text=text, ts=ts, thread_ts=thread_ts)}
+    event: JsonDict = {
+        "type": "message",
+        "channel_type": "im",
+        **_message_fields(
+            team_id=team_id, channel=channel, user=user, text=text, ts=ts, thread_ts=thread_ts
+        ),
+    }
     if subtype is not None:
         event["subtype"] = subtype
     if bot_id is not None:
         event["bot_id"] = bot_id
-    return _envelope(team_id=team_id, api_app_id=api_app_id, bot_user_id=bot_user_id,
-                     event=event, event_id=event_id)
+    return _envelope(
+        team_id=team_id,
+        api_app_id=api_app_id,
+        bot_user_id=bot_user_id,
+        event=event,
+        event_id=event_id,
+    )
 
 
-def block_action_payload(*, team_id: str, user: str, channel: str, message_ts: str,
-                         action_id: str, value: str, trigger_id: str = "t1",
-                         api_app_id: str = "A0001") -> JsonDict:
+def block_action_payload(
+    *,
+    team_id: str,
+    user: str,
+    channel: str,
+    message_ts: str,
+    action_id: str,
+    value: str,
+    trigger_id: str = "t1",
+    api_app_id: str = "A0001",
+) -> JsonDict:
     """A ``block_actions`` payload for a button click on a message.
 
     It has no ``response_url``: the sim serves none, so answers must go through the Web API.
@@ -95,13 +156,24 @@ def block_action_payload(*, team_id: str, user: str, channel: str, message_ts: s
         "api_app_id": api_app_id,
         "team": {"id": team_id, "domain": "sim"},
         "user": {"id": user, "username": user, "name": user, "team_id": team_id},
-        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel,
-                      "is_ephemeral": False},
+        "container": {
+            "type": "message",
+            "message_ts": message_ts,
+            "channel_id": channel,
+            "is_ephemeral": False,
+        },
         "channel": {"id": channel, "name": channel},
         "message": {"type": "message", "ts": message_ts},
         "trigger_id": trigger_id,
-        "actions": [{"type": "button", "action_id": action_id, "block_id": "actions",
-                     "value": value, "action_ts": f"{time.time():.6f}"}],
+        "actions": [
+            {
+                "type": "button",
+                "action_id": action_id,
+                "block_id": "actions",
+                "value": value,
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
         "state": {"values": {}},
     }
 
@@ -109,16 +181,23 @@ def block_action_payload(*, team_id: str, user: str, channel: str, message_ts: s
 class EventPoster:
     """Posts signed requests to a bot's Slack endpoint, like Slack's event delivery does."""
 
-    def __init__(self, url: str, signing_secret: str, *,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, url: str, signing_secret: str, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.url = url
         self.signing_secret = signing_secret
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
 
-    async def post_event(self, envelope: JsonDict, *, retry_num: int | None = None,
-                         retry_reason: str = "http_timeout", timestamp: int | None = None,
-                         secret: str | None = None) -> tuple[int, str]:
+    async def post_event(
+        self,
+        envelope: JsonDict,
+        *,
+        retry_num: int | None = None,
+        retry_reason: str = "http_timeout",
+        timestamp: int | None = None,
+        secret: str | None = None,
+    ) -> tuple[int, str]:
         """Deliver an event; ``retry_num`` marks it as Slack's n-th redelivery."""
         body = json.dumps(envelope).encode()
         headers = self._signed(body, "application/json", timestamp, secret)
@@ -127,8 +206,9 @@ class EventPoster:
             headers["X-Slack-Retry-Reason"] = retry_reason
         return await self.post_raw(body, headers)
 
-    async def post_action(self, payload: JsonDict, *, timestamp: int | None = None,
-                          secret: str | None = None) -> tuple[int, str]:
+    async def post_action(
+        self, payload: JsonDict, *, timestamp: int | None = None, secret: str | None = None
+    ) -> tuple[int, str]:
         """Deliver an interaction, form-encoded as ``payload=<json>`` like Slack does."""
         body = urlencode({"payload": json.dumps(payload)}).encode()
         headers = self._signed(body, "application/x-www-form-urlencoded", timestamp, secret)
@@ -146,8 +226,9 @@ class EventPoster:
             await self._session.close()
             self._session = None
 
-    def _signed(self, body: bytes, content_type: str, timestamp: int | None,
-                secret: str | None) -> dict[str, str]:
+    def _signed(
+        self, body: bytes, content_type: str, timestamp: int | None, secret: str | None
+    ) -> dict[str, str]:
         stamp = int(self._clock()) if timestamp is None else timestamp
         headers = sign(body, self.signing_secret if secret is None else secret, stamp)
         headers["Content-Type"] = content_type

@@ -24,11 +24,30 @@ from aiohttp import web
 JsonDict = dict[str, Any]
 Handler = Callable[[JsonDict], JsonDict]
 
-DEFAULT_SCOPES = ("app_mentions:read", "channels:history", "groups:history", "im:history",
-                  "mpim:history", "chat:write", "users:read")
+DEFAULT_SCOPES = (
+    "app_mentions:read",
+    "channels:history",
+    "groups:history",
+    "im:history",
+    "mpim:history",
+    "chat:write",
+    "users:read",
+)
 BLOCK_TYPES = frozenset(
-    {"actions", "context", "divider", "file", "header", "image", "input", "markdown",
-     "rich_text", "section", "table", "video"}
+    {
+        "actions",
+        "context",
+        "divider",
+        "file",
+        "header",
+        "image",
+        "input",
+        "markdown",
+        "rich_text",
+        "section",
+        "table",
+        "video",
+    }
 )
 MAX_BLOCKS = 50
 SECTION_TEXT_LIMIT = 3000
@@ -100,8 +119,11 @@ class SimMessage:
         for block in self.blocks:
             elements = list(block.get("elements") or []) if block.get("type") == "actions" else []
             elements.append(block.get("accessory") or {})
-            if any(e.get("type") == "button" and e.get("action_id") == action_id
-                   for e in elements if isinstance(e, dict)):
+            if any(
+                e.get("type") == "button" and e.get("action_id") == action_id
+                for e in elements
+                if isinstance(e, dict)
+            ):
                 return True
         return False
 
@@ -251,8 +273,13 @@ class SlackSim:
             "apps.connections.open": self._apps_connections_open,
         }
         self.add_user(bot_user_id, "slackstream", is_bot=True)
-        self.bots[bot_id] = {"id": bot_id, "name": "slackstream", "user_id": bot_user_id,
-                             "deleted": False, "app_id": "A0001"}
+        self.bots[bot_id] = {
+            "id": bot_id,
+            "name": "slackstream",
+            "user_id": bot_user_id,
+            "deleted": False,
+            "app_id": "A0001",
+        }
 
     # --- server life cycle -------------------------------------------------------------------
 
@@ -293,12 +320,25 @@ class SlackSim:
         self._limits[method] = (per_minute, burst)
         self._buckets = {k: b for k, b in self._buckets.items() if k[1] != method}
 
-    def add_user(self, user_id: str, name: str, *, is_bot: bool = False, is_admin: bool = False,
-                 real_name: str | None = None) -> None:
+    def add_user(
+        self,
+        user_id: str,
+        name: str,
+        *,
+        is_bot: bool = False,
+        is_admin: bool = False,
+        real_name: str | None = None,
+    ) -> None:
         shown = real_name or name
         self.users[user_id] = {
-            "id": user_id, "team_id": self.team_id, "name": name, "real_name": shown,
-            "deleted": False, "is_bot": is_bot, "is_admin": is_admin, "is_owner": False,
+            "id": user_id,
+            "team_id": self.team_id,
+            "name": name,
+            "real_name": shown,
+            "deleted": False,
+            "is_bot": is_bot,
+            "is_admin": is_admin,
+            "is_owner": False,
             "profile": {"real_name": shown, "display_name": name},
         }
 
@@ -309,16 +349,30 @@ class SlackSim:
         """
         self._channels[channel_id] = members or is_im
 
-    def post_user_message(self, channel: str, text: str, *, user: str,
-                          thread_ts: str | None = None, bot_id: str | None = None) -> SimMessage:
+    def post_user_message(
+        self,
+        channel: str,
+        text: str,
+        *,
+        user: str,
+        thread_ts: str | None = None,
+        bot_id: str | None = None,
+    ) -> SimMessage:
         """A person (or another bot, with ``bot_id``) writes, as if from a Slack client."""
         if channel not in self._channels:
             raise ValueError(f"unknown channel {channel!r}: call add_channel() first")
         if bot_id is not None:
-            self.bots.setdefault(bot_id, {"id": bot_id, "name": bot_id, "user_id": user,
-                                          "deleted": False})
-        message = SimMessage(channel=channel, ts=self._next_ts(), user=user, bot_id=bot_id,
-                             text=text, thread_ts=self._thread_root(channel, thread_ts))
+            self.bots.setdefault(
+                bot_id, {"id": bot_id, "name": bot_id, "user_id": user, "deleted": False}
+            )
+        message = SimMessage(
+            channel=channel,
+            ts=self._next_ts(),
+            user=user,
+            bot_id=bot_id,
+            text=text,
+            thread_ts=self._thread_root(channel, thread_ts),
+        )
         return self._store(message)
 
     # --- inspection --------------------------------------------------------------------------
@@ -334,15 +388,20 @@ class SlackSim:
 
     def thread(self, channel: str, thread_ts: str) -> list[SimMessage]:
         """The parent and its replies, oldest first."""
-        found = [m for (c, _), m in self._messages.items()
-                 if c == channel and thread_ts in (m.ts, m.thread_ts)]
+        found = [
+            m
+            for (c, _), m in self._messages.items()
+            if c == channel and thread_ts in (m.ts, m.thread_ts)
+        ]
         return sorted(found, key=lambda m: _ts_key(m.ts))
 
     def bot_replies(self, channel: str, thread_ts: str) -> list[SimMessage]:
         return [m for m in self.thread(channel, thread_ts) if m.user == self.bot_user_id]
 
     async def wait_for(
-        self, predicate: Callable[[], bool], timeout: float = 10.0  # noqa: ASYNC109 (fixed API)
+        self,
+        predicate: Callable[[], bool],
+        timeout: float = 10.0,  # noqa: ASYNC109 (fixed API)
     ) -> None:
         """Return once ``predicate()`` holds; it is re-checked after every call and store change."""
         loop = asyncio.get_running_loop()
@@ -385,9 +444,14 @@ class SlackSim:
         return parent.thread_ts
 
     def _snapshot(self, message: SimMessage) -> None:
-        message.history.append({"at": self._clock(), "text": message.text,
-                                "blocks": list(message.blocks),
-                                "markdown_text": message.markdown_text})
+        message.history.append(
+            {
+                "at": self._clock(),
+                "text": message.text,
+                "blocks": list(message.blocks),
+                "markdown_text": message.markdown_text,
+            }
+        )
 
     def _store(self, message: SimMessage) -> SimMessage:
         self._messages[(message.channel, message.ts)] = message
@@ -410,11 +474,17 @@ class SlackSim:
             await asyncio.sleep(self.latency)  # simulated network delay
         params, token = await _read_request(request)
         reply = self._answer(method, params, token)
-        self.calls.append(SimCall(
-            method=method, params=params, at=self._clock(), status=reply.status,
-            ok=reply.error is None, error=reply.error,
-            team_id=self.team_id if token == self.bot_token else "",
-        ))
+        self.calls.append(
+            SimCall(
+                method=method,
+                params=params,
+                at=self._clock(),
+                status=reply.status,
+                ok=reply.error is None,
+                error=reply.error,
+                team_id=self.team_id if token == self.bot_token else "",
+            )
+        )
         self._changed_now()
         headers = {"x-oauth-scopes": ",".join(self.scopes), **reply.headers}
         if reply.body is None:
@@ -504,29 +574,49 @@ class SlackSim:
 
     def _render(self, m: SimMessage) -> JsonDict:
         """A message as the Web API returns it; markdown_text comes back as a markdown block."""
-        out: JsonDict = {"type": "message", "ts": m.ts, "text": m.text or m.markdown_text or "",
-                         "team": self.team_id}
-        blocks = m.blocks or ([{"type": "markdown", "text": m.markdown_text}]
-                              if m.markdown_text else [])
-        optional = {"user": m.user, "bot_id": m.bot_id, "blocks": blocks,
-                    "thread_ts": m.thread_ts, "subtype": m.subtype}
+        out: JsonDict = {
+            "type": "message",
+            "ts": m.ts,
+            "text": m.text or m.markdown_text or "",
+            "team": self.team_id,
+        }
+        blocks = m.blocks or (
+            [{"type": "markdown", "text": m.markdown_text}] if m.markdown_text else []
+        )
+        optional = {
+            "user": m.user,
+            "bot_id": m.bot_id,
+            "blocks": blocks,
+            "thread_ts": m.thread_ts,
+            "subtype": m.subtype,
+        }
         out.update({k: v for k, v in optional.items() if v})
         return out
 
     # --- methods -----------------------------------------------------------------------------
 
     def _auth_test(self, p: JsonDict) -> JsonDict:
-        return {"url": "https://sim.slack.invalid/", "team": "Simulated Workspace",
-                "user": self.users[self.bot_user_id]["name"], "team_id": self.team_id,
-                "user_id": self.bot_user_id, "bot_id": self.bot_id,
-                "is_enterprise_install": False}
+        return {
+            "url": "https://sim.slack.invalid/",
+            "team": "Simulated Workspace",
+            "user": self.users[self.bot_user_id]["name"],
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
 
     def _chat_post_message(self, p: JsonDict) -> JsonDict:
         channel = self._channel(p.get("channel"), post=True)
         text, blocks, markdown = self._content(p)
         message = SimMessage(
-            channel=channel, ts=self._next_ts(), user=self.bot_user_id, bot_id=self.bot_id,
-            text=text or "", blocks=blocks or [], markdown_text=markdown,
+            channel=channel,
+            ts=self._next_ts(),
+            user=self.bot_user_id,
+            bot_id=self.bot_id,
+            text=text or "",
+            blocks=blocks or [],
+            markdown_text=markdown,
             thread_ts=self._thread_root(channel, p.get("thread_ts")),
         )
         self._store(message)
@@ -549,8 +639,12 @@ class SlackSim:
         message.edited = True
         self._snapshot(message)
         self._changed_now("updated", message)
-        return {"channel": message.channel, "ts": message.ts, "text": message.text,
-                "message": self._render(message)}
+        return {
+            "channel": message.channel,
+            "ts": message.ts,
+            "text": message.text,
+            "message": self._render(message),
+        }
 
     def _chat_delete(self, p: JsonDict) -> JsonDict:
         message = self._own_message(p, "cant_delete_message")
@@ -564,9 +658,16 @@ class SlackSim:
             raise _ApiError("user_not_in_channel")
         text, blocks, markdown = self._content(p)
         ts = self._next_ts()
-        self.ephemerals.append({"channel": channel, "user": p["user"], "message_ts": ts,
-                                "text": text or markdown or "", "blocks": blocks or [],
-                                "thread_ts": p.get("thread_ts")})
+        self.ephemerals.append(
+            {
+                "channel": channel,
+                "user": p["user"],
+                "message_ts": ts,
+                "text": text or markdown or "",
+                "blocks": blocks or [],
+                "thread_ts": p.get("thread_ts"),
+            }
+        )
         return {"message_ts": ts}
 
     def _conversations_replies(self, p: JsonDict) -> JsonDict:
@@ -579,10 +680,13 @@ class SlackSim:
         messages = [m for m in self.thread(channel, root.thread_ts or root.ts) if inside(m.ts)]
         start = _cursor_index(p.get("cursor"), messages)
         limit = min(max(int(p.get("limit") or MAX_PAGE), 1), MAX_PAGE)
-        page, rest = messages[start:start + limit], messages[start + limit:]
+        page, rest = messages[start : start + limit], messages[start + limit :]
         next_cursor = _encode_cursor(rest[0].ts) if rest else ""
-        return {"messages": [self._render(m) for m in page], "has_more": bool(rest),
-                "response_metadata": {"next_cursor": next_cursor}}
+        return {
+            "messages": [self._render(m) for m in page],
+            "has_more": bool(rest),
+            "response_metadata": {"next_cursor": next_cursor},
+        }
 
     def _users_info(self, p: JsonDict) -> JsonDict:
         user = self.users.get(str(p.get("user") or ""))
@@ -615,8 +719,13 @@ class SlackSim:
         ws = web.WebSocketResponse(heartbeat=None)
         await ws.prepare(request)
         self._sockets.append(ws)
-        await ws.send_json({"type": "hello", "num_connections": len(self._sockets),
-                            "connection_info": {"app_id": "A0001"}})
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": len(self._sockets),
+                "connection_info": {"app_id": "A0001"},
+            }
+        )
         self._changed_now()
         try:
             async for frame in ws:
@@ -642,10 +751,16 @@ class SlackSim:
             raise RuntimeError("no Socket Mode connection is open")
         self._ts_counter += 1
         envelope_id = f"env-{self._ts_counter}"
-        await self._sockets[-1].send_json({
-            "envelope_id": envelope_id, "type": kind, "payload": payload,
-            "accepts_response_payload": False, "retry_attempt": 0, "retry_reason": "",
-        })
+        await self._sockets[-1].send_json(
+            {
+                "envelope_id": envelope_id,
+                "type": kind,
+                "payload": payload,
+                "accepts_response_payload": False,
+                "retry_attempt": 0,
+                "retry_reason": "",
+            }
+        )
         return envelope_id
 
 
