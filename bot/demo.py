@@ -16,6 +16,7 @@ from aiohttp import web
 
 from bot.app import SlackStream
 from bot.config import Settings
+from bot.logs import configure_logging
 from bot.sim.claude import ClaudeSim
 from bot.sim.events import EventPoster, mention_envelope
 from bot.sim.slack import SimMessage, SlackSim
@@ -111,5 +112,7 @@ async def run_demo(question: str = DEFAULT_QUESTION, out: TextIO = sys.stdout) -
 
 
 def main(question: str | None = None) -> int:
+    configure_logging("WARNING", "text")
+    print("slackstream demo: a simulated Slack workspace and a simulated Claude, on loopback.")
     asyncio.run(run_demo(question or DEFAULT_QUESTION))
     return 0
