@@ -833,6 +833,14 @@ class Answer:
         body = render.part_text(text, self.offset)
         payload = render.final_payload(body, footer=footer, notes=notes)
         self.final_sent = await self._must_update(payload, EditKind.FINAL)
+        if self.thinking_shown:  # an edit may not clear Slack's thread status; clear it ourselves
+            with contextlib.suppress(SlackFailure):
+                await self.r.slack.call(
+                    "assistant.threads.setStatus",
+                    channel_id=self.q.channel,
+                    thread_ts=self.q.thread_ts,
+                    status="",
+                )
         if text and not self.first_text_shown:  # the whole answer arrived before the first edit
             self.r.metrics.time_to_first_text.observe(self.r.clock() - self.q.received_at)
         if st.usage is not None:

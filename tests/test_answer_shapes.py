@@ -92,6 +92,7 @@ async def test_thinking_sets_the_thread_status() -> None:
             asked = await h.mention("think")
             await h.finished(asked)
     assert slack.statuses and slack.statuses[0][:2] == (CHANNEL, asked.ts)
+    assert slack.statuses[0][2] and slack.statuses[-1][2] == ""  # cleared once answered
 
 
 async def test_footer_shows_cache_time_model_and_cost_unless_disabled() -> None:
