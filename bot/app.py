@@ -356,16 +356,24 @@ async def run_until_signalled(
         await stop_serving()
 
 
+async def start_http(bot: SlackStream, *, with_events: bool = True) -> tuple[web.AppRunner, str]:
+    """Serve the bot's routes on HOST:PORT (PORT 0: a free port); returns the runner and the
+    base URL it really listens on."""
+    runner = web.AppRunner(
+        bot.web_app(with_events=with_events), access_log=None, handle_signals=False
+    )
+    await runner.setup()
+    await web.TCPSite(runner, bot.settings.host, bot.settings.port).start()
+    host, port = runner.addresses[0][:2]
+    log.info("listening", extra={"host": host, "port": port})
+    return runner, f"http://{host}:{port}"
+
+
 async def serve(bot: SlackStream) -> None:
     """HTTP mode: events, health and metrics on one aiohttp server."""
-    app = bot.web_app()
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
 
     async def setup() -> Callable[[], Awaitable[None]]:
-        await runner.setup()
-        site = web.TCPSite(runner, bot.settings.host, bot.settings.port)
-        await site.start()
-        log.info("listening", extra={"host": bot.settings.host, "port": bot.settings.port})
+        runner, _ = await start_http(bot)
         return runner.cleanup
 
     await run_until_signalled(bot, runner_setup=setup)
@@ -383,12 +391,9 @@ async def connect_socket_mode(bot: SlackStream) -> Any:
 
 async def serve_socket_mode(bot: SlackStream) -> None:
     """Socket Mode: events over Slack's WebSocket; health and metrics still served over HTTP."""
-    app = bot.web_app(with_events=False)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
 
     async def setup() -> Callable[[], Awaitable[None]]:
-        await runner.setup()
-        await web.TCPSite(runner, bot.settings.host, bot.settings.port).start()
+        runner, _ = await start_http(bot, with_events=False)
         await connect_socket_mode(bot)
         return runner.cleanup
 

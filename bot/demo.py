@@ -12,17 +12,14 @@ import sys
 import time
 from typing import TextIO
 
-from aiohttp import web
-
-from bot.app import SlackStream
-from bot.config import Settings
+from bot.app import SlackStream, start_http
 from bot.logs import configure_logging
 from bot.sim.claude import ClaudeSim
 from bot.sim.events import EventPoster, mention_envelope
+from bot.sim.settings import SIM_SIGNING_SECRET, sim_settings
 from bot.sim.slack import SimMessage, SlackSim
 
 DEFAULT_QUESTION = "How does a token bucket rate limiter work? [sim:long 1800] [sim:slow]"
-SIGNING_SECRET = "demo-signing-secret"
 CHANNEL, USER = "C0DEMO", "U0ALICE"
 
 
@@ -55,27 +52,13 @@ async def run_demo(question: str = DEFAULT_QUESTION, out: TextIO = sys.stdout) -
     async with SlackSim() as slack, ClaudeSim() as claude:
         slack.add_channel(CHANNEL)
         slack.add_user(USER, "alice", real_name="Alice")
-        settings = Settings(
-            slack_bot_token="xoxb-sim",
-            slack_signing_secret=SIGNING_SECRET,
-            anthropic_api_key="sk-sim",
-            slack_api_url=slack.api_url,
-            anthropic_base_url=claude.base_url,
-            redis_url=None,
-            port=0,
-            log_level="WARNING",
-            log_format="text",
-        )
+        settings = sim_settings(slack, claude, log_level="WARNING", log_format="text")
         bot = SlackStream(settings)
-        runner = web.AppRunner(bot.web_app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, url = await start_http(bot)
         await bot.start()
         view = TerminalView(out, time.monotonic())
         slack.on_change.append(view)
-        poster = EventPoster(f"http://127.0.0.1:{port}/slack/events", SIGNING_SECRET)
+        poster = EventPoster(f"{url}/slack/events", SIM_SIGNING_SECRET)
         try:
             asked = slack.post_user_message(CHANNEL, f"<@UBOT> {question}", user=USER)
             out.write(f"[  0.00s] <alice> @claude {question}\n")

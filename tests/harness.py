@@ -11,16 +11,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
-from bot.app import SlackStream
+from bot.app import SlackStream, start_http
 from bot.config import Settings
 from bot.sim.claude import ClaudeSim, Script
 from bot.sim.events import EventPoster, dm_envelope, mention_envelope
+from bot.sim.settings import SIM_SIGNING_SECRET, sim_settings
 from bot.sim.slack import SimMessage, SlackSim
 from bot.store import Store
 
-SECRET = "test-signing-secret"
+SECRET = SIM_SIGNING_SECRET
 TEAM, CHANNEL, DM = "T0001", "C0GENERAL", "D0ALICE"
 ALICE, BOB, ADMIN = "U0ALICE", "U0BOB", "U0ADMIN"
 
@@ -96,23 +95,17 @@ class Harness:
 
 
 def settings_for(slack: SlackSim, claude: ClaudeSim, **overrides: Any) -> Settings:
-    values: dict[str, Any] = dict(
-        slack_bot_token="xoxb-sim",
-        slack_signing_secret=SECRET,
-        anthropic_api_key="sk-sim",
-        slack_api_url=slack.api_url,
-        anthropic_base_url=claude.base_url,
-        redis_url=None,
-        port=0,
-        edit_interval_seconds=0.2,
-        stream_idle_timeout_seconds=2.0,
-        stream_lease_seconds=3.0,
-        shutdown_grace_seconds=2.0,
-        replica_id="test-replica",
-        show_cost=True,
-    )
+    """Fast, test-sized timings on top of the simulators' wiring."""
+    values: dict[str, Any] = {
+        "edit_interval_seconds": 0.2,
+        "stream_idle_timeout_seconds": 2.0,
+        "stream_lease_seconds": 3.0,
+        "shutdown_grace_seconds": 2.0,
+        "replica_id": "test-replica",
+        "show_cost": True,
+    }
     values.update(overrides)
-    return Settings(**values)
+    return sim_settings(slack, claude, **values)
 
 
 @asynccontextmanager
@@ -122,12 +115,7 @@ async def running_bot(
     """A started bot serving HTTP on a free loopback port; drained and closed afterwards."""
     settings = settings_for(slack, claude, **overrides)
     bot = SlackStream(settings, store=store)
-    runner = web.AppRunner(bot.web_app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"http://127.0.0.1:{port}"
+    runner, url = await start_http(bot)
     await bot.start()
     poster = EventPoster(f"{url}/slack/events", SECRET)
     try:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from aiohttp import web
-
-from bot.app import SlackStream, connect_socket_mode
+from bot.app import SlackStream, connect_socket_mode, start_http
 from bot.sim.claude import Script
 from bot.sim.events import block_action_payload, mention_envelope
 from tests.harness import ALICE, CHANNEL, TEAM, settings_for, simulators
@@ -20,8 +18,7 @@ async def test_mention_over_socket_mode_is_acknowledged_and_answered() -> None:
             slack, claude, slack_signing_secret=None, slack_app_token="xapp-sim"
         )
         bot = SlackStream(settings)
-        runner = web.AppRunner(bot.web_app(with_events=False))
-        await runner.setup()
+        runner, _ = await start_http(bot, with_events=False)
         try:
             await bot.start()
             await connect_socket_mode(bot)
