@@ -70,6 +70,23 @@ class Janitor:
             await self._finish(record)
         return len(claimed)
 
+    async def _wait_for_edit_budget(self, team_id: str) -> None:
+        """A recovery edit is a final edit: it takes its token from the workspace budget like
+        any other, so recoveries never push the workspace into Slack's 429s."""
+        for _ in range(60):
+            try:
+                wait = await self.store.take_edit_token(
+                    team_id,
+                    now=self.wall(),
+                    per_minute=self.settings.workspace_edits_per_minute,
+                    burst=self.settings.workspace_edit_burst,
+                )
+            except StoreError:
+                return
+            if wait <= 0:
+                return
+            await asyncio.sleep(min(wait, 5.0))
+
     async def _finish(self, record: AnswerRecord) -> None:
         log.warning(
             "recovering an orphaned answer",
@@ -82,6 +99,7 @@ class Janitor:
         payload = render.final_payload(
             record.shown_text, footer=None, notes=[render.interrupted_note(RECOVERY_REASON)]
         )
+        await self._wait_for_edit_budget(record.team_id)
         try:
             await self.slack.call(
                 "chat.update", channel=record.channel, ts=record.message_ts, **payload.as_kwargs()

@@ -452,25 +452,29 @@ class Answer:
             self.interruption = SHUTDOWN_REASON
             return await self._finish(SHUTDOWN_REASON)
         stream_task = asyncio.create_task(self._stream())
+        # The heartbeat runs until the final edit has landed: under a busy workspace budget the
+        # final edit may wait longer than a lease, and a lapsed lease would hand the answer to
+        # a janitor while it is still being finished here.
         heartbeat_task = asyncio.create_task(self._heartbeat())
-        interrupted: str | None = None
         try:
-            interrupted = await self._publish_until_done(stream_task)
-        except asyncio.CancelledError:
-            if self.interruption is None and not self.lease_lost:
-                raise  # cancelled from outside our own protocol: don't swallow it
-            stream_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await stream_task
-            if self.task is not None:
-                self.task.uncancel()
-            interrupted = self.interruption
+            interrupted: str | None = None
+            try:
+                interrupted = await self._publish_until_done(stream_task)
+            except asyncio.CancelledError:
+                if self.interruption is None and not self.lease_lost:
+                    raise  # cancelled from outside our own protocol: don't swallow it
+                stream_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await stream_task
+                if self.task is not None:
+                    self.task.uncancel()
+                interrupted = self.interruption
+            if self.lease_lost:
+                raise LeaseLost()
+            self.finishing = True
+            return await self._finish(interrupted)
         finally:
             heartbeat_task.cancel()
-        if self.lease_lost:
-            raise LeaseLost()
-        self.finishing = True
-        return await self._finish(interrupted)
 
     # -- streamer ------------------------------------------------------------------------------
 
