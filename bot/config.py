@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     port: int = Field(3000, ge=0, le=65535)
     edit_interval_seconds: float = Field(1.0, gt=0, le=60)
     workspace_edits_per_minute: float = Field(45, gt=0, le=10_000)
-    workspace_edit_burst: float = Field(5, ge=2, le=1000)
+    workspace_edit_burst: float = Field(10, ge=2, le=1000)
     stream_lease_seconds: float = Field(15, gt=0, le=3600)
     stream_idle_timeout_seconds: float = Field(60, gt=0, le=3600)
     placeholder_text: str = Field("Thinking…", min_length=1, max_length=200)

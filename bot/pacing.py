@@ -76,19 +76,34 @@ class MessagePacer:
         self.deltas_at_last_edit = deltas
 
 
-def edit_reserve(kind: EditKind, *, staleness: float, interval: float, max_reserve: float) -> float:
+# Must-send edits keep a reserve below this, intermediate edits at least INTERMEDIATE_FLOOR, so a
+# must-send edit always reaches its threshold before any intermediate edit does.
+MUST_SEND_SPREAD = 0.05
+INTERMEDIATE_FLOOR = 0.1
+MUST_SEND_HORIZON = 60.0  # seconds of waiting over which a must-send edit's reserve falls to 0
+
+
+def edit_reserve(
+    kind: EditKind,
+    *,
+    staleness: float,
+    interval: float,
+    max_reserve: float,
+    waited: float = 0.0,
+) -> float:
     """Tokens that must stay in the workspace bucket for this edit to take one.
 
-    `staleness` is how long the newest streamed text has waited to be shown. An intermediate edit
-    one interval stale keeps `max_reserve` tokens for others; k intervals stale, max_reserve/k.
-    The bucket refills continuously, so among answers waiting for a token the stalest (lowest
-    reserve) reaches its threshold first: the budget goes round the answers, stalest first, while
-    first-text and final edits (reserve 0) always go before any of them.
+    The bucket refills continuously and each waiting edit asks again when its own threshold
+    (1 + reserve) is reached, so lower reserves are served first:
+    - first-text and final edits (must-send): between 0 and MUST_SEND_SPREAD, lower the longer
+      they have `waited`, so they go out in the order they arrived;
+    - intermediate edits: `max_reserve` when one interval stale, max_reserve/k when k intervals
+      stale (never below INTERMEDIATE_FLOOR): the budget goes round the answers, stalest first.
     """
     if kind.must_send:
-        return 0.0
+        return MUST_SEND_SPREAD * max(0.0, 1.0 - waited / MUST_SEND_HORIZON)
     periods = max(staleness / interval, 1.0) if interval > 0 else 1.0
-    return max_reserve / periods
+    return max(INTERMEDIATE_FLOOR, max_reserve / periods)
 
 
 def refill(tokens: float, last: float, now: float, per_minute: float, burst: float) -> float:

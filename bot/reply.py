@@ -707,20 +707,25 @@ class Answer:
             self.shown, self.shown_upto = "", cut
 
     async def _take_budget(self, kind: EditKind, staleness: float) -> float:
-        """Take a token from the workspace edit budget: 0.0 when taken. Must-send kinds wait for
-        one; an intermediate edit returns at once with the seconds until it could have one."""
+        """Take a token from the workspace edit budget: 0.0 when taken, else the seconds before
+        trying again. Final and continuation edits wait until they get one. A first-text edit
+        waits too, but gives up once the stream has ended: the final edit, which must go out
+        anyway, then shows the text, and the workspace saves a token."""
         r = self.r
         if not self.policy.shared_budget:
             return 0.0
-        reserve = edit_reserve(
-            kind,
-            staleness=staleness,
-            interval=self.s.edit_interval_seconds,
-            max_reserve=min(
-                self.s.workspace_edit_burst - 1, max(1.0, self.s.workspace_edit_burst / 2)
-            ),
+        max_reserve = min(
+            self.s.workspace_edit_burst - 1, max(1.0, self.s.workspace_edit_burst / 2)
         )
+        asked_at = r.clock()
         while True:
+            reserve = edit_reserve(
+                kind,
+                staleness=staleness,
+                interval=self.policy.interval or 1.0,
+                max_reserve=max_reserve,
+                waited=r.clock() - asked_at,
+            )
             try:
                 wait = await r.store_call(
                     "take_edit_token",
@@ -739,6 +744,9 @@ class Answer:
             if not kind.must_send:
                 r.metrics.edits_skipped.labels("budget").inc()
                 return float(wait)
+            if kind is EditKind.FIRST and self.state.done.is_set():
+                r.metrics.edits_skipped.labels("first_text_overtaken").inc()
+                return float(wait)
             await asyncio.sleep(wait)
 
     async def _update(
@@ -746,8 +754,8 @@ class Answer:
     ) -> None:
         """One chat.update of the current message; a 429 pauses the whole workspace."""
         r = self.r
-        if not budget_taken:
-            await self._take_budget(kind, 0.0)  # must-send kinds: waits for a token
+        if not budget_taken and await self._take_budget(kind, 0.0) > 0:
+            return  # a first-text edit overtaken by the end of the stream: the final shows it
         self.pacer.sent(r.clock(), self.state.deltas)
         try:
             await r.slack.call(

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.pacing import (
+    INTERMEDIATE_FLOOR,
     EditKind,
     MessagePacer,
     PacingPolicy,
@@ -48,6 +49,7 @@ class SimAnswer:
     final_at: float | None = None
     first_at: float | None = None
     unshown_since: float | None = None
+    must_since: float | None = None  # when a first-text or final edit started waiting
     staleness: list[float] = field(default_factory=list)
 
     def streaming(self, now: float) -> bool:
@@ -83,11 +85,19 @@ def simulate(
             wait = a.pacer.wait(now, kind)
             if wait is None or wait > 0:
                 continue
+            if kind.must_send and a.must_since is None:
+                a.must_since = now
+            waited = now - a.must_since if a.must_since is not None else 0.0
             reserve = edit_reserve(
-                kind, staleness=now - a.unshown_since, interval=interval, max_reserve=max_reserve
+                kind,
+                staleness=now - a.unshown_since,
+                interval=interval,
+                max_reserve=max_reserve,
+                waited=waited,
             )
             if not bucket.take(now, reserve):
                 continue
+            a.must_since = None
             a.pacer.sent(now)
             a.shown_at.append(now)
             edits.append(now)
@@ -153,9 +163,15 @@ def test_staleness_is_shared_fairly() -> None:
 def test_reserve_shrinks_as_text_grows_stale() -> None:
     fresh = edit_reserve(EditKind.INTERMEDIATE, staleness=1.0, interval=1.0, max_reserve=4)
     stale = edit_reserve(EditKind.INTERMEDIATE, staleness=8.0, interval=1.0, max_reserve=4)
-    assert fresh == 4 and stale == 0.5
-    assert edit_reserve(EditKind.FINAL, staleness=0, interval=1.0, max_reserve=4) == 0
-    assert edit_reserve(EditKind.FIRST, staleness=0, interval=1.0, max_reserve=4) == 0
+    very_stale = edit_reserve(EditKind.INTERMEDIATE, staleness=1e6, interval=1.0, max_reserve=4)
+    assert fresh == 4 and stale == 0.5 and very_stale == INTERMEDIATE_FLOOR
+
+
+def test_must_send_edits_go_first_and_in_arrival_order() -> None:
+    new = edit_reserve(EditKind.FINAL, staleness=0, interval=1.0, max_reserve=4)
+    older = edit_reserve(EditKind.FIRST, staleness=0, interval=1.0, max_reserve=4, waited=20)
+    oldest = edit_reserve(EditKind.FINAL, staleness=0, interval=1.0, max_reserve=4, waited=90)
+    assert oldest == 0.0 < older < new < INTERMEDIATE_FLOOR
 
 
 def test_baseline_policies_pace_as_peers_do() -> None:
