@@ -300,7 +300,8 @@ class SlackStream:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         try:
-            await asyncio.wait_for(self.store.ping(), timeout=1.0)
+            async with asyncio.timeout(1.0):
+                await self.store.ping()
             store_state = "ok"
         except (StoreError, TimeoutError):
             store_state = "degraded"

@@ -49,7 +49,8 @@ class Janitor:
     async def run(self, stopped: asyncio.Event) -> None:
         while not stopped.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopped.wait(), timeout=self.period)
+                async with asyncio.timeout(self.period):
+                    await stopped.wait()
             if stopped.is_set():
                 return
             await self.sweep()

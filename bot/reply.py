@@ -650,7 +650,8 @@ class Answer:
     async def _sleep_unless_done(self, seconds: float) -> None:
         """Pacing waits ignore new deltas (they don't move the next edit) but not the end."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.state.done.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self.state.done.wait()
 
     async def _show_thinking(self) -> None:
         payload = render.thinking_payload(answer_id=self.answer_id)
@@ -719,6 +720,9 @@ class Answer:
         )
         asked_at = r.clock()
         while True:
+            if kind is EditKind.FIRST and self.state.done.is_set():
+                r.metrics.edits_skipped.labels("first_text_overtaken").inc()
+                return 1.0  # the stream ended while waiting: the final edit shows the text
             reserve = edit_reserve(
                 kind,
                 staleness=staleness,
@@ -744,10 +748,10 @@ class Answer:
             if not kind.must_send:
                 r.metrics.edits_skipped.labels("budget").inc()
                 return float(wait)
-            if kind is EditKind.FIRST and self.state.done.is_set():
-                r.metrics.edits_skipped.labels("first_text_overtaken").inc()
-                return float(wait)
-            await asyncio.sleep(wait)
+            if kind is EditKind.FIRST:
+                await self._sleep_unless_done(wait)  # wakes when the stream ends
+            else:
+                await asyncio.sleep(wait)
 
     async def _update(
         self, payload: render.SlackPayload, kind: EditKind, *, budget_taken: bool = False
@@ -912,6 +916,8 @@ class Answer:
             return True
         if record is not None:
             return False
+        if self.finishing or self.final_sent:
+            return True  # nearly done: don't resurrect a record that finish() is about to drop
         self.log.warning("answer record vanished from the store; registering it again")
         await self._register()
         return True
@@ -923,7 +929,10 @@ class Answer:
         checkpointed: tuple[str, str] | None = None
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.checkpoint_now.wait(), timeout=period)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that lands as the inner wait completes, leaving this loop running forever.
+                async with asyncio.timeout(period):
+                    await self.checkpoint_now.wait()
             self.checkpoint_now.clear()
             shown = (self.message_ts, self.shown)
             changed = shown != checkpointed  # only send the text when it changed
