@@ -9,7 +9,7 @@ the simulators' own records: `ClaudeSim.timelines` (when each delta was streamed
 `SlackSim`'s message history (when each version was shown), so the bot's own metrics are not
 trusted to grade the bot.
 
-    python -m bench.pacing                        # every N and policy (about 10 minutes)
+    python -m bench.pacing                        # every N and policy (~10 min on 2 cores)
     python -m bench.pacing --n 20 --policy shared # one quick run
 
 Results go to `bench/results/`: `pacing.json`, `pacing-table.md` and two PNG plots.
@@ -29,10 +29,8 @@ import random
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,14 +42,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
 import redis.asyncio as aioredis
-from aiohttp import web
 
-from bot.app import SlackStream
+from bot.app import SlackStream, start_http
 from bot.config import Settings
 from bot.pacing import PacingPolicy
 from bot.sim.claude import ClaudeSim, Script
 from bot.sim.events import EventPoster, mention_envelope
+from bot.sim.settings import SIM_SIGNING_SECRET, sim_settings
 from bot.sim.slack import JsonDict, SlackSim
+from tests.redis_server import RedisServer
 
 # What Slack allows (emulated by SlackSim) and how Claude streams.
 SLACK_UPDATES_PER_MINUTE = 50.0
@@ -67,11 +66,11 @@ FINAL_DEADLINE = 120.0  # from a stream's end until its final edit counts as los
 SHUTDOWN_DEADLINE = 30.0
 POLL = 0.05  # how often the runner looks at the simulators; measurements use their timestamps
 # Runs of one N may share the event loop (each with its own simulators and bot) while no more
-# than this many answers stream at once; the loop-lag column shows they did not disturb each other.
+# than this many answers stream at once; the loop-lag column shows how much they disturbed it.
 MAX_STREAMING = 20
 
 ALL_N = (1, 5, 20, 50)
-TEAM, CHANNEL, SECRET, BOT_USER = "T0001", "C0BENCH", "bench-signing-secret", "UBOT"
+TEAM, CHANNEL, BOT_USER = "T0001", "C0BENCH", "UBOT"
 TAG = re.compile(r"bench question (\d+)")
 DEFAULT_SEED = 20_261_125
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -83,34 +82,44 @@ log = logging.getLogger("bench.pacing")
 # What is compared
 
 
+# The workspace budget the bot ships with (WORKSPACE_EDITS_PER_MINUTE, WORKSPACE_EDIT_BURST).
+DEFAULT_EDITS_PER_MINUTE = float(Settings.model_fields["workspace_edits_per_minute"].default)
+DEFAULT_EDIT_BURST = float(Settings.model_fields["workspace_edit_burst"].default)
+
+
 @dataclass(frozen=True)
 class Variant:
     """A pacing policy and the workspace budget the bot is told to plan for."""
 
     key: str  # the --policy name
-    label: str
     policy: Callable[[], PacingPolicy]
-    edits_per_minute: float = 45.0  # WORKSPACE_EDITS_PER_MINUTE (the bot's default)
-    edit_burst: float = 5.0  # WORKSPACE_EDIT_BURST (the bot's default)
+    baseline: str = ""  # a peers' policy: what it is called; the shared one is named by budget
+    edits_per_minute: float = DEFAULT_EDITS_PER_MINUTE
+    edit_burst: float = DEFAULT_EDIT_BURST
 
     @property
     def shared(self) -> bool:
         return self.policy().shared_budget
 
+    @property
+    def label(self) -> str:
+        if not self.shared:
+            return self.baseline
+        return f"shared budget, {self.edits_per_minute:g}/min burst {self.edit_burst:g}"
+
 
 VARIANTS = {
     v.key: v
     for v in (
-        Variant("shared", "shared budget, 45/min burst 5", lambda: PacingPolicy.shared(1.0)),
-        Variant(
+        Variant("shared", lambda: PacingPolicy.shared(1.0)),  # the bot as shipped
+        Variant(  # the bot told Slack's emulated limits exactly, without a margin
             "shared-50x10",
-            "shared budget, 50/min burst 10",
             lambda: PacingPolicy.shared(1.0),
             edits_per_minute=SLACK_UPDATES_PER_MINUTE,
             edit_burst=SLACK_UPDATE_BURST,
         ),
-        Variant("every-20", "every 20 chunks", PacingPolicy.every_20_deltas),
-        Variant("per-second", "1 per second", PacingPolicy.one_per_second),
+        Variant("every-20", PacingPolicy.every_20_deltas, baseline="every 20 chunks"),
+        Variant("per-second", PacingPolicy.one_per_second, baseline="1 per second"),
     )
 }
 
@@ -133,36 +142,79 @@ class Answer:
 
 
 _WORDS = (
-    "answer", "stream", "slack", "message", "edit", "budget", "minute", "reader", "token", "text",
-    "update", "pace", "share", "workspace", "thread", "reply", "model", "shown", "waiting",
-    "fresh", "stale", "round", "turn", "every", "simple", "steady", "progress", "words",
-    "budgeted", "careful", "quick", "slow", "final", "first", "later", "while", "since",
-    "because", "which", "small", "large", "clear", "plain", "often", "never", "always", "each",
-    "other", "more", "less", "time", "second",
+    "answer",
+    "stream",
+    "slack",
+    "message",
+    "edit",
+    "budget",
+    "minute",
+    "reader",
+    "token",
+    "text",
+    "update",
+    "pace",
+    "share",
+    "workspace",
+    "thread",
+    "reply",
+    "model",
+    "shown",
+    "waiting",
+    "fresh",
+    "stale",
+    "round",
+    "turn",
+    "every",
+    "simple",
+    "steady",
+    "progress",
+    "words",
+    "budgeted",
+    "careful",
+    "quick",
+    "slow",
+    "final",
+    "first",
+    "later",
+    "while",
+    "since",
+    "because",
+    "which",
+    "small",
+    "large",
+    "clear",
+    "plain",
+    "often",
+    "never",
+    "always",
+    "each",
+    "other",
+    "more",
+    "less",
+    "time",
+    "second",
 )
 
 
+_LONGEST_SENTENCE = 16 * (max(map(len, _WORDS)) + 1) + 2  # words, spaces, "." and "\n\n"
+
+
 def make_answer(seed: int, index: int) -> Answer:
-    """Sentences of plain words up to a length drawn in ANSWER_CHARS, the same for every run."""
+    """Paragraphs of plain-word sentences, within ANSWER_CHARS, the same in every run."""
     rng = random.Random(f"{seed}:{index}")
-    target = rng.randint(*ANSWER_CHARS)
-    paragraphs: list[str] = []
-    sentences: list[str] = []
-    length = 0
-    while True:
+    target = rng.randint(ANSWER_CHARS[0], ANSWER_CHARS[1] - _LONGEST_SENTENCE)
+    text = ""
+    in_paragraph, paragraph_size = 0, rng.randint(3, 6)
+    while len(text) < target:
         words = [rng.choice(_WORDS) for _ in range(rng.randint(6, 16))]
-        sentence = " ".join(words).capitalize() + "."
-        added = len(sentence) + 1
-        if length + added > target:
-            break
-        sentences.append(sentence)
-        length += added
-        if len(sentences) >= rng.randint(3, 6):
-            paragraphs.append(" ".join(sentences))
-            sentences = []
-            length += 1
-    paragraphs.append(" ".join(sentences))
-    text = "\n\n".join(p for p in paragraphs if p)
+        if in_paragraph == paragraph_size:
+            text += "\n\n"
+            in_paragraph, paragraph_size = 0, rng.randint(3, 6)
+        elif text:
+            text += " "
+        text += " ".join(words).capitalize() + "."
+        in_paragraph += 1
     return Answer(index, text, rng.randint(*DELTA_CHARS))
 
 
@@ -179,12 +231,15 @@ class Observed:
     streamed: list[tuple[float, int]] = field(default_factory=list)
     versions: list[tuple[float, int, bool]] = field(default_factory=list)  # (at, shown, final)
     false_interruption: bool = False  # "[interrupted" was shown, then the full final anyway
+    finished: bool = False  # the message ended finished: no Stop button; footer or a note
     update_attempts: int = 0
     updates_rate_limited: int = 0
 
 
 @dataclass
 class Raw:
+    """What one run left in the simulators, plus how the event loop kept up."""
+
     answers: list[Observed]
     update_calls: int
     rate_limited: int
@@ -198,7 +253,9 @@ def _version(entry: JsonDict, text: str) -> tuple[int, bool]:
     bodies = [b.get("text", "") for b in blocks if b.get("type") == "markdown"]
     body = bodies[0] if bodies else str(entry.get("markdown_text") or entry.get("text") or "")
     context = " ".join(
-        str(e.get("text", "")) for b in blocks if b.get("type") == "context"
+        str(e.get("text", ""))
+        for b in blocks
+        if b.get("type") == "context"
         for e in b.get("elements") or []
     )
     shown = len(body) if body and text.startswith(body) else 0
@@ -214,31 +271,51 @@ def _question_index(body: JsonDict) -> int | None:
 @contextlib.contextmanager
 def redis_server() -> Iterator[str | None]:
     """A throwaway redis-server on a free loopback port (never 6379); None without the binary."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         yield None
         return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    with tempfile.TemporaryDirectory(prefix="bench-redis-") as workdir:
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", workdir]
-        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10.0
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", port), timeout=0.5
-                ):
-                    break
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start on port {port}")
-                time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            process.terminate()
-            process.wait(timeout=10.0)
+    server = RedisServer(binary=shutil.which("redis-server"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+def bot_settings(
+    variant: Variant,
+    slack: SlackSim | None = None,
+    claude: ClaudeSim | None = None,
+    redis_url: str | None = None,
+) -> Settings:
+    """The simulators' wiring with the bot's production pacing knobs; settings not named here
+    keep their defaults (the report lists the ones that matter)."""
+    pacing: dict[str, Any] = {
+        "redis_url": redis_url,
+        "edit_interval_seconds": 1.0,
+        "workspace_edits_per_minute": variant.edits_per_minute,
+        "workspace_edit_burst": variant.edit_burst,
+        "shutdown_grace_seconds": 1.0,
+        "replica_id": "bench",
+    }
+    if slack is None or claude is None:  # only the defaults are wanted (for the report)
+        return Settings(**pacing)
+    return sim_settings(slack, claude, **pacing)
+
+
+def settings_report(variants: Sequence[Variant]) -> dict[str, Any]:
+    base = bot_settings(variants[0])
+    return {
+        "edit_interval_seconds": base.edit_interval_seconds,
+        "stream_lease_seconds": base.stream_lease_seconds,
+        "stream_idle_timeout_seconds": base.stream_idle_timeout_seconds,
+        "max_answers_per_user": base.max_answers_per_user,
+        "max_answers_per_workspace": base.max_answers_per_workspace,
+        "workspace_budget": {
+            v.key: [v.edits_per_minute, v.edit_burst] for v in variants if v.shared
+        },
+        "store": "MemoryStore, or RedisStore on a throwaway redis-server for [Redis] runs",
+    }
 
 
 @contextlib.asynccontextmanager
@@ -246,27 +323,11 @@ async def running_bot(
     slack: SlackSim, claude: ClaudeSim, variant: Variant, redis_url: str | None
 ) -> AsyncIterator[tuple[SlackStream, EventPoster]]:
     """The bot as `tests/harness.py` starts it, on a free loopback port, with `variant`'s pacing."""
-    settings = Settings(
-        slack_bot_token="xoxb-sim",
-        slack_signing_secret=SECRET,
-        anthropic_api_key="sk-sim",
-        slack_api_url=slack.api_url,
-        anthropic_base_url=claude.base_url,
-        redis_url=redis_url,
-        port=0,
-        edit_interval_seconds=1.0,
-        workspace_edits_per_minute=variant.edits_per_minute,
-        workspace_edit_burst=variant.edit_burst,
-        shutdown_grace_seconds=1.0,
-        replica_id="bench",
-    )
+    settings = bot_settings(variant, slack, claude, redis_url)
     bot = SlackStream(settings, policy=variant.policy())
-    runner = web.AppRunner(bot.web_app(), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
+    runner, url = await start_http(bot)
     await bot.start()
-    poster = EventPoster(f"http://127.0.0.1:{port}/slack/events", SECRET)
+    poster = EventPoster(f"{url}/slack/events", SIM_SIGNING_SECRET)
     try:
         yield bot, poster
     finally:
@@ -349,8 +410,14 @@ async def run_once(variant: Variant, n: int, seed: int, redis_url: str | None) -
 
             async def mention(i: int) -> None:
                 q = questions[i]
-                envelope = mention_envelope(team_id=TEAM, channel=CHANNEL, user=users[i],
-                                            text=q.text, ts=q.ts, bot_user_id=BOT_USER)
+                envelope = mention_envelope(
+                    team_id=TEAM,
+                    channel=CHANNEL,
+                    user=users[i],
+                    text=q.text,
+                    ts=q.ts,
+                    bot_user_id=BOT_USER,
+                )
                 status, body = await poster.post_event(envelope)
                 if status != 200:
                     raise RuntimeError(f"the bot refused mention {i}: {status} {body}")
@@ -358,8 +425,9 @@ async def run_once(variant: Variant, n: int, seed: int, redis_url: str | None) -
             await asyncio.gather(*(mention(i) for i in range(n)))
             streams = Streams(claude)
             await _wait_until_settled(bot, streams, answers, started)
-            observed = [_observe(slack, streams, a, q.ts) for a, q in zip(answers, questions,
-                                                                           strict=True)]
+            observed = [
+                _observe(slack, streams, a, q.ts) for a, q in zip(answers, questions, strict=True)
+            ]
             return Raw(
                 answers=observed,
                 update_calls=len(slack.calls_to("chat.update")),
@@ -401,6 +469,11 @@ def _observe(slack: SlackSim, streams: Streams, answer: Answer, thread_ts: str) 
     interrupted = [i for i, entry in enumerate(message.history) if "[interrupted" in str(entry)]
     finals = [i for i, (_, _, is_final) in enumerate(o.versions) if is_final]
     o.false_interruption = bool(interrupted and finals and interrupted[0] < finals[0])
+    last = message.history[-1]
+    blocks = last.get("blocks") or []
+    o.finished = not any(b.get("type") == "actions" for b in blocks) and any(
+        mark in str(last) for mark in ("Tokens:", "[interrupted", ":warning:")
+    )
     calls = [c for c in slack.calls_to("chat.update") if c.params.get("ts") == message.ts]
     o.update_attempts = len(calls)
     o.updates_rate_limited = sum(1 for c in calls if c.status == 429)
@@ -428,6 +501,7 @@ class Measured:
     edit_attempts: int
     rate_limited: int
     never_shown_chars: int
+    finished: bool
     false_interruption: bool
     staleness: list[float] = field(repr=False)
 
@@ -461,6 +535,7 @@ def measure(o: Observed) -> Measured:
         edit_attempts=o.update_attempts,
         rate_limited=o.updates_rate_limited,
         never_shown_chars=len(o.answer.text) - shown,
+        finished=o.finished,
         false_interruption=o.false_interruption,
         staleness=staleness,
     )
@@ -526,7 +601,7 @@ def summarise(variant: Variant, store: str, n: int, raw: Raw) -> tuple[Summary, 
         n=n,
         bot_edits_per_minute=variant.edits_per_minute,
         bot_edit_burst=variant.edit_burst,
-        finished=n - lost,
+        finished=sum(1 for m in ms if m.finished),
         finals_lost=lost,
         false_interruptions=sum(1 for m in ms if m.false_interruption),
         first_text_p50=percentile([m.first_text for m in ms], 50),
@@ -574,8 +649,7 @@ def checks(s: Summary) -> list[Check]:
             Check(s.n, s.name, "final edits lost", s.finals_lost, 0, ""),
             Check(s.n, s.name, "429s, % of chat.update calls", s.rate_limited_pct, 1.0, "%"),
             Check(s.n, s.name, "first text p50", s.first_text_p50, 1.0),
-            Check(s.n, s.name, "staleness p99 (1.2 x 60*N/B, B = 50)", s.staleness_p99,
-                  1.2 * fair),
+            Check(s.n, s.name, "staleness p99 (1.2 x 60*N/B, B = 50)", s.staleness_p99, 1.2 * fair),
         ]
     if s.n == 1:
         limit = SLACK_LATENCY + 0.05
@@ -599,9 +673,11 @@ def _seconds(value: float) -> str:
 
 
 def table(summaries: Sequence[Summary]) -> str:
-    head = ("| N | policy | finished | first text p50 / p99 (s) | final p50 / p99 (s) "
-            "| staleness p50 / p99 / max (s) | edits per answer (tried) | 429s (% of updates) "
-            "| finals lost | false [interrupted] |")
+    head = (
+        "| N | policy | finished | first text p50 / p99 (s) | final p50 / p99 (s) "
+        "| staleness p50 / p99 / max (s) | edits per answer (tried) | 429s (% of updates) "
+        "| finals lost | false [interrupted] |"
+    )
     rows = [head, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in summaries:
         rows.append(
@@ -625,8 +701,11 @@ def conditions_table(summaries: Sequence[Summary]) -> str:
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
-        budget = (f"{s.bot_edits_per_minute:g}, {s.bot_edit_burst:g}"
-                  if VARIANTS[s.variant].shared else "none")
+        budget = (
+            f"{s.bot_edits_per_minute:g}, {s.bot_edit_burst:g}"
+            if VARIANTS[s.variant].shared
+            else "none"
+        )
         rows.append(
             f"| {s.n} | {s.name} | {budget} | {s.stream_chars_per_second:.0f} "
             f"| {s.never_shown_pct:.1f} % | {1000 * s.loop_lag_p99:.0f} / "
@@ -638,10 +717,16 @@ def conditions_table(summaries: Sequence[Summary]) -> str:
 def checks_table(all_checks: Sequence[Check]) -> str:
     rows = ["| N | policy | target | measured | limit | met |", "|---:|---|---|---:|---:|---|"]
     for c in all_checks:
-        shown = _seconds(c.measured) if c.unit == "s" else f"{c.measured:g}{c.unit}"
-        limit = _seconds(c.limit) if c.unit == "s" else f"{c.limit:g}{c.unit}"
-        rows.append(f"| {c.n} | {c.run} | {c.target} | {shown} | {limit} | "
-                    f"{'yes' if c.ok else '**no**'} |")
+        shown, limit = (
+            (_seconds(c.measured), _seconds(c.limit))
+            if c.unit == "s"
+            else (f"{c.measured:.1f} %", f"{c.limit:g} %")
+            if c.unit == "%"
+            else (f"{c.measured:g}", f"{c.limit:g}")
+        )
+        rows.append(
+            f"| {c.n} | {c.run} | {c.target} | {shown} | {limit} | {'yes' if c.ok else '**no**'} |"
+        )
     return "\n".join(rows)
 
 
@@ -660,6 +745,22 @@ def machine() -> dict[str, Any]:
     }
 
 
+def bot_code() -> dict[str, Any]:
+    """Which bot was measured: the commit, and whether `bot/` differed from it."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, check=False
+        )
+        return out.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or "unknown",
+        "bot_modified": bool(git("status", "--porcelain", "--", "bot")),
+    }
+
+
 def _relative(points: Sequence[tuple[float, int]], t0: float) -> list[list[float]]:
     return [[round(t - t0, 4), c] for t, c in points]
 
@@ -675,34 +776,67 @@ def sample_series(o: Observed) -> dict[str, list[list[float]]]:
     return {"streamed": _relative(streamed, t0), "shown": _relative(shown, t0)}
 
 
+def _grid(count: int) -> tuple[Any, list[Any]]:
+    cols = min(2, count)
+    rows = math.ceil(count / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7.5 * cols, 5.0 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[count:]:
+        ax.set_visible(False)
+    return fig, flat[:count]
+
+
+def _colours(runs: Sequence[RunRecord]) -> dict[str, Any]:
+    """One colour per policy and store, the same in every panel."""
+    names = list(dict.fromkeys(r.summary.name for r in runs))
+    cycle = plt.get_cmap("tab10")
+    return {name: cycle(i % 10) for i, name in enumerate(names)}
+
+
 def plot_timelines(runs: Sequence[RunRecord], path: Path) -> None:
     ns = sorted({r.summary.n for r in runs})
-    fig, axes = plt.subplots(1, len(ns), figsize=(5.5 * len(ns), 4.2), squeeze=False)
-    for ax, n in zip(axes[0], ns, strict=True):
+    colour = _colours(runs)
+    fig, axes = _grid(len(ns))
+    for ax, n in zip(axes, ns, strict=True):
         group = [r for r in runs if r.summary.n == n]
         streamed = group[0].sample["streamed"]
-        ax.plot([p[0] for p in streamed], [p[1] for p in streamed], color="black",
-                linestyle="--", linewidth=1.2, label="streamed by Claude")
+        end = max(
+            max((p[0] for p in r.sample["streamed"] + r.sample["shown"]), default=0.0)
+            for r in group
+        )
+        ax.plot(
+            [p[0] for p in streamed],
+            [p[1] for p in streamed],
+            color="black",
+            linestyle="--",
+            linewidth=1.2,
+            label="streamed by Claude",
+        )
         for r in group:
             shown = r.sample["shown"]
-            last = max(streamed[-1][0], shown[-1][0] if shown else 0.0)
-            xs = [p[0] for p in shown] + [last]
-            ys = [p[1] for p in shown] + [shown[-1][1] if shown else 0]
-            ax.step(xs, ys, where="post", label=f"shown: {r.summary.name}")
-        ax.set_title(f"N = {n}: answer 0 ({int(streamed[-1][1]) if streamed else 0} chars)")
+            if not shown:
+                continue
+            xs = [p[0] for p in shown] + [end]
+            ys = [p[1] for p in shown] + [shown[-1][1]]
+            ax.step(
+                xs, ys, where="post", color=colour[r.summary.name], label=f"shown: {r.summary.name}"
+            )
+        chars = int(streamed[-1][1]) if streamed else 0
+        ax.set_title(f"N = {n}: answer 0 ({chars:,} chars), streamed vs shown in Slack")
         ax.set_xlabel("seconds since the answer's first streamed text")
         ax.set_ylabel("characters")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def plot_staleness(runs: Sequence[RunRecord], path: Path) -> None:
     ns = sorted({r.summary.n for r in runs})
-    fig, axes = plt.subplots(1, len(ns), figsize=(5.5 * len(ns), 4.2), squeeze=False)
-    for ax, n in zip(axes[0], ns, strict=True):
+    colour = _colours(runs)
+    fig, axes = _grid(len(ns))
+    for ax, n in zip(axes, ns, strict=True):
         for r in (r for r in runs if r.summary.n == n):
             samples = sorted(s for m in r.measured for s in m.staleness)
             if not samples:
@@ -711,20 +845,23 @@ def plot_staleness(runs: Sequence[RunRecord], path: Path) -> None:
             ys = [(i + 1) / len(samples) for i in range(len(finite))]
             never = 100 * (len(samples) - len(finite)) / len(samples)
             label = r.summary.name + (f" ({never:.0f} % never shown)" if never >= 0.5 else "")
-            ax.step(finite, ys, where="post", label=label)
+            ax.step(finite, ys, where="post", color=colour[r.summary.name], label=label)
         if n > 1:
-            fair = 60 * n / SLACK_UPDATES_PER_MINUTE
-            ax.axvline(1.2 * fair, color="grey", linestyle=":", label="target at N=20 scale: "
-                       "1.2 x 60*N/50")
+            ax.axvline(
+                1.2 * 60 * n / SLACK_UPDATES_PER_MINUTE,
+                color="grey",
+                linestyle=":",
+                label="1.2 x 60*N/50 s (the target's formula at this N)",
+            )
         ax.set_xscale("log")
         ax.set_ylim(0, 1.02)
         ax.set_title(f"N = {n}: staleness of streamed text (CDF over deltas)")
-        ax.set_xlabel("seconds from streamed to shown in Slack")
+        ax.set_xlabel("seconds from streamed by Claude to shown in Slack")
         ax.set_ylabel("fraction of deltas")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -742,8 +879,9 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-def write_json(runs: Sequence[RunRecord], all_checks: Sequence[Check], meta: dict[str, Any],
-               path: Path) -> None:
+def write_json(
+    runs: Sequence[RunRecord], all_checks: Sequence[Check], meta: dict[str, Any], path: Path
+) -> None:
     def clean(obj: dict[str, Any]) -> dict[str, Any]:
         return {k: _json_number(v) for k, v in obj.items()}
 
@@ -753,8 +891,10 @@ def write_json(runs: Sequence[RunRecord], all_checks: Sequence[Check], meta: dic
         "runs": [
             {
                 **clean(asdict(r.summary)),
-                "answers": [clean({k: v for k, v in asdict(m).items() if k != "staleness"})
-                            for m in r.measured],
+                "answers": [
+                    clean({k: v for k, v in asdict(m).items() if k != "staleness"})
+                    for m in r.measured
+                ],
                 "sample_answer_0": r.sample,
             }
             for r in runs
@@ -767,28 +907,33 @@ def write_json(runs: Sequence[RunRecord], all_checks: Sequence[Check], meta: dic
 def report(summaries: Sequence[Summary], all_checks: Sequence[Check], meta: dict[str, Any]) -> str:
     m = meta["machine"]
     redis = f", Redis {meta['redis_server']}" if meta.get("redis_server") else ""
-    return "\n".join([
-        "# Pacing benchmark: results",
-        "",
-        f"Command: `{meta['command']}` (seed {meta['seed']}). "
-        f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}{redis}.",
-        f"Slack emulated: chat.update {SLACK_UPDATES_PER_MINUTE:g}/min, burst "
-        f"{SLACK_UPDATE_BURST:g}, {1000 * SLACK_LATENCY:g} ms per call. Claude: "
-        f"{CHARS_PER_SECOND:g} chars/s in {DELTA_CHARS[0]}-{DELTA_CHARS[1]}-char deltas, "
-        f"{ANSWER_CHARS[0]:,}-{ANSWER_CHARS[1]:,} chars per answer. Times in seconds; "
-        "\"never\" = not shown within the deadline.",
-        "",
-        table(summaries),
-        "",
-        "## Targets",
-        "",
-        checks_table(all_checks),
-        "",
-        "## Run conditions",
-        "",
-        conditions_table(summaries),
-        "",
-    ])
+    code = meta["bot_code"]
+    changed = " plus uncommitted changes under bot/" if code["bot_modified"] else ""
+    return "\n".join(
+        [
+            "# Pacing benchmark: results",
+            "",
+            f"Command: `{meta['command']}` (seed {meta['seed']}). "
+            f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}{redis}. "
+            f"Bot: commit {code['commit']}{changed}.",
+            f"Slack emulated: chat.update {SLACK_UPDATES_PER_MINUTE:g}/min, burst "
+            f"{SLACK_UPDATE_BURST:g}, {1000 * SLACK_LATENCY:g} ms per call. Claude: "
+            f"{CHARS_PER_SECOND:g} chars/s in {DELTA_CHARS[0]}-{DELTA_CHARS[1]}-char deltas, "
+            f"{ANSWER_CHARS[0]:,}-{ANSWER_CHARS[1]:,} chars per answer. Times in seconds; "
+            '"never" = not shown within the deadline.',
+            "",
+            table(summaries),
+            "",
+            "## Targets",
+            "",
+            checks_table(all_checks),
+            "",
+            "## Run conditions",
+            "",
+            conditions_table(summaries),
+            "",
+        ]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -799,15 +944,34 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.pacing", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
-    parser.add_argument("--n", type=int, nargs="+", default=list(ALL_N),
-                        help="concurrent answers per run (default: 1 5 20 50)")
-    parser.add_argument("--policy", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS),
-                        help="pacing policies to run (default: all)")
-    parser.add_argument("--redis", choices=("auto", "off", "only"), default="auto",
-                        help="shared-budget policies on a throwaway redis-server too (auto: if "
-                        "the binary exists), not at all, or only there")
-    parser.add_argument("--redis-n", type=int, nargs="*", default=[20],
-                        help="the N at which the Redis runs are made (default: 20)")
+    parser.add_argument(
+        "--n",
+        type=int,
+        nargs="+",
+        default=list(ALL_N),
+        help="concurrent answers per run (default: 1 5 20 50)",
+    )
+    parser.add_argument(
+        "--policy",
+        nargs="+",
+        choices=sorted(VARIANTS),
+        default=list(VARIANTS),
+        help="pacing policies to run (default: all)",
+    )
+    parser.add_argument(
+        "--redis",
+        choices=("auto", "off", "only"),
+        default="auto",
+        help="shared-budget policies on a throwaway redis-server too (auto: if "
+        "the binary exists), not at all, or only there",
+    )
+    parser.add_argument(
+        "--redis-n",
+        type=int,
+        nargs="*",
+        default=[20],
+        help="the N at which the Redis runs are made (default: 20)",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     return parser.parse_args(argv)
@@ -849,27 +1013,36 @@ def _batches(plan: Sequence[tuple[int, Variant, str]]) -> list[list[tuple[int, V
 async def _run_all(args: argparse.Namespace, redis_url: str | None) -> list[RunRecord]:
     runs: list[RunRecord] = []
     for batch in _batches(_plan(args, redis_url)):
-        raws = await asyncio.gather(*(
-            run_once(variant, n, args.seed, redis_url if store == "redis" else None)
-            for n, variant, store in batch
-        ))
+        raws = await asyncio.gather(
+            *(
+                run_once(variant, n, args.seed, redis_url if store == "redis" else None)
+                for n, variant, store in batch
+            )
+        )
         for (n, variant, store), raw in zip(batch, raws, strict=True):
             summary, measured = summarise(variant, store, n, raw)
             summary.side_by_side = len(batch)
             runs.append(RunRecord(summary, measured, sample_series(raw.answers[0])))
-            print(f"N={n:<3} {summary.name:<45} finished {summary.finished}/{n}, "
-                  f"{summary.rate_limited} 429s, {summary.wall_seconds:.0f} s"
-                  + (f" (side by side with {len(batch) - 1} other runs)" if len(batch) > 1
-                     else ""), file=sys.stderr)
+            print(
+                f"N={n:<3} {summary.name:<45} finished {summary.finished}/{n}, "
+                f"{summary.rate_limited} 429s, {summary.wall_seconds:.0f} s"
+                + (f" (side by side with {len(batch) - 1} other runs)" if len(batch) > 1 else ""),
+                file=sys.stderr,
+            )
     return runs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(filename=args.out / "pacing.log", filemode="w", level=logging.ERROR,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        filename=args.out / "pacing.log",
+        filemode="w",
+        level=logging.ERROR,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     command = " ".join(["python -m bench.pacing", *map(shlex.quote, sys.argv[1:])])
+    code = bot_code()  # bot/ was imported with this module: this is the code that runs
     started = time.monotonic()
     want_redis = args.redis != "off" and any(VARIANTS[k].shared for k in args.policy)
     with redis_server() if want_redis else contextlib.nullcontext() as redis_url:
@@ -884,13 +1057,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": command,
         "seed": args.seed,
         "machine": machine(),
+        "bot_code": code,
         "redis_server": redis_version,
         "total_seconds": round(time.monotonic() - started, 1),
-        "slack": {"chat_update_per_minute": SLACK_UPDATES_PER_MINUTE,
-                  "chat_update_burst": SLACK_UPDATE_BURST, "latency_seconds": SLACK_LATENCY},
-        "claude": {"chars_per_second": CHARS_PER_SECOND, "delta_chars": DELTA_CHARS,
-                   "answer_chars": ANSWER_CHARS},
-        "bot": {"edit_interval_seconds": 1.0, "store": "MemoryStore unless store is redis"},
+        "slack": {
+            "chat_update_per_minute": SLACK_UPDATES_PER_MINUTE,
+            "chat_update_burst": SLACK_UPDATE_BURST,
+            "latency_seconds": SLACK_LATENCY,
+        },
+        "claude": {
+            "chars_per_second": CHARS_PER_SECOND,
+            "delta_chars": DELTA_CHARS,
+            "answer_chars": ANSWER_CHARS,
+        },
+        "bot": settings_report([VARIANTS[k] for k in args.policy]),
         "final_deadline_seconds": FINAL_DEADLINE,
     }
     text = report(summaries, all_checks, meta)
