@@ -509,6 +509,8 @@ class Answer:
         so this answer sees them in its context. Runs under the heartbeat, so waiting never
         lets the lease lapse; a dead replica's answer is cleared by the janitor within a lease."""
         q, r = self.q, self.r
+        if q.thread_ts == q.ts:
+            return  # the question starts its thread: nothing can be ahead of it
         shown_waiting = False
         while True:
             try:

@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Protocol
 
 import redis.asyncio
@@ -115,7 +115,9 @@ class Store(Protocol):
     async def get(self, answer_id: str) -> AnswerRecord | None: ...
 
     async def in_flight(self) -> list[AnswerRecord]:
-        """Every answer in flight, oldest first (health reports, shutdown)."""
+        """Every answer in flight, oldest first, *without* its checkpoint text (`shown_text` is
+        empty: use `get` for it). A roster for admission and ordering, read once per question,
+        so it must stay cheap with hundreds of long answers in flight."""
         ...
 
     async def claim_lapsed(
@@ -290,7 +292,8 @@ class MemoryStore:
         return self._answers.get(answer_id)
 
     async def in_flight(self) -> list[AnswerRecord]:
-        return sorted(self._answers.values(), key=lambda r: r.started_at)
+        roster = sorted(self._answers.values(), key=lambda r: r.started_at)
+        return [replace(r, shown_text="") for r in roster]
 
     async def claim_lapsed(
         self,
@@ -442,12 +445,22 @@ return claimed
 # KEYS: inflight zset. ARGV: answer key prefix. One consistent snapshot in one round trip.
 _IN_FLIGHT_LUA = """
 local answers = {}
+local fields = {unpack(ARGV, 2)}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local answer = redis.call('HGETALL', ARGV[1] .. id)
+  local values = redis.call('HMGET', ARGV[1] .. id, unpack(fields))
+  local answer = {}
+  for i, field in ipairs(fields) do
+    if values[i] then
+      answer[#answer + 1] = field
+      answer[#answer + 1] = values[i]
+    end
+  end
   if #answer > 0 then answers[#answers + 1] = answer end
 end
 return answers
 """
+# Every field but the checkpoint text, which can be ~11 KB per answer and in_flight never needs.
+_ROSTER_FIELDS = tuple(f.name for f in fields(AnswerRecord) if f.name != "shown_text")
 
 # KEYS: bucket hash. ARGV: now, per_minute, burst, reserve, idle grace seconds.
 # Mirrors `refill` and MemoryStore.take_edit_token: change them together.
@@ -643,7 +656,9 @@ class RedisStore:
 
     async def in_flight(self) -> list[AnswerRecord]:
         with _translated("in_flight"):
-            rows = await self._in_flight(keys=[self._inflight], args=[self._answer_key("")])
+            rows = await self._in_flight(
+                keys=[self._inflight], args=[self._answer_key(""), *_ROSTER_FIELDS]
+            )
         records = [record for row in rows if (record := _decode(row)) is not None]
         return sorted(records, key=lambda r: r.started_at)
 

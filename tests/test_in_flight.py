@@ -133,12 +133,20 @@ async def test_a_final_edit_waiting_for_budget_longer_than_a_lease_is_not_taken_
     """Under a scarce workspace budget the final edit may wait for many seconds; the answer's
     lease must stay alive meanwhile, or a janitor would finish it with a false [interrupted]."""
     async with simulators() as (slack, claude):
-        claude.enqueue(*[Script(text=f"answer {i} " * 30, chunk_chars=6, chunk_delay=0.01)
-                         for i in range(3)])
-        async with running_bot(slack, claude, stream_lease_seconds=1.0,
-                               workspace_edits_per_minute=12, workspace_edit_burst=2) as h:
-            asked = [await h.mention(f"question {i}", user=user)
-                     for i, user in enumerate((ALICE, BOB, ADMIN))]
+        claude.enqueue(
+            *[Script(text=f"answer {i} " * 30, chunk_chars=6, chunk_delay=0.01) for i in range(3)]
+        )
+        async with running_bot(
+            slack,
+            claude,
+            stream_lease_seconds=1.0,
+            workspace_edits_per_minute=12,
+            workspace_edit_burst=2,
+        ) as h:
+            asked = [
+                await h.mention(f"question {i}", user=user)
+                for i, user in enumerate((ALICE, BOB, ADMIN))
+            ]
             finals = [(await h.finished(a, timeout=30))[-1] for a in asked]
     for i, reply in enumerate(finals):
         text = reply.visible_text()
