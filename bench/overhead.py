@@ -91,33 +91,9 @@ BOT_ENV = {
 # --------------------------------------------------------------------------------------------
 
 _BENCH_DIRECTIVE = re.compile(r"\[bench (\d+) ([\d.]+) (\d+) (\d+)\]")
-_WORDS = (
-    "the",
-    "answer",
-    "streams",
-    "into",
-    "one",
-    "message",
-    "while",
-    "new",
-    "words",
-    "arrive",
-    "from",
-    "the",
-    "model",
-    "and",
-    "each",
-    "edit",
-    "carries",
-    "the",
-    "newest",
-    "text",
-    "so",
-    "nobody",
-    "waits",
-    "for",
-    "the",
-    "end",
+_PROSE = (
+    "the answer streams into one message while new words arrive from the model and each "
+    "edit carries the newest text so nobody waits for the end"
 )
 
 
@@ -145,10 +121,11 @@ class Workload:
 
 def _prose(chars: int) -> str:
     """Deterministic plain prose of exactly `chars` characters, in paragraphs."""
+    words = _PROSE.split()
     out: list[str] = []
     size, i = 0, 0
     while size < chars:
-        word = _WORDS[i % len(_WORDS)]
+        word = words[i % len(words)]
         sep = "\n\n" if i and i % 60 == 0 else " " if i else ""
         out.append(sep + word)
         size += len(sep) + len(word)
@@ -177,6 +154,15 @@ def bench_script(body: dict[str, Any]) -> Script:
 # --------------------------------------------------------------------------------------------
 
 
+def _outcome(kind: str, text: str) -> str:
+    """How an answer ended, from the bot's last message without a Stop button."""
+    if kind == "posted":
+        return "refused"  # a refusal is posted, never edited into a placeholder
+    if "[interrupted" in text:
+        return "interrupted"
+    return "failed" if text.startswith(":warning:") else "completed"
+
+
 class SimsServer:
     """SlackSim and ClaudeSim plus a small control API for the benchmark driver."""
 
@@ -194,16 +180,7 @@ class SimsServer:
         if message.user != self.slack.bot_user_id or message.has_button(STOP_ACTION_ID):
             return
         question = message.thread_ts or ""
-        text = message.visible_text()
-        self.outcomes[question] = (
-            "refused"
-            if kind == "posted"
-            else "interrupted"
-            if "[interrupted" in text
-            else "failed"
-            if text.startswith(":warning:")
-            else "completed"
-        )
+        self.outcomes[question] = _outcome(kind, message.visible_text())
         self.finals_at.setdefault(question, time.monotonic())
 
     async def questions(self, request: web.Request) -> web.Response:
@@ -569,7 +546,7 @@ class Rig:
                     f"{finished}/{expected} answers finished in {limit:g} s; "
                     "the bot's last warnings:\n" + "\n".join(problems[-10:])
                 )
-            await asyncio.sleep(0.2)  # polls the simulators and redis, never the bot
+            await asyncio.sleep(0.2)  # the simulators are polled; the bot only once all ended
 
     async def in_flight(self) -> int:
         """Answers the bot is running now (its `answers_in_flight` gauge)."""
@@ -666,6 +643,7 @@ async def cpu_case(rig: Rig, workload: Workload, answers: int) -> dict[str, Any]
 
 _FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 _LOOP_RUNNER = re.compile(r"bot/(cli|__main__)\.py$")
+_LOOP_RUNNER_LABEL = re.compile(r"\(bot/(cli|__main__)\.py\)$")
 _STDLIB = re.compile(r"(^|/)python3\.\d+/(?!site-packages)")
 
 
@@ -724,23 +702,15 @@ def summarize_profile(raw: str, top: int = 15) -> dict[str, Any]:
     def share(counter: Counter[str]) -> list[list[Any]]:
         return [[name, round(100 * n / total, 1)] for name, n in counter.most_common(top)]
 
+    bot_frames = Counter(
+        {k: n for k, n in inclusive.items() if "(bot/" in k and not _LOOP_RUNNER_LABEL.search(k)}
+    )
     return {
         "samples": total,
         "components_percent": share(components),
         "self_percent": share(own),
         "inclusive_percent": share(inclusive),
-        "bot_inclusive_percent": [
-            [name, pct]
-            for name, pct in share(
-                Counter(
-                    {
-                        k: v
-                        for k, v in inclusive.items()
-                        if "bot/" in k and "bot/__main__" not in k and "bot/cli" not in k
-                    }
-                )
-            )
-        ],
+        "bot_inclusive_percent": share(bot_frames),
     }
 
 

@@ -386,6 +386,7 @@ class Answer:
         self.task: asyncio.Task[Any] | None = None
         # Set after the first text is shown, so a crash right after it doesn't lose it on recovery.
         self.checkpoint_now = asyncio.Event()
+        self.heartbeat_stopped = False
         self.log = ContextLog(log, {"answer_id": answer_id, "channel": q.channel})
 
     async def run(self) -> None:
@@ -474,6 +475,7 @@ class Answer:
             self.finishing = True
             return await self._finish(interrupted)
         finally:
+            self.heartbeat_stopped = True
             heartbeat_task.cancel()
 
     # -- streamer ------------------------------------------------------------------------------
@@ -929,7 +931,9 @@ class Answer:
         r = self.r
         period = max(0.05, min(self.s.stream_lease_seconds / 3, 5.0))
         checkpointed: tuple[str, str] | None = None
-        while True:
+        # A flag as well as cancel(): on 3.11 a cancel landing inside redis-py's internal
+        # wait_for can be swallowed, and this loop would outlive its answer.
+        while not self.heartbeat_stopped:
             with contextlib.suppress(TimeoutError):
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 # that lands as the inner wait completes, leaving this loop running forever.
@@ -956,6 +960,8 @@ class Answer:
                 )
             except StoreError:
                 continue  # degraded: keep streaming; the lease can't be renewed but isn't lost
+            if self.heartbeat_stopped:
+                return
             if not owned and not await self._reclaim_after_store_loss():
                 self.lease_lost = True
                 if self.task is not None:

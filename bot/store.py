@@ -570,6 +570,9 @@ class RedisStore:
             "socket_connect_timeout": 1.0,
             "socket_timeout": 2.0,
             "health_check_interval": 15,
+            # redis-py's async pool refuses connection 101 by default: hundreds of answers in
+            # flight each hold one briefly, and a refused finish() later looks like an orphan.
+            "max_connections": 1000,
             "retry": Retry(ExponentialBackoff(cap=0.8, base=0.1), retries=3),
             "decode_responses": True,
         }
