@@ -71,22 +71,23 @@ class Janitor:
             await self._finish(record)
         return len(claimed)
 
-    async def _wait_for_edit_budget(self, team_id: str) -> None:
+    async def _wait_for_edit_budget(self, record: AnswerRecord) -> None:
         """A recovery edit is a final edit: it takes its token from the workspace budget like
         any other, so recoveries never push the workspace into Slack's 429s."""
         for _ in range(60):
             try:
-                wait = await self.store.take_edit_token(
-                    team_id,
+                grant = await self.store.take_edit_token(
+                    record.team_id,
                     now=self.wall(),
                     per_minute=self.settings.workspace_edits_per_minute,
                     burst=self.settings.workspace_edit_burst,
+                    answer_id=record.answer_id,
                 )
             except StoreError:
                 return
-            if wait <= 0:
+            if grant.granted:
                 return
-            await asyncio.sleep(min(wait, 5.0))
+            await asyncio.sleep(min(grant.wait, 5.0))
 
     async def _finish(self, record: AnswerRecord) -> None:
         log.warning(
@@ -100,7 +101,7 @@ class Janitor:
         payload = render.final_payload(
             record.shown_text, footer=None, notes=[render.interrupted_note(RECOVERY_REASON)]
         )
-        await self._wait_for_edit_budget(record.team_id)
+        await self._wait_for_edit_budget(record)
         try:
             await self.slack.call(
                 "chat.update", channel=record.channel, ts=record.message_ts, **payload.as_kwargs()

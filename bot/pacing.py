@@ -5,9 +5,22 @@ progress rather than flicker. Per workspace, every answer in flight (on every re
 Slack's `chat.update` budget (Tier 3, ~50 a minute), held as a token bucket in the store.
 
 Priorities within that shared budget are expressed as a *reserve*: the number of tokens that must
-remain in the bucket after an edit takes one. First text and final edits use reserve 0, so they get
-the last token; an intermediate edit asks for a reserve that shrinks as its text grows stale, so
-when tokens are scarce the stalest answers are refreshed first and fresh ones skip their turn.
+remain in the bucket after an edit takes one. Each waiting edit asks again when the bucket reaches
+its own threshold (1 + reserve), so lower reserves are served first, with no central queue:
+
+- final and continuation edits, and an answer's first text while it is fresh (within
+  FIRST_TEXT_PRIORITY_SECONDS of its first words), ask for (almost) no reserve, in arrival order;
+- every other edit waits for its text's *fair period*, the time the budget needs to go once round
+  every answer competing for it (60 * competing / per_minute); once that has passed, it takes the
+  next token, stalest first;
+- before that, it may only use a token the others can spare: a *cushion* of one token per other
+  answer competing stays in the bucket (each of them will need its final edit).
+
+In a quiet workspace nothing is held back and an answer is edited every `interval`. In a busy one
+the budget goes to finals and to the text that has waited longest, and the cushion lets a final
+edit go out as soon as its answer ends instead of queueing behind refreshes. A first text that
+misses its moment (the burst was spent) waits its turn like any stale text: with many answers
+asked at once, a short answer may go from the placeholder straight to its final edit.
 """
 
 from __future__ import annotations
@@ -21,11 +34,13 @@ class EditKind(enum.Enum):
     INTERMEDIATE = "intermediate"
     FINAL = "final"  # the finished message (footer or [interrupted])
     CONTINUATION = "continuation"  # a full part of a long answer, closed before the next part
+    STATUS = "status"  # a status line in place of the placeholder ("Thinking…", "Waiting…")
 
     @property
     def must_send(self) -> bool:
-        """Edits that wait for budget instead of being skipped: losing them loses content."""
-        return self is not EditKind.INTERMEDIATE
+        """Edits that wait for budget instead of being skipped: losing them loses content (a
+        first text waits only while it is fresh: see `budget_claim`)."""
+        return self in (EditKind.FIRST, EditKind.FINAL, EditKind.CONTINUATION)
 
 
 @dataclass(frozen=True)
@@ -76,34 +91,59 @@ class MessagePacer:
         self.deltas_at_last_edit = deltas
 
 
-# Must-send edits keep a reserve below this, intermediate edits at least INTERMEDIATE_FLOOR, so a
-# must-send edit always reaches its threshold before any intermediate edit does.
+# Must-send edits ask for a reserve below MUST_SEND_SPREAD, every other edit for at least
+# INTERMEDIATE_FLOOR, so must-send edits are always served first.
 MUST_SEND_SPREAD = 0.05
 INTERMEDIATE_FLOOR = 0.1
 MUST_SEND_HORIZON = 60.0  # seconds of waiting over which a must-send edit's reserve falls to 0
+# A first text has a must-send edit's priority this long after its words arrived ("at once");
+# after that it is stale text like any other (it is never dropped: the final edit shows it).
+FIRST_TEXT_PRIORITY_SECONDS = 1.0
+# An answer counts as competing for its workspace's budget this long after it last asked: answers
+# with unshown text ask every few seconds. Finished answers stay counted until then, which smooths
+# the count: a batch of answers asked together keeps its fair period while its finals go out.
+COMPETING_WINDOW_SECONDS = 20.0
 
 
-def edit_reserve(
+@dataclass(frozen=True)
+class BudgetClaim:
+    """What an edit asks of the workspace budget."""
+
+    reserve: float  # tokens that must stay in the bucket after this edit takes one
+    waits: bool  # True: wait until a token comes; False: skip this edit when there is none
+
+
+def fair_period(*, competing: int, per_minute: float, interval: float) -> float:
+    """Seconds the budget needs to edit each competing answer once (never below `interval`)."""
+    return max(interval, 60.0 * max(1, competing) / per_minute)
+
+
+def budget_claim(
     kind: EditKind,
     *,
     staleness: float,
+    waited: float,
     interval: float,
-    max_reserve: float,
-    waited: float = 0.0,
-) -> float:
-    """Tokens that must stay in the workspace bucket for this edit to take one.
+    competing: int,
+    per_minute: float,
+    burst: float,
+) -> BudgetClaim:
+    """How an edit of `kind` competes for the workspace budget (see the module docstring).
 
-    The bucket refills continuously and each waiting edit asks again when its own threshold
-    (1 + reserve) is reached, so lower reserves are served first:
-    - first-text and final edits (must-send): between 0 and MUST_SEND_SPREAD, lower the longer
-      they have `waited`, so they go out in the order they arrived;
-    - intermediate edits: `max_reserve` when one interval stale, max_reserve/k when k intervals
-      stale (never below INTERMEDIATE_FLOOR): the budget goes round the answers, stalest first.
+    `staleness`: seconds the oldest text not yet shown has waited (for a first text, since its
+    first words); `waited`: seconds this edit has been asking; `competing`: answers sharing the
+    workspace's budget, this one included (as the store last counted them).
     """
+    if kind is EditKind.FIRST and staleness > FIRST_TEXT_PRIORITY_SECONDS:
+        kind = EditKind.INTERMEDIATE
     if kind.must_send:
-        return MUST_SEND_SPREAD * max(0.0, 1.0 - waited / MUST_SEND_HORIZON)
-    periods = max(staleness / interval, 1.0) if interval > 0 else 1.0
-    return max(INTERMEDIATE_FLOOR, max_reserve / periods)
+        return BudgetClaim(MUST_SEND_SPREAD * max(0.0, 1.0 - waited / MUST_SEND_HORIZON), True)
+    period = fair_period(competing=competing, per_minute=per_minute, interval=interval)
+    if staleness >= period:  # its turn has come
+        return BudgetClaim(INTERMEDIATE_FLOOR + MUST_SEND_SPREAD * period / staleness, False)
+    top = INTERMEDIATE_FLOOR + MUST_SEND_SPREAD  # the highest reserve of an edit whose turn came
+    cushion = max(0.0, min(burst - 1.0 - top, competing - 1.0))
+    return BudgetClaim(top + cushion - MUST_SEND_SPREAD * staleness / period, False)
 
 
 def refill(tokens: float, last: float, now: float, per_minute: float, burst: float) -> float:

@@ -30,7 +30,7 @@ from bot.config import Settings
 from bot.conversation import Conversation, build_conversation
 from bot.logs import ContextLog
 from bot.metrics import Metrics
-from bot.pacing import EditKind, MessagePacer, PacingPolicy, edit_reserve
+from bot.pacing import EditKind, MessagePacer, PacingPolicy, budget_claim
 from bot.slackapi import SlackCalls, SlackFailure
 from bot.store import AnswerRecord, Store, StoreError
 
@@ -375,6 +375,7 @@ class Answer:
         self.state = StreamState()
         self.policy = replier.policy
         self.pacer = MessagePacer(self.policy)
+        self.competing = 1  # answers sharing the workspace budget, as the store last counted
         self.first_text_shown = False
         self.thinking_shown = False
         self.dropped_turns = 0
@@ -537,7 +538,7 @@ class Answer:
                         render.placeholder_payload(
                             "Waiting for the answer above to finish…", answer_id=self.answer_id
                         ),
-                        EditKind.FIRST,
+                        EditKind.STATUS,
                     )
             await asyncio.sleep(THREAD_WAIT_POLL_SECONDS)
 
@@ -658,9 +659,13 @@ class Answer:
                 await self.state.done.wait()
 
     async def _show_thinking(self) -> None:
-        payload = render.thinking_payload(answer_id=self.answer_id)
-        with contextlib.suppress(SlackFailure):
-            await self._update(payload, EditKind.FIRST)
+        """Say that Claude is thinking: in the thread's status, and in the message unless the
+        placeholder already says so (that edit would spend a budget token on nothing)."""
+        label = "Thinking…"
+        if self.s.placeholder_text != label:
+            payload = render.thinking_payload(answer_id=self.answer_id, label=label)
+            with contextlib.suppress(SlackFailure):
+                await self._update(payload, EditKind.STATUS)
         with contextlib.suppress(SlackFailure):
             await self.r.slack.call(
                 "assistant.threads.setStatus",
@@ -673,8 +678,7 @@ class Answer:
         """Show the newest text: 0.0 when shown, else seconds before trying again (the budget
         had no token for this answer yet, or Slack refused the edit)."""
         r, st = self.r, self.state
-        staleness = r.clock() - st.changed_at if st.changed_at is not None else 0.0
-        wait = await self._take_budget(kind, staleness)
+        wait = await self._take_budget(kind, unshown_since=st.changed_at)
         if wait > 0:
             return wait
         text = st.text()
@@ -711,59 +715,75 @@ class Answer:
             self.message_ts = posted
             self.shown, self.shown_upto = "", cut
 
-    async def _take_budget(self, kind: EditKind, staleness: float) -> float:
+    async def _take_budget(
+        self,
+        kind: EditKind,
+        *,
+        unshown_since: float | None = None,
+        asked_at: float | None = None,
+    ) -> float:
         """Take a token from the workspace edit budget: 0.0 when taken, else the seconds before
-        trying again. Final and continuation edits wait until they get one. A first-text edit
-        waits too, but gives up once the stream has ended: the final edit, which must go out
-        anyway, then shows the text, and the workspace saves a token."""
+        trying again. `pacing.budget_claim` says how this edit competes: edits that must wait
+        (final, continuation, a fresh first text) ask again until they get a token, the others
+        are skipped. A first text stops waiting once the stream has ended (the final edit, which
+        must go out anyway, shows the text, and the workspace saves a token) or once it is no
+        longer fresh (it then waits its turn like any stale text). `asked_at` keeps a retried
+        final edit's place in the arrival order."""
         r = self.r
         if not self.policy.shared_budget:
             return 0.0
-        max_reserve = min(
-            self.s.workspace_edit_burst - 1, max(1.0, self.s.workspace_edit_burst / 2)
-        )
-        asked_at = r.clock()
+        asked_at = r.clock() if asked_at is None else asked_at
         while True:
             if kind is EditKind.FIRST and self.state.done.is_set():
                 r.metrics.edits_skipped.labels("first_text_overtaken").inc()
                 return 1.0  # the stream ended while waiting: the final edit shows the text
-            reserve = edit_reserve(
+            now = r.clock()
+            claim = budget_claim(
                 kind,
-                staleness=staleness,
+                staleness=now - unshown_since if unshown_since is not None else 0.0,
+                waited=now - asked_at,
                 interval=self.policy.interval or 1.0,
-                max_reserve=max_reserve,
-                waited=r.clock() - asked_at,
+                competing=self.competing,
+                per_minute=self.s.workspace_edits_per_minute,
+                burst=self.s.workspace_edit_burst,
             )
             try:
-                wait = await r.store_call(
+                grant = await r.store_call(
                     "take_edit_token",
                     r.store.take_edit_token(
                         self.q.team_id,
                         now=r.wall(),
                         per_minute=self.s.workspace_edits_per_minute,
                         burst=self.s.workspace_edit_burst,
-                        reserve=reserve,
+                        reserve=claim.reserve,
+                        answer_id=self.answer_id,
                     ),
                 )
             except StoreError:
                 return 0.0  # degraded: per-message pacing still holds
-            if wait <= 0:
+            self.competing = max(1, grant.competing)
+            if grant.granted:
                 return 0.0
-            if not kind.must_send:
+            if not claim.waits:
                 r.metrics.edits_skipped.labels("budget").inc()
-                return float(wait)
+                return grant.wait
             if kind is EditKind.FIRST:
-                await self._sleep_unless_done(wait)  # wakes when the stream ends
+                await self._sleep_unless_done(grant.wait)  # wakes when the stream ends
             else:
-                await asyncio.sleep(wait)
+                await asyncio.sleep(grant.wait)
 
     async def _update(
-        self, payload: render.SlackPayload, kind: EditKind, *, budget_taken: bool = False
+        self,
+        payload: render.SlackPayload,
+        kind: EditKind,
+        *,
+        budget_taken: bool = False,
+        asked_at: float | None = None,
     ) -> None:
         """One chat.update of the current message; a 429 pauses the whole workspace."""
         r = self.r
-        if not budget_taken and await self._take_budget(kind, 0.0) > 0:
-            return  # a first-text edit overtaken by the end of the stream: the final shows it
+        if not budget_taken and await self._take_budget(kind, asked_at=asked_at) > 0:
+            return  # a status edit without a spare token: skipped
         self.pacer.sent(r.clock(), self.state.deltas)
         try:
             await r.slack.call(
@@ -784,14 +804,15 @@ class Answer:
         chat.update replaces the whole message, so a retry after an unclear failure is idempotent.
         Returns False only when it gave up on an error that might still pass later.
         """
-        deadline = self.r.clock() + FINAL_EDIT_DEADLINE
+        asked_at = self.r.clock()  # retries keep their place in the budget's arrival order
+        deadline = asked_at + FINAL_EDIT_DEADLINE
         backoff = 0.5
         attempts = 0
         plain = False
         while True:
             attempts += 1
             try:
-                await self._update(payload, kind)
+                await self._update(payload, kind, asked_at=asked_at)
                 return True
             except SlackFailure as e:
                 limit = self.policy.final_attempts

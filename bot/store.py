@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Protocol
@@ -30,7 +31,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
-from bot.pacing import refill
+from bot.pacing import COMPETING_WINDOW_SECONDS, refill
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,18 @@ class AnswerRecord:
 
 
 _FLOAT_FIELDS = frozenset({"started_at", "heartbeat_at", "lease_until"})
+
+
+@dataclass(frozen=True)
+class EditGrant:
+    """The workspace budget's answer to one request for an edit."""
+
+    wait: float  # 0.0: a token was taken; else seconds until one could be
+    competing: int  # answers that asked this workspace's budget lately, the asker included
+
+    @property
+    def granted(self) -> bool:
+        return self.wait <= 0
 
 
 class StoreError(Exception):
@@ -157,12 +170,18 @@ class Store(Protocol):
         per_minute: float,
         burst: float,
         reserve: float = 0.0,
-    ) -> float:
+        answer_id: str = "",
+    ) -> EditGrant:
         """Take one `chat.update` from the workspace budget that every replica shares (a
-        token bucket of capacity `burst`) and return 0.0, or return how long to wait: until a
-        token above `reserve` is there, or the pause ends, whichever is later. A reserve keeps
-        tokens for callers that must get through (final edits). ValueError unless
-        0 <= reserve <= burst - 1."""
+        token bucket of capacity `burst`), or learn how long to wait: until a token above
+        `reserve` is there, or the pause ends, whichever is later. A reserve keeps tokens for
+        callers that must get through (final edits). ValueError unless
+        0 <= reserve <= burst - 1.
+
+        The budget also counts who shares it: `answer_id` is counted as competing for
+        COMPETING_WINDOW_SECONDS after it last asked; the count comes back in the same round
+        trip (pacing uses it to share the budget fairly).
+        """
         ...
 
     async def pause_edits(self, team_id: str, until: float) -> None:
@@ -219,6 +238,8 @@ class MemoryStore:
         self._event_expiries: list[tuple[float, str]] = []
         self._cancels: dict[str, tuple[str, float]] = {}
         self._buckets: dict[str, _Bucket] = {}
+        # team -> answer_id -> when it last asked, oldest first (so expiry pops from the front)
+        self._competitors: dict[str, OrderedDict[str, float]] = {}
         self._pauses: dict[str, float] = {}
         self._threads: dict[str, tuple[float, str]] = {}  # key -> (expires, JSON messages)
         self._listeners: set[asyncio.Queue[tuple[str, str] | None]] = set()
@@ -357,18 +378,29 @@ class MemoryStore:
         per_minute: float,
         burst: float,
         reserve: float = 0.0,
-    ) -> float:
+        answer_id: str = "",
+    ) -> EditGrant:
         # Mirrored by _TAKE_TOKEN_LUA in RedisStore: change both together.
         _check_budget(per_minute, burst, reserve)
         bucket = self._buckets.setdefault(team_id, _Bucket(tokens=burst, last=now))
         tokens = refill(bucket.tokens, bucket.last, now, per_minute, burst)
         bucket.last = max(bucket.last, now)
         pause_until = self._pauses.get(team_id, 0.0)
+        wait = 0.0
         if pause_until <= now and tokens - 1 >= reserve:
-            bucket.tokens = tokens - 1
-            return 0.0
+            tokens -= 1
+        else:
+            wait = max((reserve + 1 - tokens) * 60.0 / per_minute, pause_until - now)
         bucket.tokens = tokens
-        return max((reserve + 1 - tokens) * 60.0 / per_minute, pause_until - now)
+        competitors = self._competitors.setdefault(team_id, OrderedDict())
+        if answer_id:
+            competitors.pop(answer_id, None)
+            competitors[answer_id] = now
+        while competitors and next(iter(competitors.values())) < now - COMPETING_WINDOW_SECONDS:
+            competitors.popitem(last=False)
+        if not competitors:
+            del self._competitors[team_id]
+        return EditGrant(wait, len(competitors))
 
     async def pause_edits(self, team_id: str, until: float) -> None:
         self._pauses[team_id] = max(self._pauses.get(team_id, 0.0), until)
@@ -462,12 +494,15 @@ return answers
 # Every field but the checkpoint text, which can be ~11 KB per answer and in_flight never needs.
 _ROSTER_FIELDS = tuple(f.name for f in fields(AnswerRecord) if f.name != "shown_text")
 
-# KEYS: bucket hash. ARGV: now, per_minute, burst, reserve, idle grace seconds.
+# KEYS: bucket hash, competitors zset (answer id -> when it last asked).
+# ARGV: now, per_minute, burst, reserve, idle grace seconds, answer_id ('' for none),
+# competing window seconds. Returns {wait, competing}.
 # Mirrors `refill` and MemoryStore.take_edit_token: change them together.
 # Numbers are written with %.17g because Lua's tostring keeps only 14 digits.
 _TAKE_TOKEN_LUA = """
 local now, per_minute = tonumber(ARGV[1]), tonumber(ARGV[2])
 local burst, reserve, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local id, window = ARGV[6], tonumber(ARGV[7])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'last', 'pause_until')
 local tokens = state[1] and tonumber(state[1]) or burst
 local last = state[2] and tonumber(state[2]) or now
@@ -484,7 +519,15 @@ redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
   'last', string.format('%.17g', last))
 local idle = burst * 60 / per_minute + math.max(0, pause_until - now) + grace
 redis.call('PEXPIRE', KEYS[1], math.ceil(idle * 1000))
-return string.format('%.17g', wait)
+if id ~= '' then
+  redis.call('ZADD', KEYS[2], string.format('%.17g', now), id)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. string.format('%.17g', now - window))
+local competing = redis.call('ZCARD', KEYS[2])
+if competing > 0 then
+  redis.call('PEXPIRE', KEYS[2], math.ceil((window + grace) * 1000))
+end
+return {string.format('%.17g', wait), competing}
 """
 
 # KEYS: bucket hash. ARGV: until, ttl_ms. Keeps the later pause and never shortens the expiry,
@@ -543,6 +586,7 @@ class RedisStore:
       event:{key}    dedupe marker, SET NX PX
       cancel:{id}    who asked to stop the answer, SET EX; also published on the `cancel` channel
       bucket:{team}  the workspace's edit budget (tokens, last, pause_until), expires when idle
+      bucket:{team}:competing  sorted set of the answers sharing that budget, by when they asked
     The store owns the client: `close()` closes it.
     """
 
@@ -758,12 +802,22 @@ class RedisStore:
         per_minute: float,
         burst: float,
         reserve: float = 0.0,
-    ) -> float:
+        answer_id: str = "",
+    ) -> EditGrant:
         _check_budget(per_minute, burst, reserve)
-        args = [now, per_minute, burst, reserve, _BUCKET_IDLE_GRACE_SECONDS]
+        args: list[EncodableT] = [
+            now,
+            per_minute,
+            burst,
+            reserve,
+            _BUCKET_IDLE_GRACE_SECONDS,
+            answer_id,
+            COMPETING_WINDOW_SECONDS,
+        ]
+        keys = [self._bucket_key(team_id), self._bucket_key(team_id) + ":competing"]
         with _translated("take_edit_token"):
-            wait = await self._take_token(keys=[self._bucket_key(team_id)], args=args)
-        return float(_text(wait))
+            wait, competing = await self._take_token(keys=keys, args=args)
+        return EditGrant(float(_text(wait)), int(competing))
 
     async def pause_edits(self, team_id: str, until: float) -> None:
         ttl_seconds = max(0.0, until - time.time()) + _BUCKET_IDLE_GRACE_SECONDS

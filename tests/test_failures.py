@@ -129,5 +129,21 @@ async def test_thinking_shows_an_indicator_not_the_thinking_text() -> None:
             [reply] = await h.finished(asked)
     shown = [str(v) for v in reply.history]
     assert not any(secret_thoughts in s for s in shown)
-    assert any("hinking" in str(v.get("text")) for v in reply.history[1:-1])
+    # The placeholder already says "Thinking…": no edit is spent on saying it again.
+    assert all("hinking" in str(v.get("text")) for v in reply.history[:-1])
+    assert len(reply.history) == 2
+    assert [status for *_, status in slack.statuses] == ["is thinking…", ""]
+    assert "The answer." in reply.visible_text()
+
+
+async def test_thinking_replaces_a_custom_placeholder_with_an_indicator() -> None:
+    async with simulators() as (slack, claude):
+        claude.enqueue(Script(text="The answer.", thinking="hmm", thinking_delay=0.3))
+        async with running_bot(slack, claude, placeholder_text="On it…") as h:
+            asked = await h.mention("think first")
+            [reply] = await h.finished(asked)
+    texts = [str(v.get("text")) for v in reply.history]
+    assert texts[0] == "On it…"
+    assert any("Thinking…" in t for t in texts[1:-1])
+    assert "hmm" not in str(reply.history)
     assert "The answer." in reply.visible_text()

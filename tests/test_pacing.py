@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+import random
 from dataclasses import dataclass, field
 
 import pytest
@@ -10,11 +12,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.pacing import (
+    COMPETING_WINDOW_SECONDS,
+    FIRST_TEXT_PRIORITY_SECONDS,
     INTERMEDIATE_FLOOR,
+    MUST_SEND_SPREAD,
+    BudgetClaim,
     EditKind,
     MessagePacer,
     PacingPolicy,
-    edit_reserve,
+    budget_claim,
+    fair_period,
     refill,
     retry_after_seconds,
 )
@@ -24,20 +31,25 @@ TICK = 0.05
 
 @dataclass
 class Bucket:
+    """The store's token bucket and its count of competing answers, on the simulated clock."""
+
     per_minute: float
     burst: float
     tokens: float = -1.0
     last: float = 0.0
+    asked: dict[int, float] = field(default_factory=dict)
 
-    def take(self, now: float, reserve: float) -> bool:
+    def take(self, now: float, reserve: float, who: int) -> tuple[bool, int]:
         if self.tokens < 0:
             self.tokens = self.burst
         self.tokens = refill(self.tokens, self.last, now, self.per_minute, self.burst)
         self.last = now
-        if self.tokens - 1 >= reserve:
+        granted = self.tokens - 1 >= reserve
+        if granted:
             self.tokens -= 1
-            return True
-        return False
+        self.asked[who] = now
+        self.asked = {k: t for k, t in self.asked.items() if t >= now - COMPETING_WINDOW_SECONDS}
+        return granted, len(self.asked)
 
 
 @dataclass
@@ -45,12 +57,17 @@ class SimAnswer:
     start: float
     duration: float
     pacer: MessagePacer
+    competing: int = 1
     shown_at: list[float] = field(default_factory=list)
     final_at: float | None = None
     first_at: float | None = None
-    unshown_since: float | None = None
+    unshown: list[float] = field(default_factory=list)  # when each text not yet shown arrived
     must_since: float | None = None  # when a first-text or final edit started waiting
-    staleness: list[float] = field(default_factory=list)
+    staleness: list[float] = field(default_factory=list)  # per piece of text: arrived to shown
+
+    @property
+    def unshown_since(self) -> float | None:
+        return self.unshown[0] if self.unshown else None
 
     def streaming(self, now: float) -> bool:
         return self.start <= now < self.start + self.duration
@@ -62,48 +79,52 @@ def simulate(
     per_minute: float = 50,
     burst: float = 10,
     interval: float = 1.0,
-    duration: float = 60.0,
+    duration: float | list[float] = 60.0,
     stagger: float = 0.5,
 ) -> tuple[list[SimAnswer], list[float]]:
-    """Answers stream text continuously; each tick, each answer asks to show its newest text."""
+    """Answers stream text continuously; each tick, each answer asks to show its newest text,
+    as `reply.Answer` does: the pacer first, then the workspace budget with its claim."""
     bucket = Bucket(per_minute, burst)
     policy = PacingPolicy.shared(interval)
-    answers = [SimAnswer(i * stagger, duration, MessagePacer(policy)) for i in range(n)]
+    durations = duration if isinstance(duration, list) else [duration] * n
+    answers = [SimAnswer(i * stagger, durations[i], MessagePacer(policy)) for i in range(n)]
     edits: list[float] = []
-    max_reserve = min(burst - 1, max(1.0, burst / 2))
     now = 0.0
     while any(a.final_at is None for a in answers):
-        for a in answers:
+        for i, a in enumerate(answers):
             if a.final_at is not None or now < a.start:
                 continue
-            if a.unshown_since is None:
-                a.unshown_since = now  # new text arrives every tick while streaming
             if a.streaming(now):
+                a.unshown.append(now)  # new text arrives every tick while streaming
                 kind = EditKind.FIRST if a.first_at is None else EditKind.INTERMEDIATE
             else:
                 kind = EditKind.FINAL
             wait = a.pacer.wait(now, kind)
             if wait is None or wait > 0:
                 continue
-            if kind.must_send and a.must_since is None:
+            if a.must_since is None:
                 a.must_since = now
-            waited = now - a.must_since if a.must_since is not None else 0.0
-            reserve = edit_reserve(
+            claim = budget_claim(
                 kind,
-                staleness=now - a.unshown_since,
+                staleness=now - a.unshown_since if a.unshown_since is not None else 0.0,
+                waited=now - a.must_since,
                 interval=interval,
-                max_reserve=max_reserve,
-                waited=waited,
+                competing=a.competing,
+                per_minute=per_minute,
+                burst=burst,
             )
-            if not bucket.take(now, reserve):
+            granted, a.competing = bucket.take(now, claim.reserve, i)
+            if not granted:
+                if not claim.waits:
+                    a.must_since = None  # skipped: the next try is a new request
                 continue
             a.must_since = None
             a.pacer.sent(now)
             a.shown_at.append(now)
             edits.append(now)
-            a.staleness.append(now - a.unshown_since)
-            a.unshown_since = None
-            if kind is EditKind.FIRST:
+            a.staleness += [now - t for t in a.unshown]
+            a.unshown = []
+            if a.first_at is None:
                 a.first_at = now
             if kind is EditKind.FINAL:
                 a.final_at = now
@@ -121,6 +142,17 @@ def max_in_window(times: list[float], window: float) -> int:
     return best
 
 
+def nearest_rank(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
+
+
+def asked_together(n: int, seed: int = 6) -> list[float]:
+    """Stream durations of answers like the benchmark's: 2,000-6,000 characters at ~230 a second."""
+    rng = random.Random(seed)
+    return [rng.uniform(2_000, 6_000) / 230 for _ in range(n)]
+
+
 @pytest.mark.parametrize("n", [1, 5, 20, 50])
 def test_budget_is_never_exceeded_and_no_final_edit_is_lost(n: int) -> None:
     answers, edits = simulate(n)
@@ -136,42 +168,107 @@ def test_one_answer_in_a_quiet_workspace_edits_once_per_interval() -> None:
     assert answer.final_at is not None and answer.final_at <= 20.0 + TICK
 
 
-def test_first_text_and_finals_come_before_intermediate_edits() -> None:
-    """20 answers start together on a budget of 50/min: each shows its first text promptly."""
-    answers, _ = simulate(20, stagger=0.0, duration=30.0)
-    firsts = sorted(a.first_at for a in answers if a.first_at is not None)
-    assert len(firsts) == 20
-    # 10 from the burst at once, then one per refill (1.2 s), none delayed by intermediates.
-    assert firsts[-1] <= (20 - 10) * 60 / 50 + 2 * TICK
-    finals = [a.final_at - (a.start + a.duration) for a in answers if a.final_at is not None]
-    assert max(finals) <= 20 * 60 / 50  # a final waits at most for one round of the budget
+def test_answers_asked_together_meet_the_staleness_target() -> None:
+    """Issue target at N = 20 (the benchmark's shape, on the bot's default 45/min): first text
+    p50 within 1 s, staleness p99 within 1.2 x 60*N/B with B = 50, every final edit sent."""
+    n = 20
+    answers, _ = simulate(n, per_minute=45, duration=asked_together(n), stagger=0.0)
+    assert all(a.final_at is not None for a in answers)
+    firsts = [a.first_at - a.start for a in answers if a.first_at is not None]
+    assert nearest_rank(firsts, 50) <= 1.0
+    samples = [s for a in answers for s in a.staleness]
+    assert nearest_rank(samples, 99) <= 1.2 * 60 * n / 50
+
+
+def test_the_burst_shows_first_texts_at_once_and_the_rest_wait_their_turn() -> None:
+    """20 answers at once on a burst of 10: ten first texts go at once; the others do not take
+    tokens from the finals that follow (each answer gets no more than two edits)."""
+    n = 20
+    answers, _ = simulate(n, per_minute=45, duration=asked_together(n), stagger=0.0)
+    at_once = [a for a in answers if a.first_at is not None and a.first_at <= 0.2]
+    assert len(at_once) == 10
+    assert all(len(a.shown_at) <= 2 for a in answers)
+    finals_late = [a.final_at - (a.start + a.duration) for a in answers if a.final_at]
+    # What the first ten spent is refilled in 10 * 60/45 s; no final waits much longer.
+    assert max(finals_late) <= 10 * 60 / 45 + 1.0
 
 
 def test_staleness_is_shared_fairly() -> None:
-    """Issue target: at N=20 on 50 edits a minute, staleness p99 within 1.2 x 60*N/B seconds."""
+    """Long answers at N=20 on 50 edits a minute: staleness p99 within 1.2 x 60*N/B seconds,
+    and no answer is starved."""
     n, budget = 20, 50
     answers, _ = simulate(n, per_minute=budget, duration=90.0)
     fair = 60 * n / budget
-    samples = sorted(s for a in answers for s in a.staleness)
-    p99 = samples[int(len(samples) * 0.99)]
-    assert p99 <= 1.2 * fair, p99
-    # No answer is starved: even the worst wait stays within a small multiple of its fair share
-    # (first-text and final edits, which go first, account for the excess).
-    assert samples[-1] <= 2.5 * fair, samples[-1]
+    samples = [s for a in answers for s in a.staleness]
+    assert nearest_rank(samples, 99) <= 1.2 * fair
+    assert max(samples) <= 1.5 * fair, max(samples)
 
 
-def test_reserve_shrinks_as_text_grows_stale() -> None:
-    fresh = edit_reserve(EditKind.INTERMEDIATE, staleness=1.0, interval=1.0, max_reserve=4)
-    stale = edit_reserve(EditKind.INTERMEDIATE, staleness=8.0, interval=1.0, max_reserve=4)
-    very_stale = edit_reserve(EditKind.INTERMEDIATE, staleness=1e6, interval=1.0, max_reserve=4)
-    assert fresh == 4 and stale == 0.5 and very_stale == INTERMEDIATE_FLOOR
+def claim(
+    kind: EditKind, *, staleness: float = 0.0, waited: float = 0.0, competing: int = 1
+) -> BudgetClaim:
+    return budget_claim(
+        kind,
+        staleness=staleness,
+        waited=waited,
+        interval=1.0,
+        competing=competing,
+        per_minute=45,
+        burst=10,
+    )
 
 
 def test_must_send_edits_go_first_and_in_arrival_order() -> None:
-    new = edit_reserve(EditKind.FINAL, staleness=0, interval=1.0, max_reserve=4)
-    older = edit_reserve(EditKind.FIRST, staleness=0, interval=1.0, max_reserve=4, waited=20)
-    oldest = edit_reserve(EditKind.FINAL, staleness=0, interval=1.0, max_reserve=4, waited=90)
-    assert oldest == 0.0 < older < new < INTERMEDIATE_FLOOR
+    new = claim(EditKind.FINAL)
+    older = claim(EditKind.FIRST, waited=20, staleness=0.5)
+    oldest = claim(EditKind.FINAL, waited=90)
+    assert oldest.reserve == 0.0 < older.reserve < new.reserve <= MUST_SEND_SPREAD
+    assert new.waits and older.waits and oldest.waits
+    assert claim(EditKind.CONTINUATION).waits
+
+
+def test_a_first_text_loses_its_priority_when_it_is_no_longer_fresh() -> None:
+    fresh = claim(EditKind.FIRST, staleness=FIRST_TEXT_PRIORITY_SECONDS, competing=20)
+    late = claim(EditKind.FIRST, staleness=FIRST_TEXT_PRIORITY_SECONDS + 0.1, competing=20)
+    assert fresh.waits and fresh.reserve <= MUST_SEND_SPREAD
+    assert not late.waits
+    assert late == claim(
+        EditKind.INTERMEDIATE, staleness=FIRST_TEXT_PRIORITY_SECONDS + 0.1, competing=20
+    )
+
+
+def test_an_edit_before_its_turn_leaves_a_token_for_each_other_answer() -> None:
+    quiet = claim(EditKind.INTERMEDIATE, staleness=1.0, competing=1)
+    five = claim(EditKind.INTERMEDIATE, staleness=1.0, competing=5)
+    crowded = claim(EditKind.INTERMEDIATE, staleness=1.0, competing=50)
+    assert quiet.reserve < INTERMEDIATE_FLOOR + MUST_SEND_SPREAD  # alone: any token will do
+    assert 4 < five.reserve < 4 + INTERMEDIATE_FLOOR + MUST_SEND_SPREAD
+    assert crowded.reserve <= 10 - 1  # never more than the burst allows
+    assert not (quiet.waits or five.waits or crowded.waits)
+    # Among edits whose turn has not come, the staler goes first.
+    staler = claim(EditKind.INTERMEDIATE, staleness=5.0, competing=5)
+    assert 4 < staler.reserve < five.reserve
+
+
+def test_once_text_has_waited_its_fair_period_it_goes_next_stalest_first() -> None:
+    period = fair_period(competing=20, per_minute=45, interval=1.0)
+    assert period == pytest.approx(60 * 20 / 45)
+    early = claim(EditKind.INTERMEDIATE, staleness=period * 0.99, competing=20)
+    due = claim(EditKind.INTERMEDIATE, staleness=period, competing=20)
+    staler = claim(EditKind.INTERMEDIATE, staleness=3 * period, competing=20)
+    assert early.reserve > 8  # the cushion for 19 others, as much as a burst of 10 holds
+    assert MUST_SEND_SPREAD < INTERMEDIATE_FLOOR < staler.reserve < due.reserve
+    assert due.reserve <= INTERMEDIATE_FLOOR + MUST_SEND_SPREAD
+
+
+def test_fair_period_is_never_shorter_than_the_edit_interval() -> None:
+    assert fair_period(competing=1, per_minute=6000, interval=1.0) == 1.0
+    assert fair_period(competing=0, per_minute=60, interval=0.5) == 1.0  # counted as one
+
+
+def test_status_lines_use_only_spare_tokens() -> None:
+    status = claim(EditKind.STATUS, competing=5)
+    assert not status.waits and status.reserve > 4
 
 
 def test_baseline_policies_pace_as_peers_do() -> None:

@@ -6,12 +6,14 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from bot.pacing import COMPETING_WINDOW_SECONDS
 from bot.store import AnswerRecord, MemoryStore, RedisStore, Store, StoreError
 from tests.redis_server import RedisServer, free_port
 
@@ -303,26 +305,31 @@ async def test_closing_the_store_ends_cancel_signals(
 # --- workspace edit budget -----------------------------------------------------------------------
 
 
+async def wait_for_token(store: Store, team_id: str, **kw: Any) -> float:
+    """The budget's answer as a number: 0.0 when a token was taken, else the wait."""
+    return (await store.take_edit_token(team_id, **kw)).wait
+
+
 async def test_edit_tokens_run_out_after_the_burst_and_refill_over_time(store: Store) -> None:
     budget = {"per_minute": 60.0, "burst": 3.0}  # one token a second
 
-    assert [await store.take_edit_token("T1", now=T0, **budget) for _ in range(3)] == [0.0] * 3
-    assert await store.take_edit_token("T1", now=T0, **budget) == pytest.approx(1.0)
-    assert await store.take_edit_token("T1", now=T0 + 0.25, **budget) == pytest.approx(0.75)
-    assert await store.take_edit_token("T1", now=T0 + 1, **budget) == 0.0
-    assert await store.take_edit_token("T1", now=T0 + 1, **budget) > 0
+    assert [await wait_for_token(store, "T1", now=T0, **budget) for _ in range(3)] == [0.0] * 3
+    assert await wait_for_token(store, "T1", now=T0, **budget) == pytest.approx(1.0)
+    assert await wait_for_token(store, "T1", now=T0 + 0.25, **budget) == pytest.approx(0.75)
+    assert await wait_for_token(store, "T1", now=T0 + 1, **budget) == 0.0
+    assert await wait_for_token(store, "T1", now=T0 + 1, **budget) > 0
     # Another workspace has its own budget.
-    assert await store.take_edit_token("T2", now=T0 + 1, **budget) == 0.0
+    assert await wait_for_token(store, "T2", now=T0 + 1, **budget) == 0.0
     # A long idle time refills no more than the burst.
-    takes = [await store.take_edit_token("T1", now=T0 + 1000, **budget) for _ in range(4)]
+    takes = [await wait_for_token(store, "T1", now=T0 + 1000, **budget) for _ in range(4)]
     assert takes[:3] == [0.0] * 3 and takes[3] > 0
 
 
 async def test_a_reserve_keeps_tokens_for_priority_callers(store: Store) -> None:
     budget = {"per_minute": 60.0, "burst": 5.0}
 
-    ordinary = [await store.take_edit_token("T1", now=T0, reserve=2, **budget) for _ in range(4)]
-    priority = [await store.take_edit_token("T1", now=T0, **budget) for _ in range(3)]
+    ordinary = [await wait_for_token(store, "T1", now=T0, reserve=2, **budget) for _ in range(4)]
+    priority = [await wait_for_token(store, "T1", now=T0, **budget) for _ in range(3)]
 
     assert ordinary[:3] == [0.0] * 3 and ordinary[3] == pytest.approx(1.0)
     assert priority[:2] == [0.0] * 2 and priority[2] == pytest.approx(1.0)
@@ -336,24 +343,65 @@ async def test_a_pause_holds_every_edit_until_it_ends(store: Store) -> None:
     await store.pause_edits("T1", T0 + 4)  # an earlier end does not shorten the pause
 
     assert await store.edit_pause_until("T1") == T0 + 10
-    assert await store.take_edit_token("T1", now=T0, **budget) == pytest.approx(10.0)
-    assert await store.take_edit_token("T1", now=T0 + 9, **budget) == pytest.approx(1.0)
-    assert await store.take_edit_token("T1", now=T0 + 10, **budget) == 0.0
-    assert await store.take_edit_token("T2", now=T0, **budget) == 0.0
+    assert await wait_for_token(store, "T1", now=T0, **budget) == pytest.approx(10.0)
+    assert await wait_for_token(store, "T1", now=T0 + 9, **budget) == pytest.approx(1.0)
+    assert await wait_for_token(store, "T1", now=T0 + 10, **budget) == 0.0
+    assert await wait_for_token(store, "T2", now=T0, **budget) == 0.0
 
 
 async def test_a_pause_and_an_empty_bucket_wait_for_the_later_of_the_two(store: Store) -> None:
     budget = {"per_minute": 6.0, "burst": 1.0}  # a token every 10 s
-    assert await store.take_edit_token("T1", now=T0, **budget) == 0.0
+    assert await wait_for_token(store, "T1", now=T0, **budget) == 0.0
 
     await store.pause_edits("T1", T0 + 2)
 
-    assert await store.take_edit_token("T1", now=T0, **budget) == pytest.approx(10.0)
+    assert await wait_for_token(store, "T1", now=T0, **budget) == pytest.approx(10.0)
 
 
 async def test_a_reserve_as_large_as_the_burst_is_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="reserve"):
         await store.take_edit_token("T1", now=T0, per_minute=60, burst=3, reserve=3)
+
+
+async def test_the_budget_counts_the_answers_sharing_it(store: Store) -> None:
+    budget = {"per_minute": 60.0, "burst": 5.0}
+
+    first = await store.take_edit_token("T1", now=T0, answer_id="a-1", **budget)
+    again = await store.take_edit_token("T1", now=T0 + 1, answer_id="a-1", **budget)
+    second = await store.take_edit_token("T1", now=T0 + 2, answer_id="a-2", **budget)
+    elsewhere = await store.take_edit_token("T2", now=T0 + 2, answer_id="a-3", **budget)
+    anonymous = await store.take_edit_token("T1", now=T0 + 2, **budget)
+
+    assert (first.competing, again.competing, second.competing) == (1, 1, 2)
+    assert elsewhere.competing == 1  # another workspace shares another budget
+    assert anonymous.competing == 2  # a caller without an answer id is not counted
+
+
+async def test_a_refused_edit_still_counts_its_answer_as_competing(store: Store) -> None:
+    budget = {"per_minute": 6.0, "burst": 1.0}
+    assert (await store.take_edit_token("T1", now=T0, answer_id="a-1", **budget)).granted
+
+    refused = await store.take_edit_token("T1", now=T0, answer_id="a-2", **budget)
+
+    assert not refused.granted and refused.competing == 2
+
+
+async def test_an_answer_stops_competing_once_it_has_not_asked_for_the_window(
+    store: Store,
+) -> None:
+    budget = {"per_minute": 600.0, "burst": 10.0}
+    for answer_id in ("a-1", "a-2", "a-3"):
+        await store.take_edit_token("T1", now=T0, answer_id=answer_id, **budget)
+    # a-2 keeps asking; the others have not asked for longer than the window (finished, say,
+    # or their replica died).
+    await store.take_edit_token(
+        "T1", now=T0 + COMPETING_WINDOW_SECONDS / 2, answer_id="a-2", **budget
+    )
+    later = T0 + COMPETING_WINDOW_SECONDS + 0.5
+
+    kept = await store.take_edit_token("T1", now=later, answer_id="a-2", **budget)
+
+    assert kept.competing == 1
 
 
 # --- Redis only: failure modes and costs ---------------------------------------------------------
@@ -426,7 +474,7 @@ async def test_a_redis_restart_needs_no_new_store(
 
         # Without persistence the answer is gone; the scripts are loaded again on demand.
         assert not await store.heartbeat("a-1", "r1", now=T0, lease_seconds=LEASE)
-        assert await store.take_edit_token("T1", now=T0, per_minute=45, burst=5) == 0.0
+        assert (await store.take_edit_token("T1", now=T0, per_minute=45, burst=5)).granted
         await store.register(answer("a-1"))
         assert await store.heartbeat("a-1", "r1", now=T0, lease_seconds=LEASE)
     finally:
@@ -464,10 +512,13 @@ async def test_an_idle_edit_budget_expires_from_redis(redis_url: str) -> None:
     store = RedisStore.from_url(redis_url)
     client = redis.asyncio.Redis.from_url(redis_url)
     try:
-        await store.take_edit_token("T1", now=time.time(), per_minute=60, burst=10)
+        await store.take_edit_token("T1", now=time.time(), per_minute=60, burst=10, answer_id="a-1")
         ttl = await client.pttl("slackstream:bucket:T1")
         # Full again after 10 s; the key lives that long plus a grace period, not forever.
         assert 10_000 < ttl <= 75_000
+        # Who shares the budget is forgotten once nobody has asked for the window and a grace.
+        competing_ttl = await client.pttl("slackstream:bucket:T1:competing")
+        assert 0 < competing_ttl <= 1000 * (COMPETING_WINDOW_SECONDS + 60)
     finally:
         await client.aclose()
         await store.close()
