@@ -77,6 +77,12 @@ class Metrics:
             namespace=ns,
             registry=r,
         )
+        self.slack_rate_limit_pause_seconds = Counter(
+            "slack_rate_limit_pause_seconds",
+            "Seconds of workspace-wide chat.update pauses ordered by 429s (their Retry-After)",
+            namespace=ns,
+            registry=r,
+        )
         self.claude_errors = Counter(
             "claude_errors", "Claude failures by type", ["type"], namespace=ns, registry=r
         )

@@ -791,8 +791,14 @@ class Answer:
             )
         except SlackFailure as e:
             if e.rate_limited and self.policy.shared_budget:
+                pause = e.retry_after or 1.0
                 r.metrics.slack_rate_limit_pauses.inc()
-                until = r.wall() + (e.retry_after or 1.0)
+                r.metrics.slack_rate_limit_pause_seconds.inc(pause)
+                self.log.warning(
+                    "chat.update rate limited: pausing the workspace's edits",
+                    extra={"retry_after": pause},
+                )
+                until = r.wall() + pause
                 with contextlib.suppress(StoreError):
                     await r.store_call("pause_edits", r.store.pause_edits(self.q.team_id, until))
             raise
