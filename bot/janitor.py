@@ -101,11 +101,22 @@ class Janitor:
         payload = render.final_payload(
             record.shown_text, footer=None, notes=[render.interrupted_note(RECOVERY_REASON)]
         )
-        await self._wait_for_edit_budget(record)
         try:
-            await self.slack.call(
-                "chat.update", channel=record.channel, ts=record.message_ts, **payload.as_kwargs()
-            )
+            # The owner registers an answer before posting its placeholder, and records the
+            # placeholder just after: a death in between leaves the message to be found.
+            message_ts = record.message_ts or await self._find_placeholder(record)
+            if message_ts:
+                await self._wait_for_edit_budget(record)
+                await self.slack.call(
+                    "chat.update", channel=record.channel, ts=message_ts, **payload.as_kwargs()
+                )
+            else:  # it died before its placeholder reached Slack: say so in the thread
+                await self.slack.call(
+                    "chat.postMessage",
+                    channel=record.channel,
+                    thread_ts=record.thread_ts,
+                    **payload.as_kwargs(),
+                )
         except SlackFailure as e:
             if not e.permanent:
                 # Keep the claim; its lease lapses and a later sweep (ours or another's) retries.
@@ -116,3 +127,23 @@ class Janitor:
         self.metrics.answers_finished.labels("recovered").inc()
         with contextlib.suppress(StoreError):
             await self.store.finish(record.answer_id, self.settings.replica_id)
+
+    async def _find_placeholder(self, record: AnswerRecord) -> str:
+        """The ts of the bot's message in the thread that carries this answer's Stop button
+        (its id is the button's value), or "" when there is none."""
+        cursor: str | None = None
+        while True:
+            page = await self.slack.call(
+                "conversations.replies",
+                channel=record.channel,
+                ts=record.thread_ts,
+                oldest=record.question_ts or None,
+                limit=200,
+                cursor=cursor,
+            )
+            for message in page.get("messages") or []:
+                if render.stop_button_answer_id(message) == record.answer_id:
+                    return str(message.get("ts") or "")
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                return ""

@@ -1131,6 +1131,17 @@ def _stop_block(answer_id: str) -> dict[str, Any]:
     }
 
 
+def stop_button_answer_id(message: dict[str, Any]) -> str | None:
+    """The answer id carried by a message's Stop button, or None: it names the answer a
+    message belongs to (Slack returns blocks with each message)."""
+    for block in message.get("blocks") or []:
+        for element in block.get("elements") or [] if block.get("type") == "actions" else []:
+            if element.get("action_id") == STOP_ACTION_ID:
+                value = element.get("value")
+                return str(value) if value else None
+    return None
+
+
 def _escape_mrkdwn(text: str) -> str:
     """Escape & < > for mrkdwn text, keeping Slack tokens."""
     out: list[str] = []

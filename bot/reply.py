@@ -41,7 +41,11 @@ T = TypeVar("T")
 
 # How long a final edit keeps being retried before the answer is given up (and left to the janitor).
 FINAL_EDIT_DEADLINE = 300.0
+# How long posting the placeholder keeps being retried (rate limits, Slack errors) before the
+# question is left to the janitor, which posts the interruption once Slack takes it.
+PLACEHOLDER_DEADLINE = 60.0
 SHUTDOWN_REASON = "the bot restarted; please ask again"
+TAKEN_OVER_REASON = "the bot lost track of this answer; please ask again"
 THREAD_WAIT_POLL_SECONDS = 0.25
 THREAD_CACHE_SECONDS = 3600.0  # then the thread is read whole again, picking up edits
 # Slack errors that mean the payload, not the message, is the problem.
@@ -54,14 +58,6 @@ def _ts_before(a: str, b: str) -> bool:
         return bool(a) and _ts_key(a) < _ts_key(b)
     except ValueError:
         return False
-
-
-def _has_stop_button(message: dict[str, Any]) -> bool:
-    return any(
-        element.get("action_id") == render.STOP_ACTION_ID
-        for block in message.get("blocks") or []
-        for element in block.get("elements") or []
-    )
 
 
 def _ts_key(ts: str) -> tuple[int, int]:
@@ -290,24 +286,7 @@ class Replier:
                     **render.error_payload(refusal).as_kwargs(),
                 )
             return
-        try:
-            posted = await self.slack.call(
-                "chat.postMessage",
-                channel=q.channel,
-                thread_ts=q.thread_ts,
-                **render.placeholder_payload(
-                    self.settings.placeholder_text, answer_id=answer_id
-                ).as_kwargs(),
-            )
-        except SlackFailure as e:
-            log.error(
-                "could not post the placeholder", extra={"channel": q.channel, "error": e.error}
-            )
-            self.metrics.answers_finished.labels("failed").inc()
-            return
-        message_ts = str(posted["ts"])
-        self.metrics.answers_started.inc()
-        await Answer(self, q, answer_id, message_ts).run()
+        await Answer(self, q, answer_id).run()
 
     async def _over_limit(self, q: Question) -> str | None:
         """A polite refusal when the asker or the workspace has too many answers in flight.
@@ -363,12 +342,12 @@ class Replier:
 class Answer:
     """The life of one answer; see the module docstring for how its three tasks cooperate."""
 
-    def __init__(self, replier: Replier, q: Question, answer_id: str, message_ts: str) -> None:
+    def __init__(self, replier: Replier, q: Question, answer_id: str) -> None:
         self.r = replier
         self.s = replier.settings
         self.q = q
         self.answer_id = answer_id
-        self.message_ts = message_ts  # the message being edited now
+        self.message_ts = ""  # the message being edited now ("" until the placeholder is posted)
         self.offset = 0  # characters of the answer already finished in earlier messages
         self.shown = ""  # the Markdown shown in message_ts (the checkpoint for recovery)
         self.shown_upto = 0  # how much of the answer text Slack shows
@@ -388,6 +367,7 @@ class Answer:
         # Set after the first text is shown, so a crash right after it doesn't lose it on recovery.
         self.checkpoint_now = asyncio.Event()
         self.heartbeat_stopped = False
+        self.starting = True  # registering and posting the placeholder: not to be cancelled
         self.log = ContextLog(log, {"answer_id": answer_id, "channel": q.channel})
 
     async def run(self) -> None:
@@ -420,11 +400,15 @@ class Answer:
                     )
 
     def interrupt(self, reason: str) -> bool:
-        """End this answer now with `[interrupted: reason]`; False if it is already ending."""
+        """End this answer now with `[interrupted: reason]`; False if it is already ending.
+
+        Until the placeholder is posted the answer is not cancelled (a cancellation there
+        could strand a placeholder that is already on its way): it starts interrupted instead."""
         if self.finishing or self.interruption is not None or self.task is None:
             return False
         self.interruption = reason
-        self.task.cancel()
+        if not self.starting:
+            self.task.cancel()
         return True
 
     async def _register(self) -> None:
@@ -449,16 +433,31 @@ class Answer:
             self.log.warning("store unreachable: answer not registered for recovery")
 
     async def _stream_and_publish(self) -> str:
-        """Run streamer, publisher and heartbeat; return the outcome label."""
-        if self.r.draining:
-            self.interruption = SHUTDOWN_REASON
-            return await self._finish(SHUTDOWN_REASON)
-        stream_task = asyncio.create_task(self._stream())
-        # The heartbeat runs until the final edit has landed: under a busy workspace budget the
-        # final edit may wait longer than a lease, and a lapsed lease would hand the answer to
-        # a janitor while it is still being finished here.
+        """Post the placeholder, then run streamer, publisher and heartbeat; return the outcome.
+
+        The answer is registered before its placeholder is posted, and the heartbeat runs from
+        then until the final edit has landed, so a replica dying at any point leaves a record
+        for a janitor: with no placeholder yet (or none recorded), the janitor looks for it in
+        the thread, or posts the interruption itself. Under a busy workspace budget the final
+        edit may wait longer than a lease, and a lapsed lease would hand the answer to a janitor
+        while it is still being finished here.
+        """
         heartbeat_task = asyncio.create_task(self._heartbeat())
         try:
+            posted = await self._post_placeholder()
+            self.starting = False
+            if not posted:
+                return "failed"
+            self.r.metrics.answers_started.inc()
+            if self.lease_lost:  # a janitor took the answer while the placeholder was posted
+                await self._finish_taken_over()
+                raise LeaseLost()
+            if self.r.draining and self.interruption is None:
+                self.interruption = SHUTDOWN_REASON
+            if self.interruption is not None:
+                self.finishing = True
+                return await self._finish(self.interruption)
+            stream_task = asyncio.create_task(self._stream())
             interrupted: str | None = None
             try:
                 interrupted = await self._publish_until_done(stream_task)
@@ -478,6 +477,35 @@ class Answer:
         finally:
             self.heartbeat_stopped = True
             heartbeat_task.cancel()
+
+    async def _post_placeholder(self) -> bool:
+        """Post the placeholder into the question's thread; a rate limit or a passing failure is
+        retried (honouring Retry-After) for up to PLACEHOLDER_DEADLINE. False when it could not
+        be posted: after a permanent error there is nothing to finish; after the deadline the
+        record is left for a janitor, which tries again later."""
+        q = self.q
+        payload = render.placeholder_payload(self.s.placeholder_text, answer_id=self.answer_id)
+        deadline = self.r.clock() + PLACEHOLDER_DEADLINE
+        backoff = 0.5
+        while True:
+            try:
+                posted = await self.r.slack.call(
+                    "chat.postMessage",
+                    channel=q.channel,
+                    thread_ts=q.thread_ts,
+                    **payload.as_kwargs(),
+                )
+            except SlackFailure as e:
+                if e.permanent or self.r.clock() + (e.retry_after or backoff) > deadline:
+                    self.log.error("could not post the placeholder", extra={"error": e.error})
+                    self.final_sent = e.permanent  # nothing was posted: nothing to finish
+                    return False
+                await asyncio.sleep(e.retry_after or backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            self.message_ts = str(posted["ts"])
+            self.checkpoint_now.set()  # record which message is ours at once
+            return True
 
     # -- streamer ------------------------------------------------------------------------------
 
@@ -599,7 +627,7 @@ class Answer:
         settled = [
             m
             for m in thread
-            if _ts_before(str(m["ts"]), self.message_ts) and not _has_stop_button(m)
+            if _ts_before(str(m["ts"]), self.message_ts) and render.stop_button_answer_id(m) is None
         ]
         with contextlib.suppress(StoreError):
             await r.store_call("put_thread", r.store.put_thread(key, settled, THREAD_CACHE_SECONDS))
@@ -915,9 +943,20 @@ class Answer:
             dropped_turns=self.dropped_turns,
         )
 
+    async def _finish_taken_over(self) -> None:
+        """Our placeholder landed after a janitor took the answer over (this replica could not
+        renew its lease meanwhile): end it, so that whatever the janitor found, nothing is left
+        on the placeholder."""
+        payload = render.final_payload(
+            "", footer=None, notes=[render.interrupted_note(TAKEN_OVER_REASON)]
+        )
+        with contextlib.suppress(SlackFailure):
+            await self._update(payload, EditKind.FINAL)
+
     async def _finish_after_bug(self) -> None:
-        """Last resort after a bug: keep what was shown, end with [interrupted]; never raise."""
-        if self.final_sent:
+        """Last resort after a bug: keep what was shown, end with [interrupted]; never raise.
+        Without a placeholder there is nothing to edit: the janitor posts the interruption."""
+        if self.final_sent or not self.message_ts:
             return
         self.finishing = True
         try:
@@ -991,7 +1030,7 @@ class Answer:
                 return
             if not owned and not await self._reclaim_after_store_loss():
                 self.lease_lost = True
-                if self.task is not None:
+                if self.task is not None and not self.starting:
                     self.task.cancel()
                 return
             if stopped_by:

@@ -79,7 +79,9 @@ class SlackCalls:
             response = await sdk_method(**_drop_none(params))
         except SlackApiError as e:
             status = e.response.status_code
-            error = str(e.response.get("error") or f"http_{status}")
+            # A proxy's or an overloaded Slack's error page is not JSON: data is then its text.
+            body = e.response.data if isinstance(e.response.data, dict) else {}
+            error = str(body.get("error") or f"http_{status}")
             retry_after = None
             if status == 429 or error in ("ratelimited", "rate_limited"):
                 retry_after = retry_after_seconds(_header(e.response.headers, "retry-after"))
