@@ -42,7 +42,7 @@ T = TypeVar("T")
 # How long a final edit keeps being retried before the answer is given up (and left to the janitor).
 FINAL_EDIT_DEADLINE = 300.0
 SHUTDOWN_REASON = "the bot restarted; please ask again"
-THREAD_WAIT_POLL_SECONDS = 0.25
+THREAD_WAIT_POLL_SECONDS = 0.25  # a follow-up question re-checks its thread this often
 THREAD_CACHE_SECONDS = 3600.0  # then the thread is read whole again, picking up edits
 # Slack errors that mean the payload, not the message, is the problem.
 _PAYLOAD_ERRORS = frozenset({"msg_too_long", "msg_blocks_too_long", "invalid_blocks"})
@@ -313,21 +313,22 @@ class Replier:
         """A polite refusal when the asker or the workspace has too many answers in flight.
 
         Counted from the shared store, so the caps hold across replicas (approximately: two
-        replicas admitting at the same instant may both pass). Without the store, this
-        replica's own answers are counted.
+        replicas admitting at the same instant may both pass), with one small query per
+        question rather than a roster read. Without the store, this replica's own answers are
+        counted.
         """
         try:
-            records = await self.store_call("in_flight", self.store.in_flight())
-            askers = [(rec.team_id, rec.asker) for rec in records]
+            mine, workspace = await self.store_call(
+                "count_in_flight", self.store.count_in_flight(q.team_id, q.user)
+            )
         except StoreError:
-            askers = [(a.q.team_id, a.q.user) for a in self.running.values()]
-        mine = sum(1 for team, user in askers if team == q.team_id and user == q.user)
+            here = [a.q for a in self.running.values() if a.q.team_id == q.team_id]
+            mine, workspace = sum(1 for other in here if other.user == q.user), len(here)
         if mine >= self.settings.max_answers_per_user:
             return (
                 f"You already have {mine} answer{'' if mine == 1 else 's'} in progress. "
                 "Please wait for one of them to finish, then ask again."
             )
-        workspace = sum(1 for team, _ in askers if team == q.team_id)
         if workspace >= self.settings.max_answers_per_workspace:
             return "I'm answering as many questions as I can right now. Please ask again shortly."
         return None
@@ -516,17 +517,11 @@ class Answer:
         shown_waiting = False
         while True:
             try:
-                records = await r.store_call("in_flight", r.store.in_flight())
+                earlier = await r.store_call(
+                    "earlier_in_thread", r.store.earlier_in_thread(q.channel, q.thread_ts, q.ts)
+                )
             except StoreError:
                 return  # degraded: answer now rather than wait blind
-            earlier = [
-                rec
-                for rec in records
-                if rec.channel == q.channel
-                and rec.thread_ts == q.thread_ts
-                and rec.answer_id != self.answer_id
-                and _ts_before(rec.question_ts, q.ts)
-            ]
             if not earlier:
                 return
             if not shown_waiting:
