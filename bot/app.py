@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+import aiohttp
 import anthropic
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
@@ -39,6 +40,8 @@ from bot.store import MemoryStore, RedisStore, Store, StoreError
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024  # Slack's payloads are far smaller; anything bigger is refused (413)
+# Connections to Slack kept by the shared session (about one per answer editing at that moment).
+SLACK_MAX_CONNECTIONS = 1000
 
 
 def build_store(settings: Settings) -> Store:
@@ -80,6 +83,9 @@ class SlackStream:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.store = store or build_store(settings)
+        # A client made here gets one shared aiohttp session at start(); a given one is the
+        # caller's, left as it is.
+        self._owns_slack_client = slack_client is None
         self.slack_client = slack_client or AsyncWebClient(
             token=settings.secret("slack_bot_token"),
             base_url=settings.slack_api_url,
@@ -128,8 +134,28 @@ class SlackStream:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    def _open_slack_session(self) -> None:
+        """One aiohttp session for every Slack call, Bolt's too (it copies the client's session
+        into its per-request clients): kept-alive connections instead of slack-sdk's default of
+        a new session, and TCP connection, per call. Made here because aiohttp wants a
+        running loop; closed last at shutdown."""
+        if not self._owns_slack_client or self.slack_client.session is not None:
+            return
+        self.slack_client.session = aiohttp.ClientSession(
+            # slack-sdk applies its timeout only to the sessions it makes itself.
+            timeout=aiohttp.ClientTimeout(total=self.slack_client.timeout),
+            connector=aiohttp.TCPConnector(limit=SLACK_MAX_CONNECTIONS),
+        )
+
+    async def _close_slack_session(self) -> None:
+        session = self.slack_client.session
+        if self._owns_slack_client and session is not None:
+            self.slack_client.session = None
+            await session.close()
+
     async def start(self) -> None:
         """Learn who the bot is (auth.test), recover our own orphans, start background work."""
+        self._open_slack_session()
         delay = 0.5
         while self.identity is None:
             try:
@@ -184,6 +210,7 @@ class SlackStream:
         await self.store.close()
         with contextlib.suppress(Exception):
             await self.claude.close()  # and the connections of its aiohttp transport
+        await self._close_slack_session()
         log.info("stopped")
 
     async def _forward_cancels(self) -> None:

@@ -63,11 +63,15 @@ async def test_shutdown_interrupts_the_stream_and_closes_every_client() -> None:
             await slack.wait_for(
                 lambda: bool(h.replies(asked)) and "streaming" in h.replies(asked)[0].visible_text()
             )
+            slack_session = h.bot.slack_client.session
+            assert slack_session is not None  # one session for every Slack call
+
             await h.bot.shutdown()
 
             [reply] = h.replies(asked)
             await claude.wait_for_open_streams(0)
             assert h.bot.claude.is_closed()
+            assert slack_session.closed and h.bot.slack_client.session is None
     last = reply.visible_text().strip().splitlines()[-1]
     assert last.startswith("[interrupted") and "restarted" in last
 
