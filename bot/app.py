@@ -55,6 +55,26 @@ def build_store(settings: Settings) -> Store:
     return MemoryStore()
 
 
+def build_slack_client(settings: Settings) -> AsyncWebClient:
+    """The Slack Web API client (Bolt uses it too); it gets its session from `slack_session`."""
+    return AsyncWebClient(
+        token=settings.secret("slack_bot_token"),
+        base_url=settings.slack_api_url,
+        retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=2)],
+    )
+
+
+def slack_session(client: AsyncWebClient) -> aiohttp.ClientSession:
+    """One aiohttp session for every call of `client`, and of Bolt's per-request clients, which
+    copy it: kept-alive connections instead of slack-sdk's default of a new session, and TCP
+    connection, per call. Call it inside the running loop, as aiohttp requires."""
+    return aiohttp.ClientSession(
+        # slack-sdk applies its timeout only to the sessions it makes itself.
+        timeout=aiohttp.ClientTimeout(total=client.timeout),
+        connector=aiohttp.TCPConnector(limit=SLACK_MAX_CONNECTIONS),
+    )
+
+
 def build_claude(settings: Settings) -> anthropic.AsyncAnthropic:
     """The Claude client the bot streams with. The SDK's aiohttp transport: per streamed event
     it costs about a third of the CPU of the default httpx2 one, and streaming is most of what
@@ -86,11 +106,7 @@ class SlackStream:
         # A client made here gets one shared aiohttp session at start(); a given one is the
         # caller's, left as it is.
         self._owns_slack_client = slack_client is None
-        self.slack_client = slack_client or AsyncWebClient(
-            token=settings.secret("slack_bot_token"),
-            base_url=settings.slack_api_url,
-            retry_handlers=[AsyncConnectionErrorRetryHandler(max_retry_count=2)],
-        )
+        self.slack_client = slack_client or build_slack_client(settings)
         self.claude = claude or build_claude(settings)
         self.slack = SlackCalls(self.slack_client, self.metrics)
         self.identity: BotIdentity | None = None
@@ -135,17 +151,9 @@ class SlackStream:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def _open_slack_session(self) -> None:
-        """One aiohttp session for every Slack call, Bolt's too (it copies the client's session
-        into its per-request clients): kept-alive connections instead of slack-sdk's default of
-        a new session, and TCP connection, per call. Made here because aiohttp wants a
-        running loop; closed last at shutdown."""
-        if not self._owns_slack_client or self.slack_client.session is not None:
-            return
-        self.slack_client.session = aiohttp.ClientSession(
-            # slack-sdk applies its timeout only to the sessions it makes itself.
-            timeout=aiohttp.ClientTimeout(total=self.slack_client.timeout),
-            connector=aiohttp.TCPConnector(limit=SLACK_MAX_CONNECTIONS),
-        )
+        """Made at start(), inside the running loop; closed last at shutdown."""
+        if self._owns_slack_client and self.slack_client.session is None:
+            self.slack_client.session = slack_session(self.slack_client)
 
     async def _close_slack_session(self) -> None:
         session = self.slack_client.session
