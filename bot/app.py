@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -393,6 +394,11 @@ async def run_until_signalled(
     started = time.monotonic()
     try:
         await bot.start()
+        # What exists now (modules, the SDKs' models and schemas, clients) lives as long as the
+        # process. Out of the collector's sight, it is no longer rescanned by every full
+        # collection: under load those ran every few seconds and paused the loop for up to
+        # 0.3 s at 300 answers in flight (measured), which is what Slack's event acks wait on.
+        gc.freeze()
         log.info("ready", extra={"startup_seconds": round(time.monotonic() - started, 3)})
         await stop.wait()
     finally:
