@@ -5,8 +5,10 @@ theirs), talking over loopback to the simulated Slack and Claude and to a throwa
 
 - CPU per delta: the bot's CPU time (utime + stime from /proc) for M answers of D small deltas,
   against *bare loop* processes that stream the same scripts through the SDK and do nothing
-  else: one with the bot's request (`messages.stream()`), one with the leanest (raw events
-  over aiohttp). Ratio = bot µs per delta / bare µs per delta (target at most 1.3).
+  else. The ratio that counts (target at most 1.3) is against the bare loop making the bot's
+  own request: raw events from `messages.create(stream=True)` over the SDK's aiohttp transport,
+  the client `bot.app.build_claude` makes. A second bare loop, the SDK's `messages.stream()`
+  helper over its default httpx2 transport, is kept as a reference column.
 - Redis commands per answer, from INFO commandstats, for answers of different lengths and rates:
   they should follow an answer's duration (heartbeats, paced edits), not its length.
 - Memory per in-flight answer: the bot's RSS with K answers held open mid-stream, over its RSS
@@ -310,23 +312,30 @@ class Sims:
 
 
 BARE_LOOPS = {
-    # What the bot does today: the streaming helper over the SDK's default httpx2 transport.
-    "stream": "messages.stream(), httpx2",
-    # The least the SDK can do per delta: raw events, aiohttp transport (shipped with the SDK).
+    # The bot's own request (bot.reply.stream_answer): raw events over the SDK's aiohttp
+    # transport, with the client bot.app.build_claude makes. The ratio against it is the target.
     "raw": "messages.create(stream=True), aiohttp",
+    # Reference: the SDK's streaming helper over its default httpx2 transport (the bot's request
+    # before it moved to raw events; it rebuilds the message on every delta).
+    "stream": "messages.stream(), httpx2",
 }
+BOT_LOOP = "raw"  # the bare loop whose request is the bot's: its ratio is the one that counts
 
 
 async def bare_loop(claude_url: str, question: str, answers: int, kind: str) -> dict[str, float]:
-    """Stream `answers` copies of `question` concurrently with the request the bot makes, and
-    count only the CPU of the streaming (after a warm-up, like the bot's)."""
+    """Stream `answers` copies of `question` concurrently, iterating every event and nothing
+    else, and count only the CPU of the streaming (after a warm-up, like the bot's)."""
     import anthropic
     import httpx2
 
-    http_client = anthropic.DefaultAioHttpClient() if kind == "raw" else None
-    client = anthropic.AsyncAnthropic(
-        api_key="sk-sim", base_url=claude_url, max_retries=2, http_client=http_client
-    )
+    from bot.app import build_claude
+    from bot.config import Settings
+
+    if kind == "raw":  # exactly the bot's client
+        settings = Settings(anthropic_api_key="sk-sim", anthropic_base_url=claude_url)
+        client = build_claude(settings)
+    else:
+        client = anthropic.AsyncAnthropic(api_key="sk-sim", base_url=claude_url, max_retries=2)
     request: dict[str, Any] = {
         "model": "claude-sonnet-5-5",
         "max_tokens": 2048,
@@ -623,11 +632,16 @@ async def cpu_case(rig: Rig, workload: Workload, answers: int) -> dict[str, Any]
             "us_per_delta": round(us, 1),
             "ratio": round(bot_us / us, 2),
         }
+    slack_calls = sum(stats["calls"].values())
+    extra = bot_cpu - bare[BOT_LOOP]["cpu_seconds"]
     return {
         "workload": workload.label(),
         "answers": answers,
         "deltas": deltas,
         "bot_cpu_seconds": round(bot_cpu, 3),
+        # What the bot adds to the bare loop with its request, per Slack call it makes: the
+        # work the bare loop never does (edits, Redis steps, rendering, events), made visible.
+        "extra_ms_per_slack_call": round(extra / slack_calls * 1000, 2) if slack_calls else None,
         "bot_wall_seconds": round(wall, 2),
         "bot_us_per_delta": round(bot_us, 1),
         "bare": bare,
@@ -1141,23 +1155,29 @@ def report_sections(r: dict[str, Any]) -> list[str]:
             _table(
                 ["workload", "answers", "bot µs/delta", "bot CPU s"]
                 + [f"bare `{BARE_LOOPS[k]}` µs/delta (ratio)" for k in BARE_LOOPS]
-                + ["edits/answer", "Slack calls/answer", "bot errors"],
+                + ["edits/answer", "Slack calls/answer", "(bot − bare) ms per Slack call"]
+                + ["bot errors"],
                 [
                     [c["workload"], c["answers"], c["bot_us_per_delta"], c["bot_cpu_seconds"]]
                     + [
                         f"{c['bare'][k]['us_per_delta']} (**{c['bare'][k]['ratio']}**)"
                         for k in BARE_LOOPS
                     ]
-                    + [c["edits_per_answer"], c["slack_calls_per_answer"], _counts(c["bot_errors"])]
+                    + [c["edits_per_answer"], c["slack_calls_per_answer"]]
+                    + [c.get("extra_ms_per_slack_call"), _counts(c["bot_errors"])]
                     for c in r["cpu"]
                 ],
             ),
             "",
-            f"Ratio = bot µs per delta / bare µs per delta (target ≤ {RATIO_TARGET}). The first "
-            "bare loop makes the request the bot makes today (`messages.stream()` over the SDK's "
-            "default httpx2 transport); the second is the least the SDK can do per delta (raw "
-            "events from `messages.create(stream=True)` over the aiohttp transport the SDK "
-            "ships, `anthropic.DefaultAioHttpClient`).",
+            f"Ratio = bot µs per delta / bare µs per delta (target ≤ {RATIO_TARGET}, against "
+            "the first bare loop). The first bare loop makes the bot's own request with the "
+            "bot's own client (raw events from `messages.create(stream=True)` over the SDK's "
+            "aiohttp transport, `anthropic.DefaultAioHttpClient`): apples to apples. The second "
+            "is a reference: the SDK's `messages.stream()` helper over its default httpx2 "
+            "transport, which the bot used before. *(bot − bare) per Slack call* is the bot's CPU "
+            "beyond the first bare loop's, divided by the Slack calls it made: the bot's own "
+            "work rides on its calls (each edit also takes a budget token from Redis and renders "
+            "the text), so at a fixed edit rate it is paid per answer-second, not per delta.",
             "",
         ]
     if "redis" in r:
@@ -1346,10 +1366,14 @@ def summary(r: dict[str, Any]) -> list[str]:
     rows: list[list[Any]] = []
     if "cpu" in r:
         for c in r["cpu"]:
-            ratios = " / ".join(str(c["bare"][k]["ratio"]) for k in BARE_LOOPS)
+            ratio = c["bare"][BOT_LOOP]["ratio"]
+            reference = " / ".join(
+                f"{c['bare'][k]['ratio']} vs `{BARE_LOOPS[k]}`" for k in BARE_LOOPS if k != BOT_LOOP
+            )
             rows.append(
-                [f"CPU ratio, {c['workload']} (vs {' / '.join(BARE_LOOPS)} bare loop)",
-                 ratios, f"≤ {RATIO_TARGET}"]
+                [f"CPU ratio, {c['workload']}: bot vs bare loop with the bot's request "
+                 f"(`{BARE_LOOPS[BOT_LOOP]}`)", f"**{ratio}** (reference: {reference})",
+                 f"≤ {RATIO_TARGET}"]
             )  # fmt: skip
     if "redis" in r:
         trips = ", ".join(

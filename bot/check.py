@@ -130,6 +130,7 @@ async def check_claude(settings: Settings) -> list[CheckResult]:
         base_url=settings.anthropic_base_url,
         max_retries=0,
         timeout=TIMEOUT_SECONDS,
+        http_client=anthropic.DefaultAioHttpClient(),  # the transport `serve` streams over
     )
     try:
         counted = await client.messages.count_tokens(

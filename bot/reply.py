@@ -18,12 +18,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anthropic
 import httpx2
-from anthropic.lib.streaming import TextEvent
-from anthropic.types import RawContentBlockStartEvent, RawMessageDeltaEvent, RawMessageStartEvent
+from anthropic.types import MessageParam, RawMessageStreamEvent
 
 from bot import render
 from bot.config import Settings
@@ -46,7 +45,7 @@ FINAL_EDIT_DEADLINE = 300.0
 PLACEHOLDER_DEADLINE = 60.0
 SHUTDOWN_REASON = "the bot restarted; please ask again"
 TAKEN_OVER_REASON = "the bot lost track of this answer; please ask again"
-THREAD_WAIT_POLL_SECONDS = 0.25
+THREAD_WAIT_POLL_SECONDS = 0.25  # a follow-up question re-checks its thread this often
 THREAD_CACHE_SECONDS = 3600.0  # then the thread is read whole again, picking up edits
 # Slack errors that mean the payload, not the message, is the problem.
 _PAYLOAD_ERRORS = frozenset({"msg_too_long", "msg_blocks_too_long", "invalid_blocks"})
@@ -128,40 +127,81 @@ class StreamState:
         return self.chunks[0] if self.chunks else ""
 
 
-def fold_event(state: StreamState, event: object, now: float) -> None:
-    """Fold one stream event into the state: the only place that reads Claude's event shapes.
+def fold_event(state: StreamState, event: RawMessageStreamEvent, now: float) -> None:
+    """Fold one raw stream event (`messages.create(stream=True)`) into the state: the only place
+    that reads Claude's event shapes.
 
-    Text is tested first because it is nearly every event; everything else is per answer.
+    Raw events rather than the SDK's `messages.stream()` helper, which rebuilds the whole message
+    on every delta: nearly every event is a text delta, tested first and kept O(1). Thinking
+    shows only as a flag (its text is never shown); usage comes from `message_start` and
+    `message_delta` (whose `output_tokens` is cumulative); anything else (block stops, tool
+    input, citations, signatures) changes nothing shown. Fields the API may omit are read
+    with a default, as the SDK builds events without validating them.
     """
-    if isinstance(event, TextEvent):
-        state.add_text(event.text, now)
-    elif isinstance(event, RawContentBlockStartEvent):
+    if event.type == "content_block_delta":
+        delta = event.delta
+        if delta.type == "text_delta":
+            state.add_text(delta.text, now)
+    elif event.type == "content_block_start":
         if event.content_block.type in ("thinking", "redacted_thinking") and not state.thinking:
             state.thinking = True
             state.changed.set()
-    elif isinstance(event, RawMessageStartEvent):
-        u = event.message.usage
-        state.model = event.message.model
-        state.usage = render.Usage(
-            input_tokens=u.input_tokens or 0,
-            output_tokens=u.output_tokens or 0,
-            cache_creation_input_tokens=u.cache_creation_input_tokens or 0,
-            cache_read_input_tokens=u.cache_read_input_tokens or 0,
-        )
-    elif isinstance(event, RawMessageDeltaEvent):
-        state.stop_reason = event.delta.stop_reason
+    elif event.type == "message_start":
+        state.model = getattr(event.message, "model", None) or ""
+        state.usage = _usage(getattr(event.message, "usage", None), render.Usage())
+    elif event.type == "message_delta":
+        state.stop_reason = getattr(event.delta, "stop_reason", None)
         details = getattr(event.delta, "stop_details", None)
         state.stop_details = details.model_dump() if details is not None else None
-        # output_tokens is cumulative; the other counts repeat message_start's (or are absent).
-        d = event.usage
-        before = state.usage or render.Usage()
-        state.usage = render.Usage(
-            input_tokens=d.input_tokens or before.input_tokens,
-            output_tokens=d.output_tokens or before.output_tokens,
-            cache_creation_input_tokens=d.cache_creation_input_tokens
-            or before.cache_creation_input_tokens,
-            cache_read_input_tokens=d.cache_read_input_tokens or before.cache_read_input_tokens,
-        )
+        state.usage = _usage(getattr(event, "usage", None), state.usage or render.Usage())
+
+
+def _usage(counts: Any, before: render.Usage) -> render.Usage:
+    """`before` updated with the counts an event carries (absent or None: unchanged)."""
+    if counts is None:
+        return before
+    return render.Usage(
+        input_tokens=getattr(counts, "input_tokens", None) or before.input_tokens,
+        output_tokens=getattr(counts, "output_tokens", None) or before.output_tokens,
+        cache_creation_input_tokens=getattr(counts, "cache_creation_input_tokens", None)
+        or before.cache_creation_input_tokens,
+        cache_read_input_tokens=getattr(counts, "cache_read_input_tokens", None)
+        or before.cache_read_input_tokens,
+    )
+
+
+async def stream_answer(
+    claude: anthropic.AsyncAnthropic,
+    settings: Settings,
+    messages: list[dict[str, Any]],
+    state: StreamState,
+    clock: Clock,
+) -> None:
+    """Stream Claude's answer to `messages` into `state`, as raw events (see fold_event).
+
+    The read timeout is the idle timeout: any event, a ping too, resets it. The SDK retries
+    until the response starts (429, 529, 5xx, connection errors), never after. Errors
+    propagate; describe_claude_error names them.
+    """
+    stream = await claude.messages.create(
+        model=settings.claude_model,
+        max_tokens=settings.claude_max_tokens,
+        system=[
+            {
+                "type": "text",
+                "text": settings.system_prompt,
+                "cache_control": {"type": "ephemeral"},
+            }
+        ],
+        messages=cast("list[MessageParam]", messages),
+        stream=True,
+        timeout=httpx2.Timeout(settings.stream_idle_timeout_seconds, connect=10.0),
+    )
+    # Closed on every way out (its end, an error, a cancel for Stop or shutdown), which
+    # releases the connection: an unfinished response's connection is closed, not pooled.
+    async with stream:
+        async for event in stream:
+            fold_event(state, event, clock())
 
 
 def describe_claude_error(exc: BaseException) -> tuple[str, str]:
@@ -292,21 +332,22 @@ class Replier:
         """A polite refusal when the asker or the workspace has too many answers in flight.
 
         Counted from the shared store, so the caps hold across replicas (approximately: two
-        replicas admitting at the same instant may both pass). Without the store, this
-        replica's own answers are counted.
+        replicas admitting at the same instant may both pass), with one small query per
+        question rather than a roster read. Without the store, this replica's own answers are
+        counted.
         """
         try:
-            records = await self.store_call("in_flight", self.store.in_flight())
-            askers = [(rec.team_id, rec.asker) for rec in records]
+            mine, workspace = await self.store_call(
+                "count_in_flight", self.store.count_in_flight(q.team_id, q.user)
+            )
         except StoreError:
-            askers = [(a.q.team_id, a.q.user) for a in self.running.values()]
-        mine = sum(1 for team, user in askers if team == q.team_id and user == q.user)
+            here = [a.q for a in self.running.values() if a.q.team_id == q.team_id]
+            mine, workspace = sum(1 for other in here if other.user == q.user), len(here)
         if mine >= self.settings.max_answers_per_user:
             return (
                 f"You already have {mine} answer{'' if mine == 1 else 's'} in progress. "
                 "Please wait for one of them to finish, then ask again."
             )
-        workspace = sum(1 for team, _ in askers if team == q.team_id)
         if workspace >= self.settings.max_answers_per_workspace:
             return "I'm answering as many questions as I can right now. Please ask again shortly."
         return None
@@ -516,21 +557,7 @@ class Answer:
             await self._wait_for_earlier_answers()
             conversation = await self._conversation()
             self.dropped_turns = conversation.dropped_turns
-            async with r.claude.messages.stream(
-                model=self.s.claude_model,
-                max_tokens=self.s.claude_max_tokens,
-                system=[
-                    {
-                        "type": "text",
-                        "text": self.s.system_prompt,
-                        "cache_control": {"type": "ephemeral"},
-                    }
-                ],
-                messages=conversation.messages,  # type: ignore[arg-type]
-                timeout=httpx2.Timeout(self.s.stream_idle_timeout_seconds, connect=10.0),
-            ) as stream:
-                async for event in stream:
-                    fold_event(st, event, r.clock())
+            await stream_answer(r.claude, self.s, conversation.messages, st, r.clock)
         finally:
             st.done.set()
             st.changed.set()
@@ -545,17 +572,11 @@ class Answer:
         shown_waiting = False
         while True:
             try:
-                records = await r.store_call("in_flight", r.store.in_flight())
+                earlier = await r.store_call(
+                    "earlier_in_thread", r.store.earlier_in_thread(q.channel, q.thread_ts, q.ts)
+                )
             except StoreError:
                 return  # degraded: answer now rather than wait blind
-            earlier = [
-                rec
-                for rec in records
-                if rec.channel == q.channel
-                and rec.thread_ts == q.thread_ts
-                and rec.answer_id != self.answer_id
-                and _ts_before(rec.question_ts, q.ts)
-            ]
             if not earlier:
                 return
             if not shown_waiting:

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import ClientError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -87,7 +88,9 @@ class SlackCalls:
                 retry_after = retry_after_seconds(_header(e.response.headers, "retry-after"))
             self._record(method, error)
             raise SlackFailure(method, error, retry_after) from None
-        except (OSError, TimeoutError) as e:
+        except (OSError, TimeoutError, ClientError) as e:
+            # Not only OSError: on a kept-alive connection the server may hang up between calls
+            # (ServerDisconnectedError), which slack-sdk's retry handler retries, then raises.
             self._record(method, "connection_error")
             raise SlackFailure(method, f"connection_error: {type(e).__name__}") from None
         data = response.data

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio
 from redis.asyncio.retry import Retry
@@ -73,6 +73,17 @@ class EditGrant:
     @property
     def granted(self) -> bool:
         return self.wait <= 0
+
+
+def thread_order(ts: str) -> float | None:
+    """A Slack ts ("seconds.micros") as a number that sorts as the ts does, or None when `ts`
+    is not one. A double keeps every microsecond of a Slack ts distinct until the year 2106."""
+    seconds, _, micros = ts.partition(".")
+    if not (seconds.isascii() and seconds.isdigit()):
+        return None
+    if micros and not (micros.isascii() and micros.isdigit() and len(micros) <= 6):
+        return None
+    return int(seconds) + int(micros or 0) / 1_000_000
 
 
 class StoreError(Exception):
@@ -131,6 +142,19 @@ class Store(Protocol):
         """Every answer in flight, oldest first, *without* its checkpoint text (`shown_text` is
         empty: use `get` for it). A roster for admission and ordering, read once per question,
         so it must stay cheap with hundreds of long answers in flight."""
+        ...
+
+    async def count_in_flight(self, team_id: str, user: str) -> tuple[int, int]:
+        """(answers in flight for `user` in `team_id`, answers in flight in `team_id`): the caps,
+        checked for every question. Counted from indexes kept in the same atomic steps as the
+        records (register, finish), so the cost follows one workspace, not the whole roster."""
+        ...
+
+    async def earlier_in_thread(self, channel: str, thread_ts: str, question_ts: str) -> int:
+        """How many answers in flight in the thread `(channel, thread_ts)` answer a question
+        asked before `question_ts` (Slack ts order): a follow-up waits until this is 0. The
+        answer to `question_ts` itself never counts; a ts that is not a Slack ts orders
+        nothing (0, and such a record is never counted)."""
         ...
 
     async def claim_lapsed(
@@ -214,6 +238,17 @@ def _check_budget(per_minute: float, burst: float, reserve: float) -> None:
 # In-process store
 # --------------------------------------------------------------------------------------------
 
+K = TypeVar("K")
+
+
+def _discard(index: dict[K, set[str]], key: K, answer_id: str) -> None:
+    """Remove `answer_id` from the set at `index[key]`, and the key once the set is empty."""
+    members = index.get(key)
+    if members is not None:
+        members.discard(answer_id)
+        if not members:
+            del index[key]
+
 
 @dataclass
 class _Bucket:
@@ -234,6 +269,10 @@ class MemoryStore:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._answers: dict[str, AnswerRecord] = {}
+        # Indexes of _answers, kept by _index/_unindex only (register, finish).
+        self._by_team: dict[str, set[str]] = {}
+        self._by_user: dict[tuple[str, str], set[str]] = {}
+        self._by_thread: dict[tuple[str, str], set[str]] = {}  # answers with a question_ts
         self._events: dict[str, float] = {}
         self._event_expiries: list[tuple[float, str]] = []
         self._cancels: dict[str, tuple[str, float]] = {}
@@ -278,7 +317,25 @@ class MemoryStore:
                 del self._events[key]
 
     async def register(self, record: AnswerRecord) -> None:
+        previous = self._answers.get(record.answer_id)
+        if previous is not None:
+            self._unindex(previous)
         self._answers[record.answer_id] = record
+        self._index(record)
+
+    def _index(self, record: AnswerRecord) -> None:
+        answer_id = record.answer_id
+        self._by_team.setdefault(record.team_id, set()).add(answer_id)
+        self._by_user.setdefault((record.team_id, record.asker), set()).add(answer_id)
+        if thread_order(record.question_ts) is not None:
+            self._by_thread.setdefault((record.channel, record.thread_ts), set()).add(answer_id)
+
+    def _unindex(self, record: AnswerRecord) -> None:
+        """The reverse of _index; an index left empty is dropped, so none outlives its answers."""
+        answer_id = record.answer_id
+        _discard(self._by_team, record.team_id, answer_id)
+        _discard(self._by_user, (record.team_id, record.asker), answer_id)
+        _discard(self._by_thread, (record.channel, record.thread_ts), answer_id)
 
     async def heartbeat(
         self,
@@ -306,6 +363,7 @@ class MemoryStore:
         if record is None or record.owner != owner:
             return False
         del self._answers[answer_id]
+        self._unindex(record)
         self._cancels.pop(answer_id, None)
         return True
 
@@ -316,6 +374,22 @@ class MemoryStore:
         roster = sorted(self._answers.values(), key=lambda r: r.started_at)
         return [replace(r, shown_text="") for r in roster]
 
+    async def count_in_flight(self, team_id: str, user: str) -> tuple[int, int]:
+        return (
+            len(self._by_user.get((team_id, user), ())),
+            len(self._by_team.get(team_id, ())),
+        )
+
+    async def earlier_in_thread(self, channel: str, thread_ts: str, question_ts: str) -> int:
+        order = thread_order(question_ts)
+        if order is None:
+            return 0
+        return sum(
+            1
+            for answer_id in self._by_thread.get((channel, thread_ts), ())
+            if (thread_order(self._answers[answer_id].question_ts) or order) < order
+        )
+
     async def claim_lapsed(
         self,
         *,
@@ -325,6 +399,7 @@ class MemoryStore:
         previous_owner: str | None = None,
         limit: int = 100,
     ) -> list[AnswerRecord]:
+        # A take-over changes the owner and the lease only, so the indexes stay as they are.
         claimed: list[AnswerRecord] = []
         for record in sorted(self._answers.values(), key=lambda r: r.lease_until):
             if len(claimed) >= limit:
@@ -435,14 +510,87 @@ redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 return 1
 """
 
-# KEYS: answer hash, inflight zset, cancel flag. ARGV: answer_id, owner.
-_FINISH_LUA = """
+# The indexes of answers in flight (RedisStore's docstring lists their keys) are written only
+# by these two scripts, in the same step as the record, so a count never sees one without the
+# other. Redis drops a set once its last member is removed: no index outlives its answers.
+_INDEX_LUA = """
+local function index_keys(prefix, team, asker, channel, thread_ts)
+  return prefix .. 'inflight:team:' .. team,
+    prefix .. 'inflight:user:' .. team .. ':' .. asker,
+    prefix .. 'inflight:thread:' .. channel .. ':' .. thread_ts
+end
+local function unindex(prefix, key, id)
+  local old = redis.call('HMGET', key, 'team_id', 'asker', 'channel', 'thread_ts')
+  if old[1] then
+    local team, user, thread = index_keys(prefix, old[1], old[2] or '', old[3] or '',
+      old[4] or '')
+    redis.call('SREM', team, id)
+    redis.call('SREM', user, id)
+    redis.call('ZREM', thread, id)
+  end
+end
+"""
+
+# KEYS: answer hash, inflight zset. ARGV: index key prefix, answer_id, lease_until, thread order
+# ('' for none), then the record as field, value pairs (team_id, asker, channel, thread_ts first).
+_REGISTER_LUA = (
+    _INDEX_LUA
+    + """
+local prefix, id = ARGV[1], ARGV[2]
+unindex(prefix, KEYS[1], id) -- registered again (its record was lost): the old entries go
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('ZADD', KEYS[2], ARGV[3], id)
+local team, user, thread = index_keys(prefix, ARGV[6], ARGV[8], ARGV[10], ARGV[12])
+redis.call('SADD', team, id)
+redis.call('SADD', user, id)
+if ARGV[4] ~= '' then redis.call('ZADD', thread, ARGV[4], id) end
+return 1
+"""
+)
+
+# KEYS: answer hash, inflight zset, cancel flag. ARGV: answer_id, owner, index key prefix.
+_FINISH_LUA = (
+    _INDEX_LUA
+    + """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then
   return 0
 end
+unindex(ARGV[3], KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
+"""
+)
+
+# KEYS: user set, team set. ARGV: answer key prefix. An id whose record is gone without
+# finish() (deleted by hand, evicted) is dropped rather than counted, so counts stay exact.
+_COUNT_LUA = """
+local function live(set)
+  local n = 0
+  for _, id in ipairs(redis.call('SMEMBERS', set)) do
+    if redis.call('EXISTS', ARGV[1] .. id) == 1 then
+      n = n + 1
+    else
+      redis.call('SREM', set, id)
+    end
+  end
+  return n
+end
+return {live(KEYS[1]), live(KEYS[2])}
+"""
+
+# KEYS: thread zset. ARGV: answer key prefix, thread order of the question. Strictly earlier
+# questions only, so the asking answer never counts itself; ids without a record are dropped.
+_EARLIER_LUA = """
+local n = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 1 then
+    n = n + 1
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return n
 """
 
 # KEYS: inflight zset. ARGV: answer key prefix, now, new_owner, lease_until,
@@ -549,8 +697,13 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _encode(record: AnswerRecord) -> dict[EncodableT, EncodableT]:
+def _encode(record: AnswerRecord) -> dict[str, EncodableT]:
     return {name: value for name, value in asdict(record).items()}
+
+
+def _number(value: float) -> str:
+    """Every digit of a double (Lua's tostring and str() of some values would keep fewer)."""
+    return f"{value:.17g}"
 
 
 def _decode(raw: Mapping[Any, Any] | list[Any]) -> AnswerRecord | None:
@@ -583,6 +736,10 @@ class RedisStore:
     Keys, all under `prefix`:
       answer:{id}    hash of an AnswerRecord's fields
       inflight       sorted set of answer ids scored by lease_until (the janitor's scan)
+      inflight:team:{team}, inflight:user:{team}:{user}
+                     sets of answer ids in flight per workspace and per asker (the caps)
+      inflight:thread:{channel}:{thread_ts}
+                     sorted set of answer ids in a thread, scored by question ts (thread order)
       event:{key}    dedupe marker, SET NX PX
       cancel:{id}    who asked to stop the answer, SET EX; also published on the `cancel` channel
       bucket:{team}  the workspace's edit budget (tokens, last, pause_until), expires when idle
@@ -598,7 +755,10 @@ class RedisStore:
         self._inflight = f"{prefix}inflight"
         self._cancel_channel = f"{prefix}cancel"
         self._closed = asyncio.Event()
+        self._register = redis.register_script(_REGISTER_LUA)
         self._heartbeat = redis.register_script(_HEARTBEAT_LUA)
+        self._count = redis.register_script(_COUNT_LUA)
+        self._earlier = redis.register_script(_EARLIER_LUA)
         self._finish = redis.register_script(_FINISH_LUA)
         self._claim = redis.register_script(_CLAIM_LUA)
         self._in_flight = redis.register_script(_IN_FLIGHT_LUA)
@@ -658,11 +818,24 @@ class RedisStore:
             )
 
     async def register(self, record: AnswerRecord) -> None:
+        order = thread_order(record.question_ts)
+        fields = _encode(record)
+        # The script reads the index fields at fixed positions: put them first.
+        head = ("team_id", "asker", "channel", "thread_ts")
+        pairs: list[EncodableT] = []
+        for name in (*head, *(f for f in fields if f not in head)):
+            pairs += [name, fields[name]]
+        args: list[EncodableT] = [
+            self._prefix,
+            record.answer_id,
+            record.lease_until,
+            "" if order is None else _number(order),
+            *pairs,
+        ]
         with _translated("register"):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self._answer_key(record.answer_id), mapping=_encode(record))
-                pipe.zadd(self._inflight, {record.answer_id: record.lease_until})
-                await pipe.execute()
+            await self._register(
+                keys=[self._answer_key(record.answer_id), self._inflight], args=args
+            )
 
     async def heartbeat(
         self,
@@ -693,8 +866,26 @@ class RedisStore:
     async def finish(self, answer_id: str, owner: str) -> bool:
         keys = [self._answer_key(answer_id), self._inflight, self._cancel_key(answer_id)]
         with _translated("finish"):
-            removed = await self._finish(keys=keys, args=[answer_id, owner])
+            removed = await self._finish(keys=keys, args=[answer_id, owner, self._prefix])
         return bool(removed)
+
+    async def count_in_flight(self, team_id: str, user: str) -> tuple[int, int]:
+        keys = [
+            f"{self._prefix}inflight:user:{team_id}:{user}",
+            f"{self._prefix}inflight:team:{team_id}",
+        ]
+        with _translated("count_in_flight"):
+            for_user, for_team = await self._count(keys=keys, args=[self._answer_key("")])
+        return int(for_user), int(for_team)
+
+    async def earlier_in_thread(self, channel: str, thread_ts: str, question_ts: str) -> int:
+        order = thread_order(question_ts)
+        if order is None:
+            return 0
+        key = f"{self._prefix}inflight:thread:{channel}:{thread_ts}"
+        with _translated("earlier_in_thread"):
+            earlier = await self._earlier(keys=[key], args=[self._answer_key(""), _number(order)])
+        return int(earlier)
 
     async def get(self, answer_id: str) -> AnswerRecord | None:
         with _translated("get"):

@@ -145,6 +145,9 @@ def _fixture_files() -> list[Path]:
     return sorted(p for p in FIXTURES.iterdir() if p.suffix in (".txt", ".sse"))
 
 
+_ENDING_WITH_MESSAGE_DELTA = {p.name for p in _fixture_files() if "message_delta" in p.read_text()}
+
+
 @pytest.mark.skipif(not _fixture_files(), reason="shared/fixtures/anthropic not present")
 @pytest.mark.parametrize("fixture", _fixture_files(), ids=lambda p: p.name)
 async def test_every_recorded_stream_ends_in_a_finished_message(fixture: Path) -> None:
@@ -158,3 +161,8 @@ async def test_every_recorded_stream_ends_in_a_finished_message(fixture: Path) -
     assert "Tokens:" in text or "[interrupted" in text or ":warning:" in text
     assert "Traceback" not in text
     assert text.strip() != "Thinking…"
+    # Raw events are folded without the SDK's accumulator, which fails on some of these
+    # (usage omitted, tool JSON that does not parse): none may end as a bot error.
+    assert "an unexpected error" not in text
+    if fixture.name in _ENDING_WITH_MESSAGE_DELTA:
+        assert "Tokens:" in text and "[interrupted" not in text

@@ -213,3 +213,16 @@ async def test_bot_ignores_itself_other_bots_and_edits() -> None:
     assert len(claude.requests) == 1  # only the real question reached Claude
     posts = [c for c in slack.calls_to("chat.postMessage") if c.ok]
     assert len(posts) == 1
+
+
+async def test_slack_calls_share_kept_alive_connections() -> None:
+    """One aiohttp session for the whole bot: an answer's calls reuse connections instead of
+    opening one per call (slack-sdk's default without a session)."""
+    async with simulators() as (slack, claude):
+        claude.enqueue(Script(text="word " * 60, chunk_chars=5, chunk_delay=0.01))
+        async with running_bot(slack, claude, edit_interval_seconds=0.05) as h:
+            asked = await h.mention("many edits please")
+            await h.finished(asked)
+    calls = [c for c in slack.calls if c.method != "auth.test"]
+    assert len(calls) >= 6
+    assert len({c.peer for c in calls}) <= 2, [c.peer for c in calls]

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
+import logging
+import os
+import signal
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
 
+from bot.app import SlackStream, run_until_signalled, start_http
 from bot.sim.events import mention_envelope, sign
-from tests.harness import ALICE, CHANNEL, SECRET, TEAM, running_bot, simulators
+from tests.harness import (
+    ALICE,
+    CHANNEL,
+    SECRET,
+    TEAM,
+    running_bot,
+    settings_for,
+    simulators,
+)
 
 
 async def _get(url: str) -> tuple[int, str]:
@@ -118,3 +133,43 @@ async def test_readyz_is_503_while_draining_and_events_are_refused() -> None:
         h.bot.draining = False
     assert ready == 503 and json.loads(body)["draining"] is True
     assert refused == 503
+
+
+class _ReadyLine(logging.Handler):
+    """Sets `event` when the bot logs that it is ready (serving, started, heap frozen)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "ready":
+            self.event.set()
+
+
+async def test_a_served_bot_freezes_its_start_up_heap_and_stops_on_sigterm() -> None:
+    """`serve` hides what exists at start-up from the garbage collector (full collections
+    then stay short under load), and SIGTERM still drains and stops it."""
+    app_log = logging.getLogger("bot.app")
+    ready, level = _ReadyLine(), app_log.level
+    app_log.addHandler(ready)
+    app_log.setLevel(logging.INFO)
+    async with simulators() as (slack, claude):
+        bot = SlackStream(settings_for(slack, claude))
+
+        async def setup() -> Callable[[], Awaitable[None]]:
+            runner, _ = await start_http(bot)
+            return runner.cleanup
+
+        gc.unfreeze()
+        serving = asyncio.create_task(run_until_signalled(bot, runner_setup=setup))
+        try:
+            await asyncio.wait_for(ready.event.wait(), 10)
+            assert gc.get_freeze_count() > 0
+            os.kill(os.getpid(), signal.SIGTERM)
+            await asyncio.wait_for(serving, 10)
+        finally:
+            gc.unfreeze()
+            app_log.removeHandler(ready)
+            app_log.setLevel(level)
+    assert bot.draining

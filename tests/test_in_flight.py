@@ -47,11 +47,33 @@ async def test_asker_stops_an_answer_and_the_partial_text_stays() -> None:
             assert reply.has_button("stop_answer")
             assert await _press_stop(h, reply.ts, ALICE, _stop_value(reply)) == 200
             [reply] = await h.finished(asked, timeout=5)
+            await claude.wait_for_open_streams(0)  # Stop closed Claude's stream too
     text = reply.visible_text()
     assert text.strip().splitlines()[-1] == f"[interrupted: stopped by <@{ALICE}>]"
     assert "streaming slowly" in text
     assert not reply.has_button("stop_answer")
     assert text.count("streaming slowly") < 200  # it really stopped early
+
+
+async def test_shutdown_interrupts_the_stream_and_closes_every_client() -> None:
+    async with simulators() as (slack, claude):
+        claude.enqueue(SLOW)
+        async with running_bot(slack, claude, shutdown_grace_seconds=0.1) as h:
+            asked = await h.mention("go on and on")
+            await slack.wait_for(
+                lambda: bool(h.replies(asked)) and "streaming" in h.replies(asked)[0].visible_text()
+            )
+            slack_session = h.bot.slack_client.session
+            assert slack_session is not None  # one session for every Slack call
+
+            await h.bot.shutdown()
+
+            [reply] = h.replies(asked)
+            await claude.wait_for_open_streams(0)
+            assert h.bot.claude.is_closed()
+            assert slack_session.closed and h.bot.slack_client.session is None
+    last = reply.visible_text().strip().splitlines()[-1]
+    assert last.startswith("[interrupted") and "restarted" in last
 
 
 async def test_only_the_asker_or_an_admin_may_stop() -> None:

@@ -161,6 +161,134 @@ async def test_only_the_owner_finishes_an_answer(store: Store) -> None:
     assert not await store.heartbeat("a-1", "r1", now=T0 + 1, lease_seconds=LEASE)
 
 
+# --- counts for the caps and thread order -------------------------------------------------------
+
+
+def asked(answer_id: str, team: str, user: str, **fields: str) -> AnswerRecord:
+    return replace(answer(answer_id), team_id=team, asker=user, **fields)  # type: ignore[arg-type]
+
+
+async def test_answers_in_flight_are_counted_per_asker_and_per_workspace(store: Store) -> None:
+    for record in (
+        asked("a-1", "T1", "U1"),
+        asked("a-2", "T1", "U1"),
+        asked("a-3", "T1", "U2"),
+        asked("b-1", "T2", "U1"),  # the same user id in another workspace is another person
+    ):
+        await store.register(record)
+
+    assert await store.count_in_flight("T1", "U1") == (2, 3)
+    assert await store.count_in_flight("T1", "U2") == (1, 3)
+    assert await store.count_in_flight("T2", "U1") == (1, 1)
+    assert await store.count_in_flight("T9", "U1") == (0, 0)
+
+    assert not await store.finish("a-1", "r2")  # not the owner: still in flight
+    assert await store.count_in_flight("T1", "U1") == (2, 3)
+    assert await store.finish("a-1", "r1")
+    assert await store.count_in_flight("T1", "U1") == (1, 2)
+    assert not await store.finish("a-1", "r1")  # finishing twice counts once
+    assert await store.count_in_flight("T1", "U1") == (1, 2)
+
+
+async def test_counts_follow_an_answer_through_registering_again_and_take_over(
+    store: Store,
+) -> None:
+    await store.register(asked("a-1", "T1", "U1", question_ts="1700000000.000300"))
+    await store.register(asked("a-1", "T1", "U1", question_ts="1700000000.000300"))
+    assert await store.count_in_flight("T1", "U1") == (1, 1)  # registered twice, counted once
+
+    # Registered again with other fields (never done by the bot, but the store must stay exact).
+    await store.register(asked("a-1", "T2", "U2", channel="C2"))
+    assert await store.count_in_flight("T1", "U1") == (0, 0)
+    assert await store.count_in_flight("T2", "U2") == (1, 1)
+    assert await store.earlier_in_thread("C1", "1700000000.000100", "1700000001.000000") == 0
+
+    # A take-over changes the owner, not what is in flight; the new owner's finish counts.
+    claimed = await store.claim_lapsed(now=T0 + 100, new_owner="r9", lease_seconds=LEASE)
+    assert [r.answer_id for r in claimed] == ["a-1"]
+    assert await store.count_in_flight("T2", "U2") == (1, 1)
+    assert await store.finish("a-1", "r9")
+    assert await store.count_in_flight("T2", "U2") == (0, 0)
+
+
+async def test_earlier_in_thread_counts_answers_to_earlier_questions_of_that_thread(
+    store: Store,
+) -> None:
+    thread = "1700000000.000100"
+
+    def in_thread(answer_id: str, question_ts: str, **fields: str) -> AnswerRecord:
+        return asked(
+            answer_id, "T1", "U1", **{"thread_ts": thread, **fields, "question_ts": question_ts}
+        )
+
+    await store.register(in_thread("first", "1700000000.000200"))
+    await store.register(in_thread("third", "1700000001.000000"))
+    await store.register(in_thread("elsewhere", "1700000000.000150", channel="C2"))
+    await store.register(in_thread("other-thread", "1", thread_ts="1700000000.000900"))
+    await store.register(in_thread("old-record", ""))  # no question ts: orders nothing
+
+    async def earlier(question_ts: str) -> int:
+        return await store.earlier_in_thread("C1", thread, question_ts)
+
+    assert await earlier("1700000000.000200") == 0  # the first question: nothing before it
+    assert await earlier("1700000000.000201") == 1  # a microsecond later
+    assert await earlier("1700000000.999999") == 1
+    assert await earlier("1700000001.000000") == 1  # "third" never counts itself
+    assert await earlier("1700000001.000001") == 2
+    assert await earlier("not a ts") == 0
+    assert await store.earlier_in_thread("C2", thread, "1700000009.000000") == 1
+    assert await store.earlier_in_thread("C1", "1700000000.000900", "2") == 1
+
+    assert await store.finish("first", "r1")
+    assert await earlier("1700000001.000000") == 0
+    assert await earlier("1700000001.000001") == 1
+
+
+async def test_counts_stay_exact_when_replicas_register_and_finish_at_once(
+    store: Store, store_factory: Callable[[], Store]
+) -> None:
+    replicas = [store_factory() for _ in range(20)]
+    records = [
+        asked(f"a-{n}", "T1", f"U{n % 2}", question_ts=f"1700000000.{n:06d}") for n in range(20)
+    ]
+
+    await asyncio.gather(
+        *(replica.register(r) for replica, r in zip(replicas, records, strict=True))
+    )
+    assert await store.count_in_flight("T1", "U0") == (10, 20)
+    await asyncio.gather(
+        *(
+            replica.finish(r.answer_id, "r1")
+            for replica, r in zip(replicas, records, strict=True)
+            if r.asker == "U0"
+        )
+    )
+
+    assert await store.count_in_flight("T1", "U0") == (0, 10)
+    assert await store.count_in_flight("T1", "U1") == (10, 10)
+    assert await store.earlier_in_thread("C1", records[0].thread_ts, "1700000001.000000") == 10
+
+
+async def test_no_index_outlives_the_answers_it_counts(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    for n in range(3):
+        await store.register(
+            asked(f"a-{n}", f"T{n}", "U1", thread_ts=f"1.{n}", question_ts=f"2.{n}")
+        )
+    for n in range(3):
+        assert await store.finish(f"a-{n}", "r1")
+
+    if isinstance(store, MemoryStore):
+        assert (store._by_team, store._by_user, store._by_thread) == ({}, {}, {})
+    else:
+        client = redis.asyncio.Redis.from_url(request.getfixturevalue("redis_url"))
+        try:
+            assert await client.keys("slackstream:*") == []
+        finally:
+            await client.aclose()
+
+
 # --- take-over -----------------------------------------------------------------------------------
 
 
@@ -414,6 +542,8 @@ OPERATIONS: dict[str, Callable[[Store], Awaitable[object]]] = {
     "finish": lambda s: s.finish("a-1", "r1"),
     "get": lambda s: s.get("a-1"),
     "in_flight": lambda s: s.in_flight(),
+    "count_in_flight": lambda s: s.count_in_flight("T1", "U1"),
+    "earlier_in_thread": lambda s: s.earlier_in_thread("C1", "1.000100", "1.000200"),
     "claim_lapsed": lambda s: s.claim_lapsed(now=T0, new_owner="r1", lease_seconds=LEASE),
     "request_cancel": lambda s: s.request_cancel("a-1", "U1"),
     "cancel_requested": lambda s: s.cancel_requested("a-1"),
@@ -557,6 +687,60 @@ async def test_a_heartbeat_costs_the_same_however_many_answers_are_in_flight(
         for i in range(1, 200):
             await store.register(answer(f"a-{i}"))
         many = await commands_per_heartbeat()
+        assert few == many
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+async def test_a_record_lost_behind_the_store_is_not_counted(redis_url: str) -> None:
+    """A record that vanished without finish() (deleted by hand, evicted) must not hold a cap
+    or a thread forever: the queries drop what has no record."""
+    store = RedisStore.from_url(redis_url)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        for n in range(2):
+            await store.register(asked(f"a-{n}", "T1", "U1", question_ts=f"1700000000.00010{n}"))
+        await client.delete("slackstream:answer:a-0")
+
+        assert await store.count_in_flight("T1", "U1") == (1, 1)
+        assert await store.earlier_in_thread("C1", answer("x").thread_ts, "1700000009.0") == 1
+        assert await client.scard("slackstream:inflight:team:T1") == 1
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+async def test_the_caps_and_thread_order_cost_the_same_however_many_answers_are_in_flight(
+    redis_url: str,
+) -> None:
+    """One round trip each, and work that follows the asker's workspace and thread, not the
+    roster: they run for every question."""
+    store = RedisStore.from_url(redis_url)
+    client = redis.asyncio.Redis.from_url(redis_url)
+
+    async def commands_per_question() -> int:
+        await client.config_resetstat()
+        for _ in range(10):
+            assert await store.count_in_flight("T1", "U1") == (1, 1)
+            assert await store.earlier_in_thread("C1", answer("x").thread_ts, "1800000000.0") == 1
+        stats = await client.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 20  # one round trip each
+        return sum(
+            int(entry["calls"])
+            for name, entry in stats.items()
+            if name not in ("cmdstat_config|resetstat", "cmdstat_info")
+        )
+
+    try:
+        await store.register(asked("a-0", "T1", "U1", question_ts="1700000000.000200"))
+        await commands_per_question()  # loads the scripts
+        few = await commands_per_question()
+        for i in range(1, 300):  # other workspaces, other threads
+            await store.register(
+                asked(f"a-{i}", f"T{1 + i}", "U1", thread_ts=f"1.{i}", question_ts="2.0")
+            )
+        many = await commands_per_question()
         assert few == many
     finally:
         await client.aclose()

@@ -139,6 +139,7 @@ class SimCall:
     ok: bool
     error: str | None
     team_id: str
+    peer: str = ""  # the client's "host:port": calls over one kept-alive connection share it
 
 
 @dataclass
@@ -190,6 +191,11 @@ def _decode_blocks(value: Any) -> Any:
         except ValueError:
             return value
     return value
+
+
+def _peer(request: web.Request) -> str:
+    peername = request.transport.get_extra_info("peername") if request.transport else None
+    return f"{peername[0]}:{peername[1]}" if peername else ""
 
 
 async def _read_request(request: web.Request) -> tuple[JsonDict, str | None]:
@@ -483,6 +489,7 @@ class SlackSim:
                 ok=reply.error is None,
                 error=reply.error,
                 team_id=self.team_id if token == self.bot_token else "",
+                peer=_peer(request),
             )
         )
         self._changed_now()
