@@ -99,6 +99,12 @@ class _Fence:
         return len(stripped) >= len(self.marker) and stripped == self.marker[0] * len(stripped)
 
 
+def _may_fence(text: str) -> bool:
+    """False when no line of `text` can open or close a code fence: a fast test that lets the
+    line-by-line fence scans be skipped for plain prose (they run on every streaming edit)."""
+    return "```" in text or "~~~" in text
+
+
 def _fence_open(content: str) -> _Fence | None:
     """The fence a line opens (CommonMark: a backtick fence's info string has no backtick)."""
     match = _FENCE_OPEN.fullmatch(content)
@@ -310,6 +316,8 @@ def _table_at(lines: list[str], i: int) -> tuple[_Table, int] | None:
 def _table_flags(lines: list[str]) -> list[bool]:
     """Which of these (fence-free) lines belong to a table."""
     flags = [False] * len(lines)
+    if not any("|" in line for line in lines):
+        return flags  # every table row has a pipe
     i = 0
     while i < len(lines):
         found = _table_at(lines, i)
@@ -419,6 +427,8 @@ def to_slack_markdown(md: str) -> str:
     tables into aligned monospace blocks, and leaves everything else, code above all, as it is.
     """
     lines = _lines(md)
+    if not _may_fence(md) and "|" not in md:  # plain prose, the usual case: escaping only
+        return "".join(_escape_block(block) for block in _inline_blocks(lines))
     out: list[str] = []
     prose: list[str] = []
 
@@ -544,6 +554,10 @@ def _delimiter_run(stack: list[list[Any]], text: str, i: int, run: int) -> None:
         stack.append([i, char, remaining])
 
 
+# The characters `_settle_inline` looks at; it passes over every other one.
+_INLINE_SPECIAL = re.compile(r"[\\`<\[!*_~]")
+
+
 def _settle_inline(block: str) -> str:
     """The current paragraph of a prefix, safe to show: incomplete code spans, links and Slack
     tokens held back from where they start, open emphasis closed (or dropped if still empty)."""
@@ -552,6 +566,10 @@ def _settle_inline(block: str) -> str:
     stack: list[list[Any]] = []
     i = 0
     while i < stop:
+        special = _INLINE_SPECIAL.search(block, i, stop)
+        if special is None:
+            break  # nothing but ordinary characters left
+        i = special.start()
         char = block[i]
         if char == "\\":
             i += 2
@@ -635,7 +653,7 @@ def render_partial(md_prefix: str) -> str:
     fence: _Fence | None = None
     opener = 0
     prose_from = 0  # first line after the last closed fence
-    for k, line in enumerate(lines):
+    for k, line in enumerate(lines if _may_fence(md_prefix) else ()):
         content = line.rstrip("\n")
         if fence is None:
             fence = _fence_open(content)
@@ -1188,12 +1206,22 @@ _EMPHASIS = re.compile(r"\*\*|__|~~")
 _HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]+", re.MULTILINE)
 
 
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
 def _plain(md: str) -> str:
-    """Markdown read as plain text, for the ``text`` fallback (notifications, screen readers)."""
-    text = _FENCE_LINE.sub("", md)
-    text = _MD_LINK.sub(lambda m: m[1] or m[2], text)
-    text = _HEADING.sub("", _EMPHASIS.sub("", text))
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    """Markdown read as plain text, for the ``text`` fallback (notifications, screen readers).
+    Each rewrite runs only when its marker occurs: this runs on every streaming edit."""
+    text = _FENCE_LINE.sub("", md) if _may_fence(md) else md
+    if "](" in text:
+        text = _MD_LINK.sub(lambda m: m[1] or m[2], text)
+    if "**" in text or "__" in text or "~~" in text:
+        text = _EMPHASIS.sub("", text)
+    if "#" in text:
+        text = _HEADING.sub("", text)
+    if "\n\n\n" in text:
+        text = _BLANK_LINES.sub("\n\n", text)
+    return text.strip()
 
 
 def _fallback_text(md: str, limit: int = TEXT_FALLBACK_LIMIT) -> str:
