@@ -131,19 +131,8 @@ class Janitor:
     async def _find_placeholder(self, record: AnswerRecord) -> str:
         """The ts of the bot's message in the thread that carries this answer's Stop button
         (its id is the button's value), or "" when there is none."""
-        cursor: str | None = None
-        while True:
-            page = await self.slack.call(
-                "conversations.replies",
-                channel=record.channel,
-                ts=record.thread_ts,
-                oldest=record.question_ts or None,
-                limit=200,
-                cursor=cursor,
-            )
-            for message in page.get("messages") or []:
-                if render.stop_button_answer_id(message) == record.answer_id:
-                    return str(message.get("ts") or "")
-            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
-            if not cursor:
-                return ""
+        oldest = record.question_ts or None
+        async for message in self.slack.thread(record.channel, record.thread_ts, oldest=oldest):
+            if render.stop_button_answer_id(message) == record.answer_id:
+                return str(message.get("ts") or "")
+        return ""

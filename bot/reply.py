@@ -630,20 +630,9 @@ class Answer:
             cached = []
         oldest = cached[-1]["ts"] if cached else None
         by_ts = {str(m["ts"]): m for m in cached}
-        cursor: str | None = None
-        while True:
-            page = await r.slack.call(
-                "conversations.replies",
-                channel=q.channel,
-                ts=q.thread_ts,
-                limit=200,
-                cursor=cursor,
-                oldest=oldest,
-            )
-            by_ts.update({str(m["ts"]): m for m in page.get("messages") or [] if m.get("ts")})
-            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
-            if not cursor:
-                break
+        async for message in r.slack.thread(q.channel, q.thread_ts, oldest=oldest):
+            if message.get("ts"):
+                by_ts[str(message["ts"])] = message
         thread = [by_ts[ts] for ts in sorted(by_ts, key=_ts_key)]
         settled = [
             m

@@ -7,6 +7,7 @@ distinction between "wait and retry" and "give up" live in one place instead of 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +96,26 @@ class SlackCalls:
             raise SlackFailure(method, f"connection_error: {type(e).__name__}") from None
         data = response.data
         return data if isinstance(data, dict) else {}
+
+    async def thread(
+        self, channel: str, thread_ts: str, *, oldest: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The messages of a thread (those from `oldest` on, when given), page after page."""
+        cursor: str | None = None
+        while True:
+            page = await self.call(
+                "conversations.replies",
+                channel=channel,
+                ts=thread_ts,
+                limit=200,
+                cursor=cursor,
+                oldest=oldest,
+            )
+            for message in page.get("messages") or []:
+                yield message
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                return
 
     def _record(self, method: str, error: str) -> None:
         self._metrics.slack_errors.labels(method, error).inc()
