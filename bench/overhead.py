@@ -47,7 +47,7 @@ import aiohttp
 import redis.asyncio
 from aiohttp import web
 
-from bot.config import DEFAULT_SYSTEM_PROMPT
+from bot.config import DEFAULT_SYSTEM_PROMPT, Settings
 from bot.render import STOP_ACTION_ID
 from bot.sim.claude import ClaudeSim, Script
 from bot.sim.events import mention_envelope, sign
@@ -86,6 +86,18 @@ BOT_ENV = {
     "LOG_LEVEL": "INFO",
     "LOG_FORMAT": "json",
 }
+
+
+# The bot's shipped workspace budget, for the CPU case that runs with it.
+_DEFAULTS = Settings.model_fields
+DEFAULT_BUDGET_ENV = {
+    "WORKSPACE_EDITS_PER_MINUTE": f"{_DEFAULTS['workspace_edits_per_minute'].default:g}",
+    "WORKSPACE_EDIT_BURST": f"{_DEFAULTS['workspace_edit_burst'].default:g}",
+}
+DEFAULT_BUDGET_LABEL = (
+    f"default budget ({DEFAULT_BUDGET_ENV['WORKSPACE_EDITS_PER_MINUTE']}/min per workspace "
+    f"of {TEAM_SIZE} answers)"
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -611,7 +623,9 @@ def _require_completed(stats: dict[str, Any], expected: int, what: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-async def cpu_case(rig: Rig, workload: Workload, answers: int) -> dict[str, Any]:
+async def cpu_case(rig: Rig, workload: Workload, answers: int, budget: str = "") -> dict[str, Any]:
+    """The bot's CPU per delta for `answers` of `workload`, and the bare loops' for the same
+    streams; `budget` names the edit budget the bot runs with, when it is not BOT_ENV's."""
     await rig.reset_counters()
     before = await rig.errors()
     pid = rig.bot_pid
@@ -635,7 +649,7 @@ async def cpu_case(rig: Rig, workload: Workload, answers: int) -> dict[str, Any]
     slack_calls = sum(stats["calls"].values())
     extra = bot_cpu - bare[BOT_LOOP]["cpu_seconds"]
     return {
-        "workload": workload.label(),
+        "workload": workload.label() + (f"; {budget}" if budget else ""),
         "answers": answers,
         "deltas": deltas,
         "bot_cpu_seconds": round(bot_cpu, 3),
@@ -1125,6 +1139,19 @@ async def benchmark(
                 _log("redis: commands per answer")
                 results["redis"] = await redis_phase(
                     rig, list(plan.redis_cases), plan.redis_answers
+                )
+            if "cpu" in phases:
+                # The same paced answers under the edit budget the bot ships with: in a busy
+                # workspace the budget, not EDIT_INTERVAL_SECONDS, sets how often each is edited.
+                answers, workload = plan.paced
+                _log(f"cpu: {answers} answers of {workload.label()}, default edit budget")
+                await rig.start_bot("bench-cpu-default-budget", **DEFAULT_BUDGET_ENV)
+                await rig.reset_counters()
+                _require_completed(
+                    await rig.run(Workload(100, 0), plan.warmup, 60), plan.warmup, "warm-up"
+                )
+                results["cpu"].append(
+                    await cpu_case(rig, workload, answers, budget=DEFAULT_BUDGET_LABEL)
                 )
         if "memory" in phases:
             _log("memory: answers held mid-stream")
