@@ -104,7 +104,12 @@ class Janitor:
         try:
             # The owner registers an answer before posting its placeholder, and records the
             # placeholder just after: a death in between leaves the message to be found.
-            message_ts = record.message_ts or await self._find_placeholder(record)
+            message_ts = record.message_ts or await self.slack.answer_message(
+                record.channel,
+                record.thread_ts,
+                record.answer_id,
+                oldest=record.question_ts or None,
+            )
             if message_ts:
                 await self._wait_for_edit_budget(record)
                 await self.slack.call(
@@ -127,12 +132,3 @@ class Janitor:
         self.metrics.answers_finished.labels("recovered").inc()
         with contextlib.suppress(StoreError):
             await self.store.finish(record.answer_id, self.settings.replica_id)
-
-    async def _find_placeholder(self, record: AnswerRecord) -> str:
-        """The ts of the bot's message in the thread that carries this answer's Stop button
-        (its id is the button's value), or "" when there is none."""
-        oldest = record.question_ts or None
-        async for message in self.slack.thread(record.channel, record.thread_ts, oldest=oldest):
-            if render.stop_button_answer_id(message) == record.answer_id:
-                return str(message.get("ts") or "")
-        return ""

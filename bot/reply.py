@@ -543,10 +543,27 @@ class Answer:
                     return False
                 await asyncio.sleep(e.retry_after or backoff)
                 backoff = min(backoff * 2, 10.0)
+                if e.may_have_taken_effect and await self._adopt_placeholder():
+                    return True  # it was posted after all: never post it twice
                 continue
             self.message_ts = str(posted["ts"])
             self.checkpoint_now.set()  # record which message is ours at once
             return True
+
+    async def _adopt_placeholder(self) -> bool:
+        """After a post whose outcome is unknown: True if the placeholder is in the thread."""
+        q = self.q
+        try:
+            found = await self.r.slack.answer_message(
+                q.channel, q.thread_ts, self.answer_id, oldest=q.ts
+            )
+        except SlackFailure:
+            return False  # unknown still: the next attempt posts, as before
+        if found:
+            self.log.warning("the placeholder was posted after all; using it")
+            self.message_ts = found
+            self.checkpoint_now.set()
+        return bool(found)
 
     # -- streamer ------------------------------------------------------------------------------
 

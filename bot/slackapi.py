@@ -15,6 +15,7 @@ from aiohttp import ClientError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import render
 from bot.metrics import Metrics
 from bot.pacing import retry_after_seconds
 
@@ -60,6 +61,11 @@ class SlackFailure(Exception):
     @property
     def permanent(self) -> bool:
         return self.error in PERMANENT_ERRORS
+
+    @property
+    def may_have_taken_effect(self) -> bool:
+        """A server error or a broken connection: Slack may have done what was asked."""
+        return self.error.startswith(("http_", "connection_error"))
 
     def __str__(self) -> str:
         return f"{self.method}: {self.error}"
@@ -116,6 +122,16 @@ class SlackCalls:
             cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
             if not cursor:
                 return
+
+    async def answer_message(
+        self, channel: str, thread_ts: str, answer_id: str, *, oldest: str | None = None
+    ) -> str:
+        """The ts of the message in a thread that carries `answer_id`'s Stop button, or "": it
+        finds a placeholder whose posting was never confirmed."""
+        async for message in self.thread(channel, thread_ts, oldest=oldest):
+            if render.stop_button_answer_id(message) == answer_id:
+                return str(message.get("ts") or "")
+        return ""
 
     def _record(self, method: str, error: str) -> None:
         self._metrics.slack_errors.labels(method, error).inc()

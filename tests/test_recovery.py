@@ -14,7 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import render
 from bot.janitor import RECOVERY_REASON
-from bot.sim.slack import SimMessage, SlackSim
+from bot.sim.slack import LOST_RESPONSE, SimMessage, SlackSim
 from bot.store import AnswerRecord, MemoryStore
 from tests.harness import ALICE, CHANNEL, TEAM, running_bot, simulators
 
@@ -93,3 +93,15 @@ async def test_a_rate_limited_placeholder_is_retried_not_lost() -> None:
     posts = [c for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts") == asked.ts]
     assert [c.status for c in posts] == [429, 500, 200]
     assert posts[1].at - posts[0].at >= 1.0  # Retry-After was honoured
+
+
+async def test_a_placeholder_whose_answer_was_lost_is_not_posted_twice() -> None:
+    async with simulators() as (slack, claude):
+        async with running_bot(slack, claude) as h:
+            # Slack posts the placeholder, but its response never reaches the bot.
+            slack.fail_next["chat.postMessage"] = [LOST_RESPONSE]
+            asked = await h.mention("are you there?")
+            [reply] = await h.finished(asked)
+    assert "Tokens:" in reply.visible_text()
+    posts = [c for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts") == asked.ts]
+    assert [c.status for c in posts] == [500]  # found in the thread, not posted again

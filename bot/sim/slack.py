@@ -57,6 +57,11 @@ _TS_EPOCH = 1_700_000_000
 _TS_STEP = 100  # microseconds between two generated timestamps
 
 
+# A `fail_next` entry that lets the call take effect, then answers 500 as if the response was
+# lost on the way back; every other entry fails the call before it does anything.
+LOST_RESPONSE = "lost_response"
+
+
 class _ApiError(Exception):
     """A Slack error name, answered as HTTP 200 ``{"ok": false, "error": name}``."""
 
@@ -510,16 +515,19 @@ class SlackSim:
         if token != self.bot_token:
             return _error("invalid_auth")
         queued = self.fail_next.get(method)
-        if queued:
-            return _error(queued.pop(0))
+        failure = queued.pop(0) if queued else None
+        if failure is not None and failure != LOST_RESPONSE:
+            return _error(failure)
         wait = self._take_token(method)
         if wait > 0:
             retry_after = str(max(1, math.ceil(wait)))
             return _Reply(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": retry_after})
         try:
-            return _Reply(200, {"ok": True, **handler(params)})
+            reply = _Reply(200, {"ok": True, **handler(params)})
         except _ApiError as exc:
             return _error(exc.error)
+        # The call took effect, but its answer is lost on the way back (a proxy timing out).
+        return _error("http_500") if failure == LOST_RESPONSE else reply
 
     def _take_token(self, method: str) -> float:
         limit = self._limits.get(method)
