@@ -977,8 +977,7 @@ class Answer:
         payload = render.final_payload(
             "", footer=None, notes=[render.interrupted_note(TAKEN_OVER_REASON)]
         )
-        with contextlib.suppress(SlackFailure):
-            await self._update(payload, EditKind.FINAL)
+        await self._must_update(payload, EditKind.FINAL)
 
     async def _finish_after_bug(self) -> None:
         """Last resort after a bug: keep what was shown, end with [interrupted]; never raise.

@@ -20,7 +20,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 import redis.asyncio
@@ -137,12 +137,6 @@ class Store(Protocol):
         ...
 
     async def get(self, answer_id: str) -> AnswerRecord | None: ...
-
-    async def in_flight(self) -> list[AnswerRecord]:
-        """Every answer in flight, oldest first, *without* its checkpoint text (`shown_text` is
-        empty: use `get` for it). A roster for admission and ordering, read once per question,
-        so it must stay cheap with hundreds of long answers in flight."""
-        ...
 
     async def count_in_flight(self, team_id: str, user: str) -> tuple[int, int]:
         """(answers in flight for `user` in `team_id`, answers in flight in `team_id`): the caps,
@@ -369,10 +363,6 @@ class MemoryStore:
 
     async def get(self, answer_id: str) -> AnswerRecord | None:
         return self._answers.get(answer_id)
-
-    async def in_flight(self) -> list[AnswerRecord]:
-        roster = sorted(self._answers.values(), key=lambda r: r.started_at)
-        return [replace(r, shown_text="") for r in roster]
 
     async def count_in_flight(self, team_id: str, user: str) -> tuple[int, int]:
         return (
@@ -622,26 +612,6 @@ end
 return claimed
 """
 
-# KEYS: inflight zset. ARGV: answer key prefix. One consistent snapshot in one round trip.
-_IN_FLIGHT_LUA = """
-local answers = {}
-local fields = {unpack(ARGV, 2)}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local values = redis.call('HMGET', ARGV[1] .. id, unpack(fields))
-  local answer = {}
-  for i, field in ipairs(fields) do
-    if values[i] then
-      answer[#answer + 1] = field
-      answer[#answer + 1] = values[i]
-    end
-  end
-  if #answer > 0 then answers[#answers + 1] = answer end
-end
-return answers
-"""
-# Every field but the checkpoint text, which can be ~11 KB per answer and in_flight never needs.
-_ROSTER_FIELDS = tuple(f.name for f in fields(AnswerRecord) if f.name != "shown_text")
-
 # KEYS: bucket hash, competitors zset (answer id -> when it last asked).
 # ARGV: now, per_minute, burst, reserve, idle grace seconds, answer_id ('' for none),
 # competing window seconds. Returns {wait, competing}.
@@ -761,7 +731,6 @@ class RedisStore:
         self._earlier = redis.register_script(_EARLIER_LUA)
         self._finish = redis.register_script(_FINISH_LUA)
         self._claim = redis.register_script(_CLAIM_LUA)
-        self._in_flight = redis.register_script(_IN_FLIGHT_LUA)
         self._take_token = redis.register_script(_TAKE_TOKEN_LUA)
         self._pause = redis.register_script(_PAUSE_LUA)
 
@@ -891,14 +860,6 @@ class RedisStore:
         with _translated("get"):
             raw = await self._redis.hgetall(self._answer_key(answer_id))
         return _decode(raw)
-
-    async def in_flight(self) -> list[AnswerRecord]:
-        with _translated("in_flight"):
-            rows = await self._in_flight(
-                keys=[self._inflight], args=[self._answer_key(""), *_ROSTER_FIELDS]
-            )
-        records = [record for row in rows if (record := _decode(row)) is not None]
-        return sorted(records, key=lambda r: r.started_at)
 
     async def claim_lapsed(
         self,
