@@ -23,6 +23,7 @@ import anthropic
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
@@ -88,6 +89,22 @@ def build_claude(settings: Settings) -> anthropic.AsyncAnthropic:
     )
 
 
+class _TokenUnusedFilter(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment even when it is given a client, then
+    warns that the token will be unused. It is the client's own token: the warning is noise on
+    every start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+def bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("slack_bolt")
+    if not any(isinstance(f, _TokenUnusedFilter) for f in logger.filters):
+        logger.addFilter(_TokenUnusedFilter())
+    return logger
+
+
 class SlackStream:
     """One running bot: Bolt listeners, the replier, background tasks and the HTTP routes."""
 
@@ -135,7 +152,7 @@ class SlackStream:
             ),
             request_verification_enabled=settings.slack_signing_secret is not None,
             process_before_response=False,
-            logger=logging.getLogger("slack_bolt"),
+            logger=bolt_logger(),
         )
         register_listeners(self.bolt, self)
         self._background: list[asyncio.Task[None]] = []

@@ -16,7 +16,7 @@ import anthropic
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import Settings
+from bot.config import SECRETS, Settings, secret_problem
 from bot.manifest import BOT_SCOPES
 from bot.store import RedisStore, StoreError
 
@@ -32,34 +32,30 @@ class CheckResult:
 
 
 async def check_config(settings: Settings) -> list[CheckResult]:
+    """Each credential: set or not, and anything that would make it fail (the same judgement
+    `serve` and `socket` apply at start-up)."""
     results = []
-    for var, needed_for in (
-        ("slack_bot_token", "every mode"),
-        ("anthropic_api_key", "every mode"),
-        ("slack_signing_secret", "serve (HTTP mode)"),
-        ("slack_app_token", "socket (Socket Mode)"),
-    ):
-        value = getattr(settings, var)
-        present = value is not None and bool(value.get_secret_value())
-        optional = var in ("slack_signing_secret", "slack_app_token")
-        results.append(
-            CheckResult(
-                f"{var.upper()} set",
-                present or optional,
-                "set" if present else f"not set (needed for {needed_for})",
-                "" if present else f"export {var.upper()}=…",
+    for spec in SECRETS:
+        name = spec.field.upper()
+        value = getattr(settings, spec.field)
+        plain = value.get_secret_value() if value is not None else None
+        needed_for = " and ".join(sorted(spec.needed_in))
+        problem = secret_problem(spec, plain, None)
+        if problem is not None:
+            results.append(CheckResult(f"{name} set", False, problem, f"export {name}=…"))
+        elif plain is None:
+            # Needed by both ways of running (HTTP and Socket Mode), or by one of them only.
+            required = spec.needed_in >= {"serve", "socket"}
+            results.append(
+                CheckResult(
+                    f"{name} set",
+                    not required,
+                    f"not set (needed for {needed_for})",
+                    f"export {name}=…",
+                )
             )
-        )
-    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
-    if token and not token.startswith("xoxb-"):
-        results.append(
-            CheckResult(
-                "bot token shape",
-                False,
-                "SLACK_BOT_TOKEN is not an xoxb- token",
-                "use the Bot User OAuth Token from the app's OAuth page",
-            )
-        )
+        else:
+            results.append(CheckResult(f"{name} set", True, "set"))
     return results
 
 

@@ -1,4 +1,4 @@
-"""The commands of the operating contract: serve, socket, demo, check, manifest."""
+"""The commands of the operating contract: serve, socket, demo, check, manifest; nothing else."""
 
 from __future__ import annotations
 
@@ -39,19 +39,66 @@ def _manifest(url: str | None, socket: bool) -> int:
 
     if not socket and not url:
         raise ConfigError("--url is required for HTTP mode (or pass --socket).")
-    sys.stdout.write(dump_manifest(build_manifest(url=url, socket=socket)))
+    try:
+        manifest = build_manifest(url=url, socket=socket)
+    except ValueError as e:
+        raise ConfigError(f"--url: {e}") from None
+    sys.stdout.write(dump_manifest(manifest))
     return 0
 
 
+# (name, one line for the command list, what `--help` says it does)
+COMMANDS = {
+    "serve": (
+        "HTTP mode: Slack events, /healthz, /readyz, /metrics",
+        "Run the bot in HTTP mode: one aiohttp server on HOST:PORT with POST /slack/events "
+        "(Events API and interactivity, every request's signature verified), GET /healthz, "
+        "GET /readyz and GET /metrics. Needs SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and "
+        "ANTHROPIC_API_KEY; REDIS_URL lets several replicas share the work. SIGTERM drains: "
+        "answers in flight get SHUTDOWN_GRACE_SECONDS to finish.",
+    ),
+    "socket": (
+        "Socket Mode (needs SLACK_APP_TOKEN)",
+        "Run the bot in Socket Mode: events arrive over an outbound WebSocket, so no public URL "
+        "is needed. Needs SLACK_BOT_TOKEN, SLACK_APP_TOKEN (xapp-, connections:write) and "
+        "ANTHROPIC_API_KEY. /healthz, /readyz and /metrics are still served on HOST:PORT.",
+    ),
+    "demo": (
+        "the whole pipeline offline, no credentials",
+        "Answer one question end to end offline: a simulated Slack workspace and a simulated "
+        "Claude on loopback, the real bot in between. The terminal shows the placeholder, "
+        "each edit as Slack receives it, and the final message. Directives in the question "
+        "steer the simulated Claude: [sim:long N], [sim:think], [sim:error], [sim:drop], "
+        "[sim:stall], [sim:refuse], [sim:overloaded], [sim:fast]. Uses Redis when REDIS_URL "
+        "is set.",
+    ),
+    "check": (
+        "check configuration and connectivity",
+        "Check the configuration and reach every dependency (Slack auth.test and the granted "
+        "scopes, Claude, Redis); print a checklist with a fix for each problem. Exits 1 when "
+        "anything needs fixing.",
+    ),
+    "manifest": (
+        "print a ready Slack app manifest",
+        "Print the Slack app manifest for this bot (scopes, events, interactivity) to paste "
+        "into api.slack.com/apps > Create New App > From a manifest.",
+    ),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="slackstream", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="HTTP mode: Slack events, /healthz, /readyz, /metrics")
-    sub.add_parser("socket", help="Socket Mode (needs SLACK_APP_TOKEN)")
-    demo = sub.add_parser("demo", help="the whole pipeline offline, no credentials")
-    demo.add_argument("question", nargs="?", help="what to ask the simulated Claude")
-    sub.add_parser("check", help="check configuration and connectivity")
-    manifest = sub.add_parser("manifest", help="print a ready Slack app manifest")
+    parser = argparse.ArgumentParser(
+        prog="slackstream",
+        description="A Slack bot that streams Claude's answers into its own message.",
+        epilog="`slackstream COMMAND --help` says more about each command.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parsers = {
+        name: sub.add_parser(name, help=summary, description=description)
+        for name, (summary, description) in COMMANDS.items()
+    }
+    parsers["demo"].add_argument("question", nargs="?", help="what to ask the simulated Claude")
+    manifest = parsers["manifest"]
     manifest.add_argument("--url", help="public base URL, e.g. https://bot.example.com")
     manifest.add_argument("--socket", action="store_true", help="Socket Mode variant")
     args = parser.parse_args(argv)

@@ -1,14 +1,17 @@
 """Settings from the environment, validated once at start-up.
 
-Names follow the operating contract in DESIGN.md; they are read by operators' scripts and
-deployment files, so they are only ever added to, never renamed.
+Names follow the operating contract (the README's Configuration table); they are read by
+operators' scripts and deployment files, so they are only ever added to, never renamed. Every
+mistake is reported as one line naming the variable, never as a traceback from deeper down.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -27,6 +30,62 @@ def _default_replica_id() -> str:
 
 class ConfigError(Exception):
     """Configuration that cannot work; the message is one line telling what to set."""
+
+
+Mode = Literal["serve", "socket", "check"]
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    """A credential: which modes need it, and the prefix its kind of token carries."""
+
+    field: str
+    needed_in: frozenset[str]
+    prefix: str = ""
+    what: str = ""  # the kind of token the prefix stands for, for the one-line error
+
+
+SECRETS = (
+    SecretSpec("slack_bot_token", frozenset({"serve", "socket"}), "xoxb-", "a bot token"),
+    SecretSpec("slack_signing_secret", frozenset({"serve"})),
+    SecretSpec("slack_app_token", frozenset({"socket"}), "xapp-", "an app-level token"),
+    SecretSpec("anthropic_api_key", frozenset({"serve", "socket"})),
+)
+# Slack's token kinds by prefix, to say what was pasted instead of the right one.
+_TOKEN_KINDS = {
+    "xoxb-": "a bot token",
+    "xoxp-": "a user token",
+    "xapp-": "an app-level token",
+    "xoxe-": "a refresh token",
+    "xoxa-": "a workspace token",
+}
+# What the docs and example files put where a real value belongs.
+_EXAMPLE_MARKERS = ("replace-me", "replace_me", "changeme", "your-", "your_", "…", "...", "<", ">")
+
+
+def secret_problem(spec: SecretSpec, value: str | None, mode: Mode | None) -> str | None:
+    """One line saying what is wrong with this credential for `mode`, or None.
+
+    A credential the mode does not need is only judged when it is set; `mode` None judges
+    every set credential (what `slackstream check` reports)."""
+    name = spec.field.upper()
+    needed = mode is not None and mode in spec.needed_in
+    if value is None:
+        return f"{name} is not set" if needed else None
+    if not value.strip():
+        if needed or mode is None:
+            return f"{name} is set but empty" if not value else f"{name} is only whitespace"
+        return None  # an empty variable the mode does not use is as good as unset
+    if value != value.strip():
+        return f"{name} has spaces or line breaks around it (a copy-paste slip?)"
+    lowered = value.lower()
+    if any(marker in lowered for marker in _EXAMPLE_MARKERS):
+        return f"{name} still holds the example value from the docs; set the real one"
+    if spec.prefix and not value.startswith(spec.prefix):
+        pasted = next((kind for p, kind in _TOKEN_KINDS.items() if value.startswith(p)), None)
+        found = f"is {pasted}" if pasted else "is not a Slack token of that kind"
+        return f"{name} {found}; it must be {spec.what} ({spec.prefix}…)"
+    return None
 
 
 class Settings(BaseSettings):
@@ -90,6 +149,27 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None:
+            _require_url(value, ("redis", "rediss", "unix"), "redis://host:6379/0")
+        return value
+
+    @field_validator("slack_api_url", "anthropic_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            _require_url(value, ("https", "http"), "https://host/path/")
+        return value
+
+    @field_validator("system_prompt", "placeholder_text", "host")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
     def secret(self, name: str) -> str:
         """The plain value of a secret field; raises ConfigError naming the variable if unset."""
         value = getattr(self, name)
@@ -103,18 +183,38 @@ class Settings(BaseSettings):
         values = [getattr(self, f) for f in fields]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
-    def require(self, mode: Literal["serve", "socket", "check"]) -> None:
-        """Fail fast, with one line, when a mode lacks what it needs."""
-        needed = ["slack_bot_token", "anthropic_api_key"]
-        if mode == "serve":
-            needed.append("slack_signing_secret")
-        if mode == "socket":
-            needed.append("slack_app_token")
-        missing = [n.upper() for n in needed if getattr(self, n) is None]
-        if missing:
+    def secret_problems(self, mode: Mode | None) -> list[str]:
+        """What is wrong with the credentials for `mode` (None: every one that is set)."""
+        problems = []
+        for spec in SECRETS:
+            value: SecretStr | None = getattr(self, spec.field)
+            plain = value.get_secret_value() if value is not None else None
+            if (problem := secret_problem(spec, plain, mode)) is not None:
+                problems.append(problem)
+        return problems
+
+    def require(self, mode: Mode) -> None:
+        """Fail fast, with one line naming each variable, when a mode lacks what it needs or
+        has a credential that cannot work (empty, of the wrong kind, an example value)."""
+        problems = self.secret_problems(mode)
+        unset = [p.removesuffix(" is not set") for p in problems if p.endswith(" is not set")]
+        if unset and len(unset) == len(problems):
             raise ConfigError(
-                f"missing configuration: set {', '.join(missing)} (see README, Configuration)."
+                f"missing configuration: set {', '.join(unset)} (see README, Configuration)."
             )
+        if problems:
+            raise ConfigError(f"unsafe configuration: {'; '.join(problems)}.")
+
+
+def _require_url(value: str, schemes: tuple[str, ...], example: str) -> None:
+    """ValueError (one line for pydantic) unless `value` is a URL with one of `schemes`."""
+    try:
+        parts = urlsplit(value)
+        has_place = bool(parts.netloc) or (parts.scheme == "unix" and bool(parts.path))
+    except ValueError:
+        parts, has_place = None, False
+    if parts is None or parts.scheme not in schemes or not has_place:
+        raise ValueError(f"must be a {' or '.join(s + '://' for s in schemes)} URL, like {example}")
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -3,24 +3,39 @@
 A simulated Slack workspace and a simulated Claude run on loopback; the real bot (`serve` mode,
 signed HTTP events, Bolt, the Slack and Anthropic SDKs, the store) answers one mention, and the
 terminal shows the placeholder, each edit as Slack receives it, and the final message.
+
+The simulated Claude streams at about a reader's pace so the edits can be watched arriving
+(`[sim:fast]` turns that off). With `REDIS_URL` set the demo keeps its state in that Redis,
+under its own key prefix, as a deployment would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import os
 import sys
 import time
 from typing import TextIO
 
 from bot.app import SlackStream, start_http
+from bot.config import ConfigError, load_settings
 from bot.logs import configure_logging
-from bot.sim.claude import ClaudeSim
+from bot.sim.claude import ClaudeSim, default_script
 from bot.sim.events import EventPoster, mention_envelope
 from bot.sim.settings import SIM_SIGNING_SECRET, sim_settings
 from bot.sim.slack import SimMessage, SlackSim
+from bot.store import MemoryStore, RedisStore, Store
 
-DEFAULT_QUESTION = "How does a token bucket rate limiter work? [sim:long 1800] [sim:slow]"
+DEFAULT_QUESTION = "How does a token bucket rate limiter work? [sim:long 1800]"
 CHANNEL, USER = "C0DEMO", "U0ALICE"
+# About 300 characters a second (12-character deltas): Claude's pace on a long answer.
+DEMO_CHUNK_DELAY = 0.04
+# The demo waits this long for a silent Claude (a deployment's default is 60 s).
+DEMO_IDLE_TIMEOUT = 15.0
+QUIET_NOTICE_AFTER = 3.0  # seconds without any change before the demo says what it waits for
+DEMO_REDIS_PREFIX = "slackstream-demo:"  # never the keys of a deployment sharing that Redis
 
 
 class TerminalView:
@@ -30,38 +45,85 @@ class TerminalView:
         self.out = out
         self.started = started
         self.edits = 0
+        self.last_change = started
 
     def __call__(self, kind: str, message: SimMessage) -> None:
         if message.user != "UBOT":
             return
-        at = time.monotonic() - self.started
+        self.last_change = time.monotonic()
         text = message.visible_text()
         if kind == "posted":
-            self.out.write(f"[{at:6.2f}s] placeholder posted: {text!r}\n")
+            self.say(f"placeholder posted: {text!r}")
         elif message.has_button("stop_answer"):
             self.edits += 1
             tail = text[-70:].replace("\n", " ⏎ ")
-            self.out.write(f"[{at:6.2f}s] edit {self.edits:>3}: {len(text):>5} chars …{tail}\n")
+            self.say(f"edit {self.edits:>3}: {len(text):>5} chars …{tail}")
         else:
-            self.out.write(f"[{at:6.2f}s] final message:\n{'-' * 72}\n{text}\n{'-' * 72}\n")
+            self.say(f"final message:\n{'-' * 72}\n{text}\n{'-' * 72}")
+
+    def say(self, line: str) -> None:
+        self.out.write(f"[{time.monotonic() - self.started:6.2f}s] {line}\n")
         self.out.flush()
 
+    async def explain_silences(self, idle_timeout: float) -> None:
+        """Say what the bot is waiting for whenever nothing has changed for a while, so a
+        silent stream (`[sim:stall]`) does not look like a hung demo."""
+        noticed = 0.0
+        while True:
+            await asyncio.sleep(0.5)
+            quiet = time.monotonic() - self.last_change
+            if quiet >= QUIET_NOTICE_AFTER and self.last_change != noticed:
+                noticed = self.last_change
+                self.say(
+                    f"(no new text from Claude for {quiet:.0f} s: the bot waits until "
+                    f"{idle_timeout:g} s of silence, STREAM_IDLE_TIMEOUT_SECONDS, then ends "
+                    "the answer with [interrupted])"
+                )
 
-async def run_demo(question: str = DEFAULT_QUESTION, out: TextIO = sys.stdout) -> SimMessage:
+
+def demo_store() -> Store | None:
+    """The demo's store: Redis when REDIS_URL is set (under the demo's own key prefix),
+    else None for the in-process one."""
+    url = os.environ.get("REDIS_URL") or None
+    if url is None:
+        return None
+    settings = load_settings(redis_url=url)  # the same one-line error for a bad URL
+    assert settings.redis_url is not None
+    return RedisStore.from_url(settings.redis_url, prefix=DEMO_REDIS_PREFIX)
+
+
+async def run_demo(
+    question: str = DEFAULT_QUESTION,
+    out: TextIO = sys.stdout,
+    *,
+    chunk_delay: float = DEMO_CHUNK_DELAY,
+    idle_timeout: float = DEMO_IDLE_TIMEOUT,
+    store: Store | None = None,
+) -> SimMessage:
     """Answer one mention end to end; return the bot's final message."""
-    async with SlackSim() as slack, ClaudeSim() as claude:
+    claude_default = functools.partial(default_script, chunk_delay=chunk_delay)
+    async with SlackSim() as slack, ClaudeSim(default=claude_default) as claude:
         slack.add_channel(CHANNEL)
         slack.add_user(USER, "alice", real_name="Alice")
-        settings = sim_settings(slack, claude, log_level="WARNING", log_format="text")
-        bot = SlackStream(settings)
+        settings = sim_settings(
+            slack,
+            claude,
+            log_level="WARNING",
+            log_format="text",
+            stream_idle_timeout_seconds=idle_timeout,
+        )
+        # Said once below ("store: memory"), not as the deployment warning about one replica.
+        bot = SlackStream(settings, store=store or MemoryStore())
         runner, url = await start_http(bot)
         await bot.start()
         view = TerminalView(out, time.monotonic())
         slack.on_change.append(view)
         poster = EventPoster(f"{url}/slack/events", SIM_SIGNING_SECRET)
+        explainer = asyncio.create_task(view.explain_silences(idle_timeout))
         try:
+            view.say(f"store: {bot.store.kind}")
             asked = slack.post_user_message(CHANNEL, f"<@UBOT> {question}", user=USER)
-            out.write(f"[  0.00s] <alice> @claude {question}\n")
+            view.say(f"<alice> @claude {question}")
             status, _ = await poster.post_event(
                 mention_envelope(
                     team_id="T0001",
@@ -83,12 +145,16 @@ async def run_demo(question: str = DEFAULT_QUESTION, out: TextIO = sys.stdout) -
                     and (
                         "Tokens:" in replies[-1].visible_text()
                         or "[interrupted" in replies[-1].visible_text()
+                        or ":warning:" in replies[-1].visible_text()
                     )
                 )
 
-            await slack.wait_for(finished, timeout=120)
+            await slack.wait_for(finished, timeout=idle_timeout + 120)
             return slack.bot_replies(CHANNEL, asked.ts)[-1]
         finally:
+            explainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await explainer
             await poster.close()
             await bot.shutdown()
             await runner.cleanup()
@@ -97,5 +163,10 @@ async def run_demo(question: str = DEFAULT_QUESTION, out: TextIO = sys.stdout) -
 def main(question: str | None = None) -> int:
     configure_logging("WARNING", "text")
     print("slackstream demo: a simulated Slack workspace and a simulated Claude, on loopback.")
-    asyncio.run(run_demo(question or DEFAULT_QUESTION))
+    try:
+        store = demo_store()
+    except ConfigError as e:
+        print(f"slackstream: {e}", file=sys.stderr)
+        return 2
+    asyncio.run(run_demo(question or DEFAULT_QUESTION, store=store))
     return 0

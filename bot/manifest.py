@@ -125,7 +125,7 @@ def build_manifest(
 
 def dump_manifest(manifest: dict[str, Any]) -> str:
     """Render a manifest as YAML in the key order Slack's own editor uses."""
-    return yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True, width=100)
+    return str(yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True, width=100))
 
 
 def generated_file_text(manifest: dict[str, Any]) -> str:

@@ -18,13 +18,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import anthropic
-import httpx2
-from anthropic.types import MessageParam, RawMessageStreamEvent
 
 from bot import render
+from bot.claude import StreamState, describe_failure, stream_answer
 from bot.config import Settings
 from bot.conversation import Conversation, build_conversation
 from bot.logs import ContextLog
@@ -94,157 +93,6 @@ class Interrupted(Exception):
 
 class LeaseLost(Exception):
     """Another replica took this answer over; it will finish the message, we must not."""
-
-
-@dataclass
-class StreamState:
-    """What the streamer has received so far; the publisher renders from it."""
-
-    chunks: list[str] = field(default_factory=list)
-    length: int = 0
-    deltas: int = 0
-    thinking: bool = False
-    usage: render.Usage | None = None
-    model: str = ""
-    stop_reason: str | None = None
-    stop_details: dict[str, Any] | None = None
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    changed_at: float | None = None  # when text arrived that has not been shown yet
-
-    def add_text(self, text: str, now: float) -> None:
-        """Per-delta work: keep it O(1); the join happens per edit, not per delta."""
-        self.chunks.append(text)
-        self.length += len(text)
-        self.deltas += 1
-        if self.changed_at is None:
-            self.changed_at = now
-        self.changed.set()
-
-    def text(self) -> str:
-        if len(self.chunks) > 1:
-            self.chunks[:] = ["".join(self.chunks)]
-        return self.chunks[0] if self.chunks else ""
-
-
-def fold_event(state: StreamState, event: RawMessageStreamEvent, now: float) -> None:
-    """Fold one raw stream event (`messages.create(stream=True)`) into the state: the only place
-    that reads Claude's event shapes.
-
-    Raw events rather than the SDK's `messages.stream()` helper, which rebuilds the whole message
-    on every delta: nearly every event is a text delta, tested first and kept O(1). Thinking
-    shows only as a flag (its text is never shown); usage comes from `message_start` and
-    `message_delta` (whose `output_tokens` is cumulative); anything else (block stops, tool
-    input, citations, signatures) changes nothing shown. Fields the API may omit are read
-    with a default, as the SDK builds events without validating them.
-    """
-    if event.type == "content_block_delta":
-        delta = event.delta
-        if delta.type == "text_delta":
-            state.add_text(delta.text, now)
-    elif event.type == "content_block_start":
-        if event.content_block.type in ("thinking", "redacted_thinking") and not state.thinking:
-            state.thinking = True
-            state.changed.set()
-    elif event.type == "message_start":
-        state.model = getattr(event.message, "model", None) or ""
-        state.usage = _usage(getattr(event.message, "usage", None), render.Usage())
-    elif event.type == "message_delta":
-        state.stop_reason = getattr(event.delta, "stop_reason", None)
-        details = getattr(event.delta, "stop_details", None)
-        state.stop_details = details.model_dump() if details is not None else None
-        state.usage = _usage(getattr(event, "usage", None), state.usage or render.Usage())
-
-
-def _usage(counts: Any, before: render.Usage) -> render.Usage:
-    """`before` updated with the counts an event carries (absent or None: unchanged)."""
-    if counts is None:
-        return before
-    return render.Usage(
-        input_tokens=getattr(counts, "input_tokens", None) or before.input_tokens,
-        output_tokens=getattr(counts, "output_tokens", None) or before.output_tokens,
-        cache_creation_input_tokens=getattr(counts, "cache_creation_input_tokens", None)
-        or before.cache_creation_input_tokens,
-        cache_read_input_tokens=getattr(counts, "cache_read_input_tokens", None)
-        or before.cache_read_input_tokens,
-    )
-
-
-async def stream_answer(
-    claude: anthropic.AsyncAnthropic,
-    settings: Settings,
-    messages: list[dict[str, Any]],
-    state: StreamState,
-    clock: Clock,
-) -> None:
-    """Stream Claude's answer to `messages` into `state`, as raw events (see fold_event).
-
-    The read timeout is the idle timeout: any event, a ping too, resets it. The SDK retries
-    until the response starts (429, 529, 5xx, connection errors), never after. Errors
-    propagate; describe_claude_error names them.
-    """
-    stream = await claude.messages.create(
-        model=settings.claude_model,
-        max_tokens=settings.claude_max_tokens,
-        system=[
-            {
-                "type": "text",
-                "text": settings.system_prompt,
-                "cache_control": {"type": "ephemeral"},
-            }
-        ],
-        messages=cast("list[MessageParam]", messages),
-        stream=True,
-        timeout=httpx2.Timeout(settings.stream_idle_timeout_seconds, connect=10.0),
-    )
-    # Closed on every way out (its end, an error, a cancel for Stop or shutdown), which
-    # releases the connection: an unfinished response's connection is closed, not pooled.
-    async with stream:
-        async for event in stream:
-            fold_event(state, event, clock())
-
-
-def describe_claude_error(exc: BaseException) -> tuple[str, str]:
-    """(metric type, one line for a Slack reader) for an error from the Claude stream."""
-    if isinstance(exc, anthropic.APIStatusError):
-        kind = str(getattr(exc, "type", None) or f"http_{exc.status_code}")
-        if exc.status_code == 200:  # an `error` event inside a started stream
-            if kind == "overloaded_error":
-                return kind, "Claude became overloaded mid-answer"
-            return kind, f"Claude reported an error ({kind})"
-        if isinstance(exc, anthropic.AuthenticationError):
-            return (
-                kind,
-                "The bot's Anthropic API key was rejected; an admin must check ANTHROPIC_API_KEY.",
-            )
-        if isinstance(exc, anthropic.PermissionDeniedError):
-            return kind, "The bot's Anthropic API key is not allowed to use this model."
-        if isinstance(exc, anthropic.NotFoundError):
-            return (
-                kind,
-                "The configured Claude model was not found; an admin must check CLAUDE_MODEL.",
-            )
-        if isinstance(exc, anthropic.RateLimitError):
-            return kind, "Claude's rate limit was reached. Please try again in a minute."
-        if exc.status_code == 529 or kind == "overloaded_error":
-            return (
-                "overloaded_error",
-                "Claude is overloaded right now. Please try again in a minute.",
-            )
-        if exc.status_code >= 500:
-            return kind, "Claude had an internal error. Please try again."
-        if isinstance(exc, anthropic.BadRequestError):
-            return kind, "Claude could not accept this conversation (it may be too long)."
-        return kind, f"Claude answered with an error ({exc.status_code})."
-    if isinstance(exc, anthropic.APITimeoutError):
-        return "timeout", "Claude did not answer in time. Please try again."
-    if isinstance(exc, anthropic.APIConnectionError):
-        return "connection", "Couldn't reach Claude. Please try again."
-    if isinstance(exc, httpx2.TimeoutException):
-        return "idle_timeout", "Claude went silent"
-    if isinstance(exc, httpx2.TransportError):
-        return "connection_lost", "the connection to Claude was lost"
-    return type(exc).__name__, "an unexpected error occurred"
 
 
 class Replier:
@@ -693,14 +541,19 @@ class Answer:
         try:
             await stream_task
         except Exception as e:
-            mtype, line = describe_claude_error(e)
-            self.r.metrics.claude_errors.labels(mtype).inc()
-            self.log.warning("claude stream failed", extra={"error_type": mtype, "error": repr(e)})
-            if isinstance(e, httpx2.TimeoutException):
-                line = f"{line} for {self.s.stream_idle_timeout_seconds:g} s"
-            if self.state.usage is None and not self.state.length:
-                self.failed_before_text = line
-            return line
+            failure = describe_failure(
+                e,
+                started=st.events > 0,
+                mid_answer=st.length > 0,
+                idle_timeout=self.s.stream_idle_timeout_seconds,
+            )
+            self.r.metrics.claude_errors.labels(failure.error_type).inc()
+            self.log.warning(
+                "claude stream failed", extra={"error_type": failure.error_type, "error": repr(e)}
+            )
+            if not st.length:
+                self.failed_before_text = failure.reason
+            return failure.reason
         if self.state.stop_reason is None:
             self.r.metrics.claude_errors.labels("no_message_delta").inc()
             self.log.warning("claude stream ended without message_delta")

@@ -929,7 +929,7 @@ class RedisStore:
                         with contextlib.suppress(asyncio.CancelledError, RedisError):
                             await receive
                     with contextlib.suppress(RedisError):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                        await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
                 await asyncio.wait({closed}, timeout=backoff)
                 backoff = min(backoff * 2, 5.0)
         finally:

@@ -11,8 +11,7 @@ import pytest
 from bot.render import MARKDOWN_LIMIT
 from bot.sim.claude import Script
 from tests.harness import ALICE, BOB, CHANNEL, running_bot, simulators
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "anthropic"
+from tests.shared_files import ANTHROPIC_FIXTURES, missing, recorded_streams
 
 
 @pytest.mark.parametrize(
@@ -140,15 +139,15 @@ async def test_a_long_thread_is_trimmed_to_the_budget_and_the_footer_says_so() -
 
 
 def _fixture_files() -> list[Path]:
-    if not FIXTURES.is_dir():
-        return []
-    return sorted(p for p in FIXTURES.iterdir() if p.suffix in (".txt", ".sse"))
+    return recorded_streams()
 
 
 _ENDING_WITH_MESSAGE_DELTA = {p.name for p in _fixture_files() if "message_delta" in p.read_text()}
 
 
-@pytest.mark.skipif(not _fixture_files(), reason="shared/fixtures/anthropic not present")
+@pytest.mark.skipif(
+    not _fixture_files(), reason=missing(ANTHROPIC_FIXTURES, "the recorded Claude streams")
+)
 @pytest.mark.parametrize("fixture", _fixture_files(), ids=lambda p: p.name)
 async def test_every_recorded_stream_ends_in_a_finished_message(fixture: Path) -> None:
     async with simulators() as (slack, claude):

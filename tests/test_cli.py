@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from bot.demo import run_demo
@@ -85,3 +86,111 @@ async def test_demo_shows_placeholder_edits_and_final_footer() -> None:
     assert "final message:" in shown
     assert "Tokens:" in final.visible_text()
     assert shown.index("placeholder posted") < shown.index("edit   1:") < shown.index("final")
+
+
+def test_every_command_says_what_it_does() -> None:
+    overview = _run("--help")
+    assert overview.returncode == 0
+    for command in ("serve", "socket", "demo", "check", "manifest"):
+        assert command in overview.stdout
+        result = _run(command, "--help")
+        assert result.returncode == 0, result.stderr
+        # The description (after the usage block) is a sentence about this command.
+        description = result.stdout.split("\n\n", 2)[1]
+        assert len(description.split()) >= 12, (command, description)
+
+
+def test_a_manifest_url_without_a_scheme_is_one_line() -> None:
+    result = _run("manifest", "--url", "bot.example.com")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "--url" in result.stderr and "https://" in result.stderr
+
+
+VALID = {
+    "SLACK_BOT_TOKEN": "xoxb-1-2-abc",
+    "SLACK_SIGNING_SECRET": "0123456789abcdef0123456789abcdef",
+    "ANTHROPIC_API_KEY": "sk-ant-api03-abc",
+}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REDIS_URL", "http://x"),
+        ("REDIS_URL", "localhost:6379"),
+        ("SLACK_API_URL", "slack.com/api"),
+        ("ANTHROPIC_BASE_URL", "ftp://proxy"),
+        ("PORT", "-1"),
+        ("HOST", " "),
+        ("EDIT_INTERVAL_SECONDS", "0"),
+        ("WORKSPACE_EDITS_PER_MINUTE", "lots"),
+        ("STREAM_LEASE_SECONDS", "-5"),
+        ("MAX_ANSWERS_PER_USER", "0"),
+        ("CONTEXT_TOKEN_BUDGET", "10"),
+        ("CLAUDE_MAX_TOKENS", "0"),
+        ("SYSTEM_PROMPT", "   "),
+        ("PLACEHOLDER_TEXT", ""),
+        ("SHOW_COST", "maybe"),
+        ("LOG_LEVEL", "chatty"),
+        ("SLACK_SIGNING_SECRET", ""),
+        ("SLACK_SIGNING_SECRET", "   "),
+        ("SLACK_BOT_TOKEN", "xoxp-a-user-token"),
+        ("SLACK_BOT_TOKEN", "xoxb-replace-me"),
+        ("ANTHROPIC_API_KEY", "sk-ant-replace-me"),
+    ],
+)
+def test_each_bad_setting_is_one_line_naming_it(variable: str, value: str) -> None:
+    result = _run("serve", **{**VALID, variable: value})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert variable in result.stderr
+
+
+async def test_demo_streams_at_a_reading_pace_by_default() -> None:
+    out = io.StringIO()
+    await run_demo("What is a lease? [sim:long 900]", out=out)
+    shown = out.getvalue()
+    edits = [line for line in shown.splitlines() if "] edit " in line]
+    assert len(edits) >= 2, shown  # a reader sees the answer grow, not jump to the end
+    first, last = (float(line[1:7]) for line in (edits[0], edits[-1]))
+    assert last - first >= 1.0, shown
+
+
+async def test_demo_says_what_it_waits_for_when_claude_goes_silent() -> None:
+    out = io.StringIO()
+    final = await run_demo("hello [sim:stall]", out=out, chunk_delay=0.0, idle_timeout=3.5)
+    shown = out.getvalue()
+    assert "no new text from Claude" in shown and "STREAM_IDLE_TIMEOUT_SECONDS" in shown
+    assert "[interrupted: Claude went silent for 3.5 s]" in final.visible_text()
+
+
+async def test_demo_uses_redis_when_redis_url_is_set(redis_url: str) -> None:
+    import redis.asyncio
+
+    from bot.demo import DEMO_REDIS_PREFIX, demo_store
+
+    os.environ["REDIS_URL"] = redis_url
+    try:
+        store = demo_store()
+    finally:
+        del os.environ["REDIS_URL"]
+    assert store is not None and store.kind == "redis"
+    out = io.StringIO()
+    final = await run_demo("hi [sim:fast]", out=out, store=store)
+    assert "store: redis" in out.getvalue()
+    assert "Tokens:" in final.visible_text()
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        keys = [k.decode() async for k in client.scan_iter(match="*")]
+    finally:
+        await client.aclose()
+    assert keys and all(k.startswith(DEMO_REDIS_PREFIX) for k in keys), keys
+
+
+def test_demo_reports_a_bad_redis_url_in_one_line() -> None:
+    result = _run("demo", REDIS_URL="http://x")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "REDIS_URL" in result.stderr

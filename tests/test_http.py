@@ -16,6 +16,7 @@ import pytest
 
 from bot.app import SlackStream, run_until_signalled, start_http
 from bot.sim.events import mention_envelope, sign
+from bot.store import MemoryStore
 from tests.harness import (
     ALICE,
     CHANNEL,
@@ -173,3 +174,17 @@ async def test_a_served_bot_freezes_its_start_up_heap_and_stops_on_sigterm() -> 
             app_log.removeHandler(ready)
             app_log.setLevel(level)
     assert bot.draining
+
+
+async def test_a_clean_start_logs_no_warnings(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployment sets SLACK_BOT_TOKEN, which Bolt also reads: its "token will be unused"
+    warning (the token is the client's own) must not greet every start."""
+    async with simulators() as (slack, claude):
+        monkeypatch.setenv("SLACK_BOT_TOKEN", slack.bot_token)
+        with caplog.at_level(logging.WARNING):
+            async with running_bot(slack, claude, store=MemoryStore()) as h:
+                asked = await h.mention("hello")
+                await h.finished(asked)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -480,3 +481,47 @@ def test_dashboard_shows_every_metric() -> None:
     known = series_names()
     shown = {known[m] for expr in queries() for m in re.findall(r"\bslackstream_[a-z_]+", expr)}
     assert set(METRICS) - shown == set()
+
+
+# --- Locks --------------------------------------------------------------------------------
+
+
+def lock_pins(name: str) -> dict[str, str]:
+    """package -> version pinned in requirements/<name>.lock; every pin carries hashes."""
+    text = (REPO / "requirements" / f"{name}.lock").read_text(encoding="utf-8")
+    pins: dict[str, str] = {}
+    for entry in re.split(r"\n(?=[a-z0-9])", text):
+        head = entry.split(";")[0].split("\\")[0].strip()
+        if "==" not in head:
+            continue
+        package, version = head.split("==")
+        assert "--hash=sha256:" in entry, f"{package} is pinned without hashes"
+        pins[package.lower().replace("_", "-")] = version
+    return pins
+
+
+def declared(*extras: str) -> set[str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = list(project["dependencies"])
+    for extra in extras:
+        requirements += project["optional-dependencies"][extra]
+    return {re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower().replace("_", "-")
+            for r in requirements}  # fmt: skip
+
+
+@pytest.mark.parametrize(("lock", "extras"), [("app", ()), ("dev", ("dev",)),
+                                              ("bench", ("dev", "bench"))])  # fmt: skip
+def test_every_declared_dependency_is_locked_with_hashes(
+    lock: str, extras: tuple[str, ...]
+) -> None:
+    pins = lock_pins(lock)
+    assert declared(*extras) <= set(pins), "refresh the locks: .ci/lock"
+    assert "setuptools" in pins, "the build back-end is locked too"
+
+
+def test_the_image_installs_only_what_is_locked() -> None:
+    assert "pytest" not in lock_pins("app"), "test tools stay out of the image"
+    build = dockerfile_stages()[0]
+    installs = [ins for ins in build if "pip install" in ins]
+    assert any("--require-hashes" in ins and "requirements/app.lock" in ins for ins in installs)
+    assert all("--no-deps" in ins for ins in installs if "requirements/app.lock" not in ins)

@@ -17,6 +17,7 @@ it (they combine):
 ``[sim:long N]``       about N characters of Markdown (headings, lists, a code block);
                        N defaults to 5000
 ``[sim:slow]``         0.05 s between text deltas
+``[sim:fast]``         no delay between text deltas (the demo streams at a reading pace)
 ``[sim:think]``        a thinking block streams before the text
 ``[sim:refuse]``       stop_reason ``refusal`` with ``stop_details``
 ``[sim:error]``        an in-stream ``overloaded_error`` event after 3 text deltas
@@ -181,8 +182,9 @@ def long_markdown(chars: int) -> str:
         i += 1
 
 
-def default_script(body: dict[str, Any]) -> Script:
-    """Answer deterministically from the last user message, honouring `[sim:...]` directives."""
+def default_script(body: dict[str, Any], *, chunk_delay: float = 0.0) -> Script:
+    """Answer deterministically from the last user message, honouring `[sim:...]` directives;
+    `chunk_delay` paces the text deltas unless the message asks for `[sim:fast]`."""
     prompt = _last_user_text(body)
     directives = {name: number for name, number in _DIRECTIVE.findall(prompt)}
     asked = " ".join(_DIRECTIVE.sub(" ", prompt).split())
@@ -198,8 +200,9 @@ def default_script(body: dict[str, Any]) -> Script:
     if "long" in directives:
         size = int(directives["long"] or _LONG_DEFAULT)
         script.text = long_markdown(min(size, _LONG_MAX))
+    script.chunk_delay = 0.0 if "fast" in directives else chunk_delay
     if "slow" in directives:
-        script.chunk_delay = _SLOW_DELAY
+        script.chunk_delay = max(script.chunk_delay, _SLOW_DELAY)
     if "think" in directives:
         script.thinking = (
             f"The user asked about {asked or 'nothing in particular'}. Answer briefly."

@@ -3,7 +3,7 @@
 The demo, the tests and the benchmarks point ``AsyncWebClient(base_url=sim.api_url)`` here. The
 sim keeps messages in memory, checks payloads against Slack's documented limits, enforces
 per-method rate limits, and can inject failures. Argument and error names follow Slack's method
-metadata (``/work/shared/reference/slack/methods``); where Slack's behaviour is undocumented, the
+metadata (Slack's per-method JSON reference); where Slack's behaviour is undocumented, the
 function that makes the choice says what it does.
 """
 
