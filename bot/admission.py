@@ -1,25 +1,38 @@
-"""Which Slack events become answers: dedupe, allowlists and the bot's own messages.
+"""Which Slack events become answers, and who may stop one: an ordered list of small checks,
+each of which lets the event through or says why not (in the spirit of Bolt's middleware).
+
+    draining ─> screening ─> dedupe claim ─> caps ─> answer
 
 Slack delivers an event again when it was not acknowledged within 3 s, and delivers one
 mentioning message twice when it fits two subscriptions (`app_mention` and `message.im`), to any
-replica. Claiming both the `event_id` and the message's `(channel, ts)` in the shared store makes
-each message answered once. When the store is unreachable, the claim falls back to this replica's
-memory: a duplicate that reaches *another* replica during the outage may then be answered twice,
-which is preferable to not answering at all.
+replica. Claiming both the `event_id` and the message's `(channel, ts)` in the shared store
+makes each message answered once. Each claim carries a token of its own, so a claim that a
+client re-sends after a timeout (its first attempt had run) is recognised as the same claim,
+not a duplicate. When the store is unreachable the claim falls back to this replica's memory:
+a duplicate that reaches *another* replica during the outage may then be answered twice,
+which is better than not answering at all. When the store has just lost its data (an empty
+restart), an answer first looks in the thread for an earlier answer to the same question.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from bot.config import Settings
 from bot.metrics import Metrics
+from bot.question import Question
 from bot.store import MemoryStore, Store, StoreError
 
 log = logging.getLogger(__name__)
 
-DEDUPE_TTL_SECONDS = 6 * 3600  # well past Slack's last retry (~5 min) and clock skew
+DEDUPE_TTL_SECONDS = 6 * 3600  # well past Slack's last retry (~5 min) and any clock skew
+# After the store lost its data, questions are checked against the thread for this long: Slack's
+# retries of an event come within minutes.
+SUSPECT_WINDOW_SECONDS = 15 * 60.0
 
 # Message subtypes that are not something a person asked: edits, deletions, joins, bot posts.
 IGNORED_SUBTYPES = frozenset(
@@ -42,14 +55,33 @@ IGNORED_SUBTYPES = frozenset(
 )
 
 
+@dataclass
+class Intake:
+    """One event on its way through the checks; each check may fill in what it learns."""
+
+    event: dict[str, Any]
+    event_id: str | None
+    team_id: str
+    bot_user_id: str
+    question: Question | None = None
+    dedupe_keys: list[str] = field(default_factory=list)
+    verify_first: bool = False
+
+
 @dataclass(frozen=True)
 class Verdict:
-    accepted: bool
+    """What admission decided: answer, refuse with a polite line, or drop (with why)."""
+
+    answer: bool
     reason: str = ""
+    refusal: str | None = None  # a line for the asker instead of an answer
+
+
+Check = Callable[[Intake], Awaitable[Verdict | None]]  # None: the event goes on
 
 
 class Admission:
-    """Decides, once per message across all replicas, whether to answer it."""
+    """Runs the checks in order; the first that stops the event decides."""
 
     def __init__(
         self,
@@ -57,6 +89,8 @@ class Admission:
         store: Store,
         settings: Settings,
         metrics: Metrics,
+        draining: Callable[[], bool],
+        answering_here: Callable[[], Collection[Question]],
         fallback: MemoryStore | None = None,
     ) -> None:
         self.store = store
@@ -64,9 +98,33 @@ class Admission:
         self.metrics = metrics
         self.fallback = fallback or MemoryStore()
         self.degraded = False
+        self._draining = draining
+        self._answering_here = answering_here
+        self.checks: Sequence[Check] = (self.not_draining, self.screen, self.claim, self.caps)
 
-    def screen(self, event: dict[str, object], *, bot_user_id: str) -> Verdict:
-        """Pure checks that need no store: other bots, edits, the bot itself, allowlists."""
+    async def admit(
+        self, event: dict[str, Any], *, event_id: str | None, team_id: str, bot_user_id: str
+    ) -> tuple[Verdict, Intake]:
+        intake = Intake(event=event, event_id=event_id, team_id=team_id, bot_user_id=bot_user_id)
+        for check in self.checks:
+            verdict = await check(intake)
+            if verdict is not None:
+                return verdict, intake
+        return Verdict(True), intake
+
+    # -- the checks, in order ------------------------------------------------------------------
+
+    async def not_draining(self, intake: Intake) -> Verdict | None:
+        if self._draining():
+            log.warning(
+                "event arrived while draining; not answered", extra={"event_id": intake.event_id}
+            )
+            return Verdict(False, "draining")
+        return None
+
+    async def screen(self, intake: Intake) -> Verdict | None:
+        """What needs no store: other bots, edits, the bot itself, allowlists."""
+        event = intake.event
         subtype = event.get("subtype")
         if subtype in IGNORED_SUBTYPES or (subtype is not None and subtype != "file_share"):
             return Verdict(False, f"subtype {subtype}")
@@ -75,10 +133,10 @@ class Admission:
         user = event.get("user")
         if not isinstance(user, str) or not user:
             return Verdict(False, "no user")
-        if user == bot_user_id:
+        if user == intake.bot_user_id:
             return Verdict(False, "from the bot itself")
-        channel = event.get("channel")
-        if not isinstance(channel, str) or not isinstance(event.get("ts"), str):
+        channel, ts = event.get("channel"), event.get("ts")
+        if not isinstance(channel, str) or not isinstance(ts, str) or not channel or not ts:
             return Verdict(False, "no channel or ts")
         allowed_channels = self.settings.allowed_channels
         if allowed_channels and channel not in allowed_channels:
@@ -86,23 +144,39 @@ class Admission:
         allowed_users = self.settings.allowed_users
         if allowed_users and user not in allowed_users:
             return Verdict(False, "user not allowed")
-        return Verdict(True)
+        intake.question = Question(
+            team_id=intake.team_id,
+            channel=channel,
+            thread_ts=str(event.get("thread_ts") or ts),
+            ts=ts,
+            user=user,
+            text=str(event.get("text") or ""),
+        )
+        return None
 
-    async def claim(self, *, event_id: str | None, channel: str, ts: str) -> bool:
-        """True for the first delivery of this message anywhere; False for any duplicate."""
-        keys = [f"msg:{channel}:{ts}"]
-        if event_id:
-            keys.insert(0, f"event:{event_id}")
+    async def claim(self, intake: Intake) -> Verdict | None:
+        """The first delivery of this message anywhere goes on; any duplicate stops here."""
+        q = intake.question
+        assert q is not None
+        keys = [f"msg:{q.channel}:{q.ts}"]
+        if intake.event_id:
+            keys.insert(0, f"event:{intake.event_id}")
+        token = uuid.uuid4().hex
         for key in keys:
-            if not await self._claim(key):
+            first, data_age = await self._claim(key, token)
+            if not first:
                 self.metrics.events_deduped.inc()
                 log.info("duplicate event dropped", extra={"key": key})
-                return False
-        return True
+                return Verdict(False, "duplicate")
+            if data_age is not None and data_age < SUSPECT_WINDOW_SECONDS:
+                intake.verify_first = True
+        intake.dedupe_keys = keys
+        return None
 
-    async def _claim(self, key: str) -> bool:
+    async def _claim(self, key: str, token: str) -> tuple[bool, float | None]:
+        """(first, seconds since the store's data began; None from the memory fallback)."""
         try:
-            first = await self.store.claim_event(key, DEDUPE_TTL_SECONDS)
+            claim = await self.store.claim_event(key, DEDUPE_TTL_SECONDS, token)
         except StoreError as e:
             if not self.degraded:
                 log.error(
@@ -110,13 +184,41 @@ class Admission:
                     extra={"error": str(e)},
                 )
             self.degraded = True
-            self.metrics.store_errors.labels("claim_event").inc()
             self.metrics.store_degraded.set(1)
-            return await self.fallback.claim_event(key, DEDUPE_TTL_SECONDS)
+            fallback = await self.fallback.claim_event(key, DEDUPE_TTL_SECONDS, token)
+            return fallback.first, None
         if self.degraded:
             log.info("store reachable again")
             self.degraded = False
             self.metrics.store_degraded.set(0)
-        # Remember locally too, so a retry during a later outage is still recognised here.
-        await self.fallback.claim_event(key, DEDUPE_TTL_SECONDS)
-        return first
+        # Remembered here too, so a retry during a later outage is still recognised here.
+        await self.fallback.claim_event(key, DEDUPE_TTL_SECONDS, token)
+        return claim.first, claim.data_age
+
+    async def caps(self, intake: Intake) -> Verdict | None:
+        """A polite refusal when the asker or the workspace has too many answers in flight.
+
+        Counted from the shared store, so the caps hold across replicas (approximately: two
+        replicas admitting at the same instant may both pass). Without the store, this
+        replica's own answers are counted."""
+        q = intake.question
+        assert q is not None
+        try:
+            mine, workspace = await self.store.count_in_flight(q.team_id, q.user)
+        except StoreError:
+            here = [other for other in self._answering_here() if other.team_id == q.team_id]
+            mine, workspace = sum(1 for other in here if other.user == q.user), len(here)
+        if mine >= self.settings.max_answers_per_user:
+            return Verdict(
+                False,
+                "user cap",
+                f"You already have {mine} answer{'' if mine == 1 else 's'} in progress. "
+                "Please wait for one of them to finish, then ask again.",
+            )
+        if workspace >= self.settings.max_answers_per_workspace:
+            return Verdict(
+                False,
+                "workspace cap",
+                "I'm answering as many questions as I can right now. Please ask again shortly.",
+            )
+        return None

@@ -31,13 +31,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.admission import Admission
 from bot.config import Settings
-from bot.handlers import question_from_event, register_listeners
+from bot.handlers import register_listeners
 from bot.janitor import Janitor
+from bot.lifecycle import Phase, stopped_by
 from bot.metrics import Metrics
 from bot.pacing import PacingPolicy
-from bot.reply import BotIdentity, Replier
+from bot.question import BotIdentity
+from bot.reply import HURRY_SECONDS, Replier
 from bot.slackapi import SlackCalls, SlackFailure
-from bot.store import MemoryStore, RedisStore, Store, StoreError
+from bot.store import InstrumentedStore, MemoryStore, RedisStore, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,9 @@ def bolt_logger() -> logging.Logger:
 
 
 class SlackStream:
-    """One running bot: Bolt listeners, the replier, background tasks and the HTTP routes."""
+    """One running bot: Bolt listeners, the replier, the janitor, background work, the HTTP
+    routes. `start()` opens what the bot needs, each resource with its closing registered in
+    one exit stack; `shutdown()` drains the answers, then unwinds the stack in reverse."""
 
     def __init__(
         self,
@@ -120,7 +124,8 @@ class SlackStream:
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.store = store or build_store(settings)
+        # Every store call is measured, whoever makes it.
+        self.store: Store = InstrumentedStore(store or build_store(settings), self.metrics)
         # A client made here gets one shared aiohttp session at start(); a given one is the
         # caller's, left as it is.
         self._owns_slack_client = slack_client is None
@@ -130,7 +135,6 @@ class SlackStream:
         self.identity: BotIdentity | None = None
         self.ready = False
         self.draining = False
-        self.admission = Admission(store=self.store, settings=settings, metrics=self.metrics)
         self.replier = Replier(
             slack=self.slack,
             claude=self.claude,
@@ -140,8 +144,20 @@ class SlackStream:
             identity=self._identity,
             policy=policy,
         )
+        self.admission = Admission(
+            store=self.store,
+            settings=settings,
+            metrics=self.metrics,
+            draining=lambda: self.draining,
+            answering_here=lambda: [answer.q for answer in self.replier.running.values()],
+        )
         self.janitor = Janitor(
-            store=self.store, slack=self.slack, settings=settings, metrics=self.metrics
+            store=self.store,
+            slack=self.slack,
+            settings=settings,
+            metrics=self.metrics,
+            policy=self.replier.services.policy,
+            incarnation=self.replier.incarnation,
         )
         self.bolt = AsyncApp(
             client=self.slack_client,
@@ -155,11 +171,10 @@ class SlackStream:
             logger=bolt_logger(),
         )
         register_listeners(self.bolt, self)
-        self._background: list[asyncio.Task[None]] = []
+        self._resources = contextlib.AsyncExitStack()
+        self._intake_closers: list[Callable[[], Awaitable[None]]] = []
         self._stopped = asyncio.Event()
-        # Called first on shutdown to stop taking events (e.g. close the Socket Mode connection,
-        # which would otherwise keep delivering events that the drain then has to interrupt).
-        self.intake_closers: list[Callable[[], Awaitable[None]]] = []
+        self._shut_down = False
 
     def _identity(self) -> BotIdentity:
         if self.identity is None:
@@ -168,22 +183,37 @@ class SlackStream:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def _open_slack_session(self) -> None:
-        """Made at start(), inside the running loop; closed last at shutdown."""
+    async def start(self) -> None:
+        """Open the clients, learn who the bot is (auth.test), recover this replica's answers
+        from an earlier process, start the background work; then the bot is ready. Cancelling
+        it (SIGTERM while Slack is unreachable) leaves only opened resources to `shutdown()`."""
+        stack = self._resources
+        stack.push_async_callback(self.store.close)  # opened first, closed last
+        stack.push_async_callback(self._close_claude)
         if self._owns_slack_client and self.slack_client.session is None:
             self.slack_client.session = slack_session(self.slack_client)
+            stack.push_async_callback(self._close_slack_session)
+        self.identity = await self._learn_identity()
+        log.info(
+            "connected to Slack",
+            extra={
+                "bot_user_id": self.identity.user_id,
+                "store": self.store.kind,
+                "replica": self.settings.replica_id,
+                "incarnation": self.replier.incarnation,
+            },
+        )
+        await self.janitor.sweep(previous_owner=self.settings.replica_id)
+        background = [
+            asyncio.create_task(self._forward_cancels(), name="cancel-signals"),
+            asyncio.create_task(self.janitor.run(self._stopped), name="janitor"),
+        ]
+        stack.push_async_callback(self._stop_background, background)
+        self.ready = True
 
-    async def _close_slack_session(self) -> None:
-        session = self.slack_client.session
-        if self._owns_slack_client and session is not None:
-            self.slack_client.session = None
-            await session.close()
-
-    async def start(self) -> None:
-        """Learn who the bot is (auth.test), recover our own orphans, start background work."""
-        self._open_slack_session()
+    async def _learn_identity(self) -> BotIdentity:
         delay = 0.5
-        while self.identity is None:
+        while True:
             try:
                 data = await self.slack.call("auth.test")
             except SlackFailure as e:
@@ -193,34 +223,29 @@ class SlackStream:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            self.identity = BotIdentity(
+            return BotIdentity(
                 user_id=str(data.get("user_id") or ""),
                 bot_id=str(data.get("bot_id") or ""),
                 team_id=str(data.get("team_id") or ""),
             )
-        log.info(
-            "connected to Slack",
-            extra={
-                "bot_user_id": self.identity.user_id,
-                "store": self.store.kind,
-                "replica": self.settings.replica_id,
-            },
-        )
-        await self.janitor.sweep(previous_owner=self.settings.replica_id)
-        self._background = [
-            asyncio.create_task(self._forward_cancels(), name="cancel-signals"),
-            asyncio.create_task(self.janitor.run(self._stopped), name="janitor"),
-        ]
-        self.ready = True
+
+    def close_intake_first(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Register how to stop taking events (the Socket Mode connection): it runs first at
+        shutdown, before the drain, so no new event has to be interrupted."""
+        self._intake_closers.append(close)
 
     async def shutdown(self) -> None:
-        """Drain: refuse new events, give answers the grace period, interrupt the rest, close."""
-        if self.draining:
+        """Drain: refuse new events, give answers the grace period, stop the rest and let them
+        finish, then close everything `start()` opened, in reverse. Bounded: it returns within
+        SHUTDOWN_GRACE_SECONDS plus about 15 s, whatever Slack, Claude or Redis do."""
+        if self._shut_down:
             return
+        self._shut_down = True
         self.draining = True
-        for close_intake in self.intake_closers:
+        for close_intake in self._intake_closers:
             with contextlib.suppress(Exception):
-                await close_intake()
+                async with asyncio.timeout(5.0):
+                    await close_intake()
         log.info(
             "draining",
             extra={
@@ -230,14 +255,26 @@ class SlackStream:
         )
         await self.replier.drain(self.settings.shutdown_grace_seconds)
         self._stopped.set()
-        for task in self._background:
+        await self.janitor.close(within=HURRY_SECONDS)
+        async with asyncio.timeout(10.0):
+            await self._resources.aclose()
+        log.info("stopped")
+
+    async def _stop_background(self, tasks: list[asyncio.Task[None]]) -> None:
+        self._stopped.set()
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        await self.store.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _close_claude(self) -> None:
         with contextlib.suppress(Exception):
             await self.claude.close()  # and the connections of its aiohttp transport
-        await self._close_slack_session()
-        log.info("stopped")
+
+    async def _close_slack_session(self) -> None:
+        session = self.slack_client.session
+        if session is not None:
+            self.slack_client.session = None
+            await session.close()
 
     async def _forward_cancels(self) -> None:
         """Stop signals from any replica, delivered to the answers streaming here."""
@@ -245,7 +282,7 @@ class SlackStream:
         while not self._stopped.is_set():
             try:
                 async for answer_id, user in self.store.cancel_signals():
-                    self.replier.cancel(answer_id, f"stopped by <@{user}>")
+                    self.replier.stop(answer_id, stopped_by(user))
                     backoff = 0.5
             except StoreError as e:
                 log.warning("cancel signals interrupted; resubscribing", extra={"error": str(e)})
@@ -258,32 +295,35 @@ class SlackStream:
 
     async def ask(self, event: dict[str, Any], *, event_id: str | None, team_id: str) -> None:
         self.metrics.events.labels(str(event.get("type") or "unknown")).inc()
-        if self.draining:
-            log.warning("event arrived while draining; not answered", extra={"event_id": event_id})
-            return
         identity = self._identity()
-        verdict = self.admission.screen(event, bot_user_id=identity.user_id)
-        if not verdict.accepted:
-            log.debug("event ignored", extra={"reason": verdict.reason})
-            return
-        channel, ts = str(event["channel"]), str(event["ts"])
-        if not await self.admission.claim(event_id=event_id, channel=channel, ts=ts):
-            return
-        self.replier.start(question_from_event(event, team_id or identity.team_id))
+        verdict, intake = await self.admission.admit(
+            event,
+            event_id=event_id,
+            team_id=team_id or identity.team_id,
+            bot_user_id=identity.user_id,
+        )
+        question = intake.question
+        if verdict.refusal is not None and question is not None:
+            await self.replier.refuse(question, verdict.refusal)
+        elif verdict.answer and question is not None:
+            self.replier.start(
+                question, dedupe_keys=intake.dedupe_keys, verify_first=intake.verify_first
+            )
+        else:
+            log.debug("event not answered", extra={"reason": verdict.reason})
 
     async def stop(self, *, answer_id: str, user: str, channel: str, team_id: str) -> None:
         """Stop pressed: only the asker or a workspace admin may; the owner replica obeys."""
         try:
             record = await self.store.get(answer_id)
         except StoreError:
-            record = None
             running = self.replier.running.get(answer_id)
             if running is None:
                 await self._tell(channel, user, "I can't stop that answer right now; try again.")
                 return
             asker = running.q.user
         else:
-            if record is None:
+            if record is None or record.phase is Phase.FINISHED:
                 await self._tell(channel, user, "That answer has already finished.")
                 return
             asker = record.asker
@@ -295,7 +335,7 @@ class SlackStream:
             )
             return
         log.info("stop requested", extra={"answer_id": answer_id, "by": user})
-        self.replier.cancel(answer_id, f"stopped by <@{user}>")
+        self.replier.stop(answer_id, stopped_by(user))
         with contextlib.suppress(StoreError):
             await self.store.request_cancel(answer_id, user)
 
@@ -400,17 +440,37 @@ def _parse_slack_body(body: str, content_type: str) -> dict[str, Any]:
 
 
 async def run_until_signalled(
-    bot: SlackStream, *, runner_setup: Callable[[], Awaitable[Callable[[], Awaitable[None]]]]
+    bot: SlackStream,
+    *,
+    runner_setup: Callable[[], Awaitable[Callable[[], Awaitable[None]]]],
+    open_intake: Callable[[SlackStream], Awaitable[None]] | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT, then drain. `runner_setup` starts serving and returns its stop."""
+    """Run until SIGTERM/SIGINT, then drain. `runner_setup` starts serving HTTP and returns its
+    stop; `open_intake` (Socket Mode) starts taking events once the bot can answer them.
+
+    A signal during start-up (Slack or Redis unreachable, auth.test retrying) stops the start
+    at once, and the process exits without waiting for it."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    stop_serving = await runner_setup()
-    started = time.monotonic()
-    try:
-        await bot.start()
+    async with contextlib.AsyncExitStack() as stack:
+        stop_serving = await runner_setup()
+        stack.push_async_callback(stop_serving)  # unwound last: /healthz answers while draining
+        stack.push_async_callback(bot.shutdown)
+        started = time.monotonic()
+        starting = asyncio.create_task(bot.start(), name="start-up")
+        signalled = asyncio.create_task(stop.wait(), name="signals")
+        await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            log.warning("stopped during start-up")
+            starting.cancel()
+            await asyncio.wait({starting})
+            return
+        signalled.cancel()
+        starting.result()  # a start-up failure (a rejected token) ends the process here
+        if open_intake is not None:
+            await open_intake(bot)
         # What exists now (modules, the SDKs' models and schemas, clients) lives as long as the
         # process. Out of the collector's sight, it is no longer rescanned by every full
         # collection: under load those ran every few seconds and paused the loop for up to
@@ -418,9 +478,7 @@ async def run_until_signalled(
         gc.freeze()
         log.info("ready", extra={"startup_seconds": round(time.monotonic() - started, 3)})
         await stop.wait()
-    finally:
-        await bot.shutdown()
-        await stop_serving()
+        bot.draining = True  # readiness and events answer 503 from this moment
 
 
 async def start_http(bot: SlackStream, *, with_events: bool = True) -> tuple[web.AppRunner, str]:
@@ -447,12 +505,13 @@ async def serve(bot: SlackStream) -> None:
 
 
 async def connect_socket_mode(bot: SlackStream) -> Any:
-    """Open the Socket Mode connection; shutdown closes it first, before the drain."""
+    """Open the Socket Mode connection; shutdown closes it first, before the drain. Call it
+    once the bot has started: an event acknowledged earlier could not be answered."""
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
     handler = AsyncSocketModeHandler(bot.bolt, bot.settings.secret("slack_app_token"))
     await handler.connect_async()  # type: ignore[no-untyped-call]
-    bot.intake_closers.append(handler.close_async)
+    bot.close_intake_first(handler.close_async)
     return handler
 
 
@@ -461,7 +520,6 @@ async def serve_socket_mode(bot: SlackStream) -> None:
 
     async def setup() -> Callable[[], Awaitable[None]]:
         runner, _ = await start_http(bot, with_events=False)
-        await connect_socket_mode(bot)
         return runner.cleanup
 
-    await run_until_signalled(bot, runner_setup=setup)
+    await run_until_signalled(bot, runner_setup=setup, open_intake=connect_socket_mode)

@@ -8,7 +8,6 @@ from typing import Any, Protocol
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.render import STOP_ACTION_ID
-from bot.reply import Question
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +43,6 @@ def register_listeners(app: AsyncApp, dispatcher: Dispatcher) -> None:
             channel=str((body.get("channel") or {}).get("id") or ""),
             team_id=str((body.get("team") or {}).get("id") or ""),
         )
-
-
-def question_from_event(event: dict[str, Any], team_id: str) -> Question:
-    """A Question from an `app_mention` or `message.im` event already screened by admission."""
-    ts = str(event["ts"])
-    return Question(
-        team_id=team_id,
-        channel=str(event["channel"]),
-        thread_ts=str(event.get("thread_ts") or ts),
-        ts=ts,
-        user=str(event["user"]),
-        text=str(event.get("text") or ""),
-    )
 
 
 def _team(body: dict[str, Any], event: dict[str, Any]) -> str:

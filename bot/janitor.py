@@ -1,9 +1,21 @@
-"""Recovery of orphaned answers: finish messages whose replica died mid-answer.
+"""Recovery of answers whose replica died: every replica runs a janitor.
 
-Every replica runs a janitor. Claiming a lapsed answer is atomic in the store, so when several
-janitors find the same orphan exactly one finishes it; the others see nothing to do. The message is
-finished with the text its owner last checkpointed (at most one heartbeat behind what Slack shows)
-and `[interrupted]`.
+A janitor claims answers whose lease ran out (atomically in the store, so each has exactly one
+taker), holds each claim with a renewed lease of its own while it works, and finishes the
+answer's messages the way the answer would have (`message.AnswerMessage`):
+
+- it reads the thread back first: a message that no longer carries its Stop button is already
+  finished (the owner finished it but could not record that), and is left as it is;
+- an answer that was finishing is finished with the footer and notes its owner recorded, so the
+  reader gets the same final text;
+- any other answer keeps every character its owner checkpointed (at least what readers saw,
+  since each edit records its text before Slack shows it) and ends with `[interrupted]`;
+- a message that never reached Slack is posted, with the interruption.
+
+A janitor claims nothing until it has reached the store for a whole lease without a break: when
+the store was unreachable (or frozen) for everyone, every lease looks lapsed at once, and the
+owners, alive, need a lease's time to renew. At start-up a replica also takes back, at once,
+the answers its own earlier process left (same REPLICA_ID, another incarnation).
 """
 
 from __future__ import annotations
@@ -15,17 +27,29 @@ import time
 from collections.abc import Callable
 
 from bot import render
+from bot.budget import EditBudget
 from bot.config import Settings
+from bot.lease import Lease
+from bot.lifecycle import RECOVERY_REASON, Outcome, Phase, StopRequest
+from bot.logs import ContextLog
+from bot.message import AnswerMessage, AnswerRef, Sent
 from bot.metrics import Metrics
+from bot.pacing import PacingPolicy
 from bot.slackapi import SlackCalls, SlackFailure
 from bot.store import AnswerRecord, Store, StoreError
 
 log = logging.getLogger(__name__)
 
-RECOVERY_REASON = "the bot restarted while answering; please ask again"
+Clock = Callable[[], float]
+
+MAX_RECOVERING = 8  # answers finished at once by one janitor (each holds its claim meanwhile)
+SWEEP_LIMIT = 32  # answers claimed per sweep
+RECOVERY_DEADLINE = 120.0  # how long one recovery keeps trying before its claim lapses again
 
 
 class Janitor:
+    """See the module docstring."""
+
     def __init__(
         self,
         *,
@@ -33,17 +57,26 @@ class Janitor:
         slack: SlackCalls,
         settings: Settings,
         metrics: Metrics,
-        wall: Callable[[], float] = time.time,
+        policy: PacingPolicy,
+        incarnation: str,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.store = store
         self.slack = slack
         self.settings = settings
         self.metrics = metrics
-        self.wall = wall
+        self.policy = policy
+        self.incarnation = incarnation
+        self.clock = clock
+        self._reachable_since: float | None = None
+        self._last_contact: float | None = None
+        self._slots = asyncio.Semaphore(MAX_RECOVERING)
+        self._recoveries: set[asyncio.Task[None]] = set()
+        self.hurry = asyncio.Event()
 
     @property
     def period(self) -> float:
-        """Sweep often enough that an orphan waits at most about 1.25 leases in total."""
+        """Sweep often enough that an orphan waits at most about 1.25 leases in all."""
         return max(0.05, self.settings.stream_lease_seconds / 4)
 
     async def run(self, stopped: asyncio.Event) -> None:
@@ -55,80 +88,155 @@ class Janitor:
                 return
             await self.sweep()
 
+    async def _store_steady(self) -> bool:
+        """True once the store has answered without a break for a whole lease."""
+        now = self.clock()
+        try:
+            async with asyncio.timeout(self.period):
+                await self.store.ping()
+        except (StoreError, TimeoutError):
+            self._reachable_since = self._last_contact = None
+            return False
+        gap = now - self._last_contact if self._last_contact is not None else None
+        if self._reachable_since is None or gap is None or gap > 3 * self.period + 1.0:
+            self._reachable_since = now  # (again) in touch: give live owners a lease to renew
+        self._last_contact = self.clock()
+        return self.clock() - self._reachable_since >= self.settings.stream_lease_seconds
+
     async def sweep(self, *, previous_owner: str | None = None) -> int:
-        """Claim and finish lapsed answers (or, at start-up, our own from a previous life)."""
+        """Claim lapsed answers (or, at start-up, this replica's from an earlier process) and
+        start finishing them; returns how many were claimed."""
+        if previous_owner is None and not await self._store_steady():
+            return 0
         try:
             claimed = await self.store.claim_lapsed(
-                now=self.wall(),
                 new_owner=self.settings.replica_id,
+                incarnation=self.incarnation,
                 lease_seconds=self.settings.stream_lease_seconds,
                 previous_owner=previous_owner,
+                limit=SWEEP_LIMIT,
             )
         except StoreError as e:
             log.warning("janitor: store unreachable", extra={"error": str(e)})
             return 0
         for record in claimed:
-            await self._finish(record)
+            task = asyncio.create_task(self._recover(record), name=f"recover-{record.answer_id}")
+            self._recoveries.add(task)
+            task.add_done_callback(self._recoveries.discard)
         return len(claimed)
 
-    async def _wait_for_edit_budget(self, record: AnswerRecord) -> None:
-        """A recovery edit is a final edit: it takes its token from the workspace budget like
-        any other, so recoveries never push the workspace into Slack's 429s."""
-        for _ in range(60):
-            try:
-                grant = await self.store.take_edit_token(
-                    record.team_id,
-                    now=self.wall(),
-                    per_minute=self.settings.workspace_edits_per_minute,
-                    burst=self.settings.workspace_edit_burst,
-                    answer_id=record.answer_id,
-                )
-            except StoreError:
-                return
-            if grant.granted:
-                return
-            await asyncio.sleep(min(grant.wait, 5.0))
+    async def settle(self) -> None:
+        """Wait for the recoveries under way (each is bounded by RECOVERY_DEADLINE)."""
+        if self._recoveries:
+            await asyncio.wait(set(self._recoveries))
 
-    async def _finish(self, record: AnswerRecord) -> None:
-        log.warning(
-            "recovering an orphaned answer",
-            extra={
-                "answer_id": record.answer_id,
-                "previous_owner_lapsed_at": record.lease_until,
-                "channel": record.channel,
-            },
+    async def close(self, *, within: float) -> None:
+        """At shutdown: recoveries under way get `within` seconds, hurried; then they are
+        cancelled and their claims lapse to another janitor."""
+        self.hurry.set()
+        pending = set(self._recoveries)
+        if pending:
+            await asyncio.wait(pending, timeout=within)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+
+    async def _recover(self, record: AnswerRecord) -> None:
+        answer_log = ContextLog(log, {"answer_id": record.answer_id, "channel": record.channel})
+        lease = Lease(
+            store=self.store,
+            metrics=self.metrics,
+            lease_seconds=self.settings.stream_lease_seconds,
+            record=record,
+            on_stop=lambda request: _lost(answer_log, request),
+            log=answer_log,
         )
-        payload = render.final_payload(
-            record.shown_text, footer=None, notes=[render.interrupted_note(RECOVERY_REASON)]
-        )
+        lease.registered = True  # the claim registered it to us
+        keeper = asyncio.create_task(lease.keep())
         try:
-            # The owner registers an answer before posting its placeholder, and records the
-            # placeholder just after: a death in between leaves the message to be found.
-            message_ts = record.message_ts or await self.slack.answer_message(
+            async with self._slots, asyncio.timeout(RECOVERY_DEADLINE):
+                outcome = await self._finish(record, lease, answer_log)
+        except (TimeoutError, SlackFailure) as e:
+            answer_log.warning("janitor: recovery will be retried", extra={"error": str(e)})
+            outcome = None
+        finally:
+            lease.release()
+            await asyncio.wait({keeper})
+        if outcome is not None:
+            await lease.finish(str(outcome))
+
+    async def _finish(
+        self, record: AnswerRecord, lease: Lease, answer_log: ContextLog
+    ) -> Outcome | None:
+        """Finish the answer's messages; the outcome for its tombstone, or None to leave the
+        claim to lapse (a later sweep tries again)."""
+        answer_log.warning(
+            "recovering an orphaned answer",
+            extra={"previous_owner": record.owner, "phase": str(record.phase)},
+        )
+        budget = EditBudget(
+            store=self.store,
+            settings=self.settings,
+            metrics=self.metrics,
+            policy=self.policy,
+            team_id=record.team_id,
+            answer_id=record.answer_id,
+            lease=lease,
+            clock=self.clock,
+            log=answer_log,
+            hurry=self.hurry,
+        )
+        message = AnswerMessage(
+            slack=self.slack,
+            budget=budget,
+            lease=lease,
+            ref=AnswerRef(
+                record.answer_id,
+                record.team_id,
                 record.channel,
                 record.thread_ts,
-                record.answer_id,
-                oldest=record.question_ts or None,
-            )
-            if message_ts:
-                await self._wait_for_edit_budget(record)
-                await self.slack.call(
-                    "chat.update", channel=record.channel, ts=message_ts, **payload.as_kwargs()
-                )
-            else:  # it died before its placeholder reached Slack: say so in the thread
-                await self.slack.call(
-                    "chat.postMessage",
-                    channel=record.channel,
-                    thread_ts=record.thread_ts,
-                    **payload.as_kwargs(),
-                )
-        except SlackFailure as e:
-            if not e.permanent:
-                # Keep the claim; its lease lapses and a later sweep (ours or another's) retries.
-                log.warning("janitor: final edit failed; will retry", extra={"error": e.error})
-                return
-            log.error("janitor: message cannot be finished", extra={"error": e.error})
+                record.question_ts,
+            ),
+            metrics=self.metrics,
+            log=answer_log,
+            clock=self.clock,
+            hurry=self.hurry,
+            part=record.part,
+            offset=record.offset,
+            ts=record.message_ts,
+        )
+        current = [p for p in await message.find() if p.part == record.part]
+        if current and not current[0].live and record.phase is not Phase.FINISHING:
+            answer_log.info("janitor: the message is already finished; recording that")
+            return Outcome.RECOVERED
+        if not message.ts and current:
+            message.ts = current[0].ts
+        if not message.ts:  # it died before this part reached Slack: post it now
+            sent = await message.post(render.streaming_payload("", answer_id=record.answer_id))
+            if not sent.delivered:
+                return _given_up(sent, answer_log)
+            lease.note(message_ts=message.ts)
+        if record.phase is Phase.FINISHING:
+            footer, notes = record.footer or None, list(record.notes)
+        else:
+            footer, notes = None, [render.interrupted_note(RECOVERY_REASON)]
+        sent = await message.finish(record.text, footer=footer, notes=notes)
+        if not sent.delivered:
+            return _given_up(sent, answer_log)
         self.metrics.janitor_recoveries.inc()
-        self.metrics.answers_finished.labels("recovered").inc()
-        with contextlib.suppress(StoreError):
-            await self.store.finish(record.answer_id, self.settings.replica_id)
+        self.metrics.answers_finished.labels(str(Outcome.RECOVERED)).inc()
+        return Outcome.RECOVERED
+
+
+def _given_up(sent: Sent, answer_log: ContextLog) -> Outcome | None:
+    error = sent.failure.error if sent.failure else ""
+    if sent.refusal is not None:
+        answer_log.error("janitor: message cannot be finished", extra={"error": error})
+        return Outcome.UNDELIVERABLE
+    answer_log.warning("janitor: final edit failed; will retry", extra={"error": error})
+    return None
+
+
+def _lost(answer_log: ContextLog, request: StopRequest) -> None:
+    answer_log.warning("janitor: claim lost to another replica", extra={"detail": request.detail})

@@ -9,7 +9,9 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-OUTCOMES = ("completed", "interrupted", "stopped", "failed", "rejected", "recovered")
+from bot.lifecycle import Outcome
+
+OUTCOMES = tuple(str(outcome) for outcome in Outcome)
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 _DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 _STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2)
@@ -106,6 +108,12 @@ class Metrics:
         )
         self.store_degraded = Gauge(
             "store_degraded", "1 while the shared store is unreachable", namespace=ns, registry=r
+        )
+        self.records_reregistered = Counter(
+            "records_reregistered",
+            "Answers registered again after the store lost their record (an empty restart)",
+            namespace=ns,
+            registry=r,
         )
         self.janitor_recoveries = Counter(
             "janitor_recoveries",

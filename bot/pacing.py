@@ -91,6 +91,41 @@ class MessagePacer:
         self.deltas_at_last_edit = deltas
 
 
+@dataclass(frozen=True)
+class PublishView:
+    """What the publisher knows when it decides on its next edit (times on one clock)."""
+
+    now: float
+    text_length: int  # characters of answer text received so far
+    shown_upto: int  # characters of it that Slack shows
+    deltas: int  # stream deltas received so far
+    first_shown: bool  # the first words have replaced the placeholder
+    thinking: bool  # Claude is thinking (before any text)
+    thinking_shown: bool
+
+
+@dataclass(frozen=True)
+class EditPlan:
+    """The publisher's next move: `kind` None means nothing is worth an edit now; otherwise
+    the edit may go after `wait` seconds (0.0: ask the workspace budget now)."""
+
+    kind: EditKind | None = None
+    wait: float = 0.0
+
+
+def plan_edit(view: PublishView, pacer: MessagePacer) -> EditPlan:
+    """What edit, if any, goes out next while the answer streams: the new text, paced per
+    message; or a status line while Claude thinks before writing. The budget then says
+    whether it goes now (`budget_claim`). The final edit is not planned: it always goes."""
+    if view.text_length == view.shown_upto:
+        if view.thinking and not view.thinking_shown and not view.text_length:
+            return EditPlan(EditKind.STATUS)
+        return EditPlan()
+    kind = EditKind.FIRST if not view.first_shown else EditKind.INTERMEDIATE
+    wait = pacer.wait(view.now, kind, view.deltas)
+    return EditPlan() if wait is None else EditPlan(kind, wait)
+
+
 # Must-send edits ask for a reserve below MUST_SEND_SPREAD, every other edit for at least
 # INTERMEDIATE_FLOOR, so must-send edits are always served first.
 MUST_SEND_SPREAD = 0.05
@@ -146,14 +181,37 @@ def budget_claim(
     return BudgetClaim(top + cushion - MUST_SEND_SPREAD * staleness / period, False)
 
 
-def refill(tokens: float, last: float, now: float, per_minute: float, burst: float) -> float:
-    """Tokens in a bucket of capacity `burst` refilled at `per_minute`, from `last` to `now`.
+@dataclass
+class TokenBucket:
+    """A workspace's `chat.update` budget: `burst` tokens, refilled at `per_minute`; a pause
+    (after Slack's 429) holds every token until it ends.
 
-    Mirrored line for line by the store's Lua token bucket: change both together. A clock that
-    runs behind `last` (another replica's) adds nothing rather than taking tokens away.
+    The one definition of the bucket: the memory store and the Slack simulator use it, and the
+    Redis store's Lua (`store.lua.TAKE_EDIT_TOKEN`) follows it line for line (a test drives
+    both through the same sequence). A clock that runs behind `last` adds nothing rather than
+    taking tokens away.
     """
-    elapsed = max(0.0, now - last)
-    return min(burst, tokens + elapsed * per_minute / 60.0)
+
+    tokens: float
+    last: float
+    pause_until: float = 0.0
+
+    @classmethod
+    def full(cls, burst: float, now: float) -> TokenBucket:
+        return cls(tokens=burst, last=now)
+
+    def take(self, now: float, *, per_minute: float, burst: float, reserve: float = 0.0) -> float:
+        """Take a token if one above `reserve` is there and no pause holds: 0.0. Else the
+        seconds until one could be (a reserve keeps tokens for edits that must get through)."""
+        self.tokens = min(burst, self.tokens + max(0.0, now - self.last) * per_minute / 60.0)
+        self.last = max(self.last, now)
+        if self.pause_until <= now and self.tokens - 1 >= reserve:
+            self.tokens -= 1
+            return 0.0
+        return max((reserve + 1 - self.tokens) * 60.0 / per_minute, self.pause_until - now)
+
+    def pause(self, until: float) -> None:
+        self.pause_until = max(self.pause_until, until)
 
 
 def retry_after_seconds(header: str | None, default: float = 1.0) -> float:

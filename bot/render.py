@@ -62,6 +62,7 @@ _NOTE_LIMIT = 1_000  # per note, and for the footer
 _CUT_SHORT_NOTE = "_(answer cut short: too long for one Slack message)_"
 _NO_TEXT_NOTE = "_(no answer text)_"
 _CONTINUED_HINT = ":arrow_down: continued below"
+CONTINUED_HINT = _CONTINUED_HINT  # also ends a plain-text part
 
 # ----------------------------------------------------------------------------------------------
 # Lines and code fences
@@ -1343,6 +1344,33 @@ def error_payload(message: str) -> SlackPayload:
             }
         ],
     )
+
+
+PLAIN_TEXT_LIMIT = 3_900  # per plain message: Slack refuses `text` over 4,000 characters
+
+
+def plain_pieces(md: str, limit: int = PLAIN_TEXT_LIMIT) -> list[str]:
+    """All of ``md`` as plain ``text`` pieces of at most ``limit`` characters, cut at
+    paragraph, line or word boundaries and never inside an entity or a Slack token: what is
+    sent when Slack refuses the rich payload, so nothing of the answer is cut off."""
+    text = _escape_mrkdwn(_plain(md)) or "…"
+    pieces: list[str] = []
+    while len(text) > limit:
+        cut = max(text.rfind("\n\n", 0, limit), text.rfind("\n", 0, limit))
+        if cut < limit // 2:
+            cut = text.rfind(" ", 0, limit)
+        if cut < limit // 2:
+            cut = limit
+            while 0 < cut < len(text) and not _grapheme_break(text, cut):
+                cut -= 1
+        for opening, closing in (("&", ";"), ("<", ">")):
+            at = text.rfind(opening, 0, cut)
+            if at > 0 and closing not in text[at:cut]:
+                cut = at
+        pieces.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    pieces.append(text)
+    return [piece for piece in pieces if piece] or ["…"]
 
 
 # ----------------------------------------------------------------------------------------------

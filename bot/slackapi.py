@@ -6,6 +6,7 @@ distinction between "wait and retry" and "give up" live in one place instead of 
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,35 +16,72 @@ from aiohttp import ClientError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import render
 from bot.metrics import Metrics
 from bot.pacing import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
-# Errors after which retrying the same call can never succeed.
-PERMANENT_ERRORS = frozenset(
-    {
-        "channel_not_found",
-        "not_in_channel",
-        "is_archived",
-        "message_not_found",
-        "cant_update_message",
-        "edit_window_closed",
-        "invalid_auth",
-        "not_authed",
-        "account_inactive",
-        "token_revoked",
-        "missing_scope",
-        "thread_not_found",
-        "restricted_action",
-        "msg_too_long",
-        "msg_blocks_too_long",
-        "invalid_blocks",
-        "no_text",
-        "markdown_text_conflict",
-    }
-)
+
+class Refusal(enum.StrEnum):
+    """Why Slack will never accept a call as it stands; retrying it only spends budget."""
+
+    PAYLOAD = "payload"  # the payload is the problem: send it as plainer text
+    MESSAGE_GONE = "message_gone"  # that message can no longer be edited (deleted, too old)
+    CONVERSATION_GONE = "conversation_gone"  # nothing can be posted there any more
+    AUTH = "auth"  # the bot's token or scopes no longer allow it
+
+
+REFUSALS: dict[str, Refusal] = {
+    **dict.fromkeys(
+        (
+            "msg_too_long",
+            "msg_blocks_too_long",
+            "invalid_blocks",
+            "invalid_blocks_format",
+            "no_text",
+            "markdown_text_conflict",
+            "block_mismatch",
+            "invalid_metadata_format",
+            "invalid_metadata_schema",
+            "metadata_too_large",
+        ),
+        Refusal.PAYLOAD,
+    ),
+    **dict.fromkeys(
+        ("message_not_found", "cant_update_message", "edit_window_closed"),
+        Refusal.MESSAGE_GONE,
+    ),
+    **dict.fromkeys(
+        (
+            "channel_not_found",
+            "not_in_channel",
+            "is_archived",
+            "thread_not_found",
+            "invalid_thread_ts",
+            "cannot_reply_to_message",
+            "restricted_action",
+            "ekm_access_denied",
+            "team_access_not_granted",
+            "channel_is_archived",
+        ),
+        Refusal.CONVERSATION_GONE,
+    ),
+    **dict.fromkeys(
+        (
+            "invalid_auth",
+            "not_authed",
+            "account_inactive",
+            "token_revoked",
+            "token_expired",
+            "missing_scope",
+            "no_permission",
+            "not_allowed_token_type",
+        ),
+        Refusal.AUTH,
+    ),
+}
+# Slack names these failures of its own: the call may or may not have taken effect.
+_SERVER_FAILURES = ("internal_error", "fatal_error", "request_timeout", "service_unavailable")
 
 
 @dataclass(frozen=True)
@@ -59,13 +97,22 @@ class SlackFailure(Exception):
         return self.retry_after is not None
 
     @property
+    def refusal(self) -> Refusal | None:
+        """Why retrying can never succeed, or None for a failure that may pass."""
+        if self.error.startswith("restricted_action"):  # and its channel-specific variants
+            return Refusal.CONVERSATION_GONE
+        return REFUSALS.get(self.error)
+
+    @property
     def permanent(self) -> bool:
-        return self.error in PERMANENT_ERRORS
+        return self.refusal is not None
 
     @property
     def may_have_taken_effect(self) -> bool:
         """A server error or a broken connection: Slack may have done what was asked."""
-        return self.error.startswith(("http_", "connection_error"))
+        return self.error.startswith(("http_", "connection_error")) or self.error in (
+            _SERVER_FAILURES
+        )
 
     def __str__(self) -> str:
         return f"{self.method}: {self.error}"
@@ -104,9 +151,15 @@ class SlackCalls:
         return data if isinstance(data, dict) else {}
 
     async def thread(
-        self, channel: str, thread_ts: str, *, oldest: str | None = None
+        self,
+        channel: str,
+        thread_ts: str,
+        *,
+        oldest: str | None = None,
+        with_metadata: bool = False,
     ) -> AsyncIterator[dict[str, Any]]:
-        """The messages of a thread (those from `oldest` on, when given), page after page."""
+        """The messages of a thread (those from `oldest` on, when given), page after page;
+        `with_metadata` asks for each message's metadata too (it names an answer's parts)."""
         cursor: str | None = None
         while True:
             page = await self.call(
@@ -116,22 +169,13 @@ class SlackCalls:
                 limit=200,
                 cursor=cursor,
                 oldest=oldest,
+                include_all_metadata=True if with_metadata else None,
             )
             for message in page.get("messages") or []:
                 yield message
             cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
             if not cursor:
                 return
-
-    async def answer_message(
-        self, channel: str, thread_ts: str, answer_id: str, *, oldest: str | None = None
-    ) -> str:
-        """The ts of the message in a thread that carries `answer_id`'s Stop button, or "": it
-        finds a placeholder whose posting was never confirmed."""
-        async for message in self.thread(channel, thread_ts, oldest=oldest):
-            if render.stop_button_answer_id(message) == answer_id:
-                return str(message.get("ts") or "")
-        return ""
 
     def _record(self, method: str, error: str) -> None:
         self._metrics.slack_errors.labels(method, error).inc()

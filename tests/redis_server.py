@@ -1,4 +1,4 @@
-"""A throwaway redis-server for tests, which fault tests may stop, kill and restart.
+"""A throwaway redis-server for tests, which fault tests may stop, kill, freeze and restart.
 
 Tests never use the machine's own Redis on 6379: that one may hold someone's data, and the
 tests flush what they use. Without a `redis-server` binary, `TEST_REDIS_URL` may name a
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -37,6 +38,7 @@ class RedisServer:
     def __init__(self, *, binary: str | None = None, external_url: str | None = None) -> None:
         self._binary = binary
         self._process: subprocess.Popen[bytes] | None = None
+        self._frozen = False
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         if external_url is not None:
             parts = urlsplit(external_url)
@@ -98,9 +100,29 @@ class RedisServer:
             )
         self._wait_ready()
 
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def freeze(self) -> None:
+        """SIGSTOP: a stall (a long fork, a paused VM). Connections stay open and commands are
+        queued by the kernel, unanswered, until `thaw()`."""
+        self._require_managed("freeze")
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGSTOP)
+            self._frozen = True
+
+    def thaw(self) -> None:
+        """SIGCONT: Redis runs again and serves what was queued meanwhile."""
+        self._require_managed("thaw")
+        if self._frozen and self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
+        self._frozen = False
+
     def stop(self) -> None:
         """SIGTERM and wait: Redis shuts down cleanly and the port is free again."""
         self._require_managed("stop")
+        self.thaw()  # a stopped process would never handle SIGTERM
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             self._process.wait(timeout=_STOP_TIMEOUT)
@@ -108,6 +130,7 @@ class RedisServer:
     def kill(self) -> None:
         """SIGKILL: a crash, with no goodbye to the clients."""
         self._require_managed("kill")
+        self._frozen = False  # SIGKILL ends a stopped process too
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait(timeout=_STOP_TIMEOUT)

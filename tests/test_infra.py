@@ -23,6 +23,7 @@ import yaml
 from packaging.version import Version
 from prometheus_client import Counter, Gauge, Histogram
 
+from bot.lifecycle import Outcome
 from bot.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ def _exported_metrics() -> tuple[dict[str, tuple[str, ...]], set[str]]:
 
 # Prometheus metrics the bot exports and their labels, read from the code so they can't drift.
 METRICS, HISTOGRAMS = _exported_metrics()
-OUTCOMES = {"completed", "interrupted", "stopped", "failed", "rejected", "recovered"}
+OUTCOMES = {str(outcome) for outcome in Outcome}
 SCRAPE_LABELS = {"instance", "job", "pod", "namespace", "le"}
 
 

@@ -18,11 +18,14 @@ from bot.pacing import (
     MUST_SEND_SPREAD,
     BudgetClaim,
     EditKind,
+    EditPlan,
     MessagePacer,
     PacingPolicy,
+    PublishView,
+    TokenBucket,
     budget_claim,
     fair_period,
-    refill,
+    plan_edit,
     retry_after_seconds,
 )
 
@@ -31,25 +34,21 @@ TICK = 0.05
 
 @dataclass
 class Bucket:
-    """The store's token bucket and its count of competing answers, on the simulated clock."""
+    """The store's token bucket (`TokenBucket`, the one definition) and its count of competing
+    answers, on the simulated clock."""
 
     per_minute: float
     burst: float
-    tokens: float = -1.0
-    last: float = 0.0
+    bucket: TokenBucket | None = None
     asked: dict[int, float] = field(default_factory=dict)
 
     def take(self, now: float, reserve: float, who: int) -> tuple[bool, int]:
-        if self.tokens < 0:
-            self.tokens = self.burst
-        self.tokens = refill(self.tokens, self.last, now, self.per_minute, self.burst)
-        self.last = now
-        granted = self.tokens - 1 >= reserve
-        if granted:
-            self.tokens -= 1
+        if self.bucket is None:
+            self.bucket = TokenBucket.full(self.burst, now)
+        wait = self.bucket.take(now, per_minute=self.per_minute, burst=self.burst, reserve=reserve)
         self.asked[who] = now
         self.asked = {k: t for k, t in self.asked.items() if t >= now - COMPETING_WINDOW_SECONDS}
-        return granted, len(self.asked)
+        return wait <= 0, len(self.asked)
 
 
 @dataclass
@@ -83,7 +82,7 @@ def simulate(
     stagger: float = 0.5,
 ) -> tuple[list[SimAnswer], list[float]]:
     """Answers stream text continuously; each tick, each answer asks to show its newest text,
-    as `reply.Answer` does: the pacer first, then the workspace budget with its claim."""
+    as `answer.Answer` does: `plan_edit` first, then the workspace budget with its claim."""
     bucket = Bucket(per_minute, burst)
     policy = PacingPolicy.shared(interval)
     durations = duration if isinstance(duration, list) else [duration] * n
@@ -96,12 +95,23 @@ def simulate(
                 continue
             if a.streaming(now):
                 a.unshown.append(now)  # new text arrives every tick while streaming
-                kind = EditKind.FIRST if a.first_at is None else EditKind.INTERMEDIATE
+                plan = plan_edit(
+                    PublishView(
+                        now=now,
+                        text_length=len(a.shown_at) + len(a.unshown),
+                        shown_upto=len(a.shown_at),
+                        deltas=0,
+                        first_shown=a.first_at is not None,
+                        thinking=False,
+                        thinking_shown=False,
+                    ),
+                    a.pacer,
+                )
+                if plan.kind is None or plan.wait > 0:
+                    continue
+                kind = plan.kind
             else:
-                kind = EditKind.FINAL
-            wait = a.pacer.wait(now, kind)
-            if wait is None or wait > 0:
-                continue
+                kind = EditKind.FINAL  # never planned: the final edit always goes
             if a.must_since is None:
                 a.must_since = now
             claim = budget_claim(
@@ -289,8 +299,26 @@ def test_refill_never_exceeds_burst_nor_goes_back(
     last: float, now: float, per_minute: float, burst: float, tokens: float
 ) -> None:
     tokens = min(tokens, burst)
-    after = refill(tokens, last, now, per_minute, burst)
-    assert tokens <= after <= burst or after == burst
+    bucket = TokenBucket(tokens=tokens, last=last)
+    bucket.take(now, per_minute=per_minute, burst=burst, reserve=burst)  # refills, takes nothing
+    assert tokens <= bucket.tokens <= burst or bucket.tokens == burst
+
+
+def test_the_plan_shows_thinking_once_and_waits_for_text() -> None:
+    pacer = MessagePacer(PacingPolicy.shared(1.0))
+    view = PublishView(now=0.0, text_length=0, shown_upto=0, deltas=0, first_shown=False,
+                       thinking=True, thinking_shown=False)  # fmt: skip
+    assert plan_edit(view, pacer).kind is EditKind.STATUS
+    shown = PublishView(now=0.0, text_length=0, shown_upto=0, deltas=0, first_shown=False,
+                        thinking=True, thinking_shown=True)  # fmt: skip
+    assert plan_edit(shown, pacer).kind is None
+    first = PublishView(now=0.0, text_length=5, shown_upto=0, deltas=1, first_shown=False,
+                        thinking=True, thinking_shown=True)  # fmt: skip
+    assert plan_edit(first, pacer) == EditPlan(EditKind.FIRST, 0.0)
+    pacer.sent(0.0, 1)
+    later = PublishView(now=0.4, text_length=9, shown_upto=5, deltas=2, first_shown=True,
+                        thinking=False, thinking_shown=True)  # fmt: skip
+    assert plan_edit(later, pacer) == EditPlan(EditKind.INTERMEDIATE, pytest.approx(0.6))
 
 
 @pytest.mark.parametrize(

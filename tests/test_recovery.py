@@ -8,12 +8,10 @@ replica's id, whose janitor recovers its own orphans at start-up.
 
 from __future__ import annotations
 
-import time
-
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import render
-from bot.janitor import RECOVERY_REASON
+from bot.lifecycle import RECOVERY_REASON, Phase
 from bot.sim.slack import LOST_RESPONSE, SimMessage, SlackSim
 from bot.store import AnswerRecord, MemoryStore
 from tests.harness import ALICE, CHANNEL, TEAM, running_bot, simulators
@@ -22,20 +20,24 @@ REPLICA = "test-replica"  # the harness's replica id: the bot recovers this repl
 
 
 def orphan(asked: SimMessage) -> AnswerRecord:
-    now = time.time()
     return AnswerRecord(
         answer_id=f"{TEAM}-{CHANNEL}-{asked.ts}",
         team_id=TEAM,
         channel=CHANNEL,
         thread_ts=asked.ts,
+        question_ts=asked.ts,
         message_ts="",  # the owner died before recording its placeholder
         asker=ALICE,
         owner=REPLICA,
-        started_at=now,
-        heartbeat_at=now,
-        lease_until=now + 15,
-        question_ts=asked.ts,
+        incarnation="an-earlier-process",
+        token="its-lease",
+        origin="its-lease",
     )
+
+
+async def register(store: MemoryStore, record: AnswerRecord) -> None:
+    registration = await store.register(record, lease_seconds=15, dedupe_ttl_seconds=60)
+    assert registration.registered
 
 
 async def post_placeholder(slack: SlackSim, thread_ts: str, answer_id: str) -> str:
@@ -56,10 +58,11 @@ async def test_a_placeholder_that_was_never_recorded_is_found_and_finished() -> 
         # Another answer's message in the same thread is left alone.
         other = await post_placeholder(slack, asked.ts, "another-answer")
         placeholder = await post_placeholder(slack, asked.ts, record.answer_id)
-        await store.register(record)
+        await register(store, record)
         async with running_bot(slack, claude, store=store) as h:
+            await h.bot.janitor.settle()  # the start-up sweep's recoveries
             replies = {r.ts: r for r in h.replies(asked)}
-            assert await store.get(record.answer_id) is None
+            assert (await store.get(record.answer_id) or record).phase is Phase.FINISHED
     finished = replies[placeholder]
     assert finished.visible_text().strip().splitlines()[-1] == f"[interrupted: {RECOVERY_REASON}]"
     assert not finished.has_button("stop_answer")
@@ -72,10 +75,11 @@ async def test_a_question_whose_placeholder_never_reached_slack_gets_the_interru
     async with simulators() as (slack, claude):
         asked = slack.post_user_message(CHANNEL, "<@UBOT> hello?", user=ALICE)
         record = orphan(asked)
-        await store.register(record)
+        await register(store, record)
         async with running_bot(slack, claude, store=store) as h:
+            await h.bot.janitor.settle()  # the start-up sweep's recoveries
             replies = h.replies(asked)
-            assert await store.get(record.answer_id) is None
+            assert (await store.get(record.answer_id) or record).phase is Phase.FINISHED
     [reply] = replies
     assert reply.visible_text().strip().splitlines()[-1] == f"[interrupted: {RECOVERY_REASON}]"
     assert not reply.has_button("stop_answer")

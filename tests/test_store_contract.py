@@ -1,49 +1,145 @@
-"""The store contract, run against MemoryStore and RedisStore alike, plus Redis's failure modes."""
+"""The store contract (`bot/store/contract.py`), run against MemoryStore and RedisStore alike,
+then what only Redis can show: its failure modes, stalls, costs and key expiries.
+
+Every store of a test shares its `store_clock`, a `ManualClock` (see conftest.py): leases,
+buckets and the memory store's expiries move only when the test moves that clock. Redis expires
+keys (event claims, cancel flags, cached threads) on its own clock, which no test can move:
+those tests use short ttls and poll (`expired`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 import redis.asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from bot.pacing import COMPETING_WINDOW_SECONDS
-from bot.store import AnswerRecord, MemoryStore, RedisStore, Store, StoreError
+from bot.lifecycle import Outcome, Phase
+from bot.pacing import COMPETING_WINDOW_SECONDS, TokenBucket
+from bot.store import (
+    AnswerRecord,
+    Checkpoint,
+    EventClaim,
+    LeaseReport,
+    LeaseState,
+    MemoryStore,
+    RedisStore,
+    Registration,
+    Store,
+    StoreError,
+)
+from bot.store.memory import TOMBSTONE_SECONDS
+from bot.store.redis_store import TEXT_KEEP_SECONDS
+from tests.conftest import T0, ManualClock
 from tests.redis_server import RedisServer, free_port
 
-T0 = 1_700_000_000.0  # a wall-clock-sized "now", so float precision is exercised
+# ============================================================================================
+# Helpers
+# ============================================================================================
+
 LEASE = 15.0
+DEDUPE_TTL = 6 * 3600.0  # the bot's: well past Slack's retries
+THREAD_TS = "1700000000.000100"
+COMPLETED = str(Outcome.COMPLETED)
+PREFIX = "slackstream:"  # the default key prefix, for tests that read Redis directly
 
 
-def answer(answer_id: str, *, owner: str = "r1", lease_until: float = T0 + LEASE) -> AnswerRecord:
-    return AnswerRecord(
-        answer_id=answer_id,
-        team_id="T1",
-        channel="C1",
-        thread_ts="1700000000.000100",
-        message_ts="1700000000.000200",
-        asker="U1",
-        owner=owner,
-        started_at=T0 + len(answer_id) * 0.001,
-        heartbeat_at=T0,
-        lease_until=lease_until,
-        shown_text="Hello *world* — ünïcode ✓\nsecond line",
-        model="claude-sonnet-5-5",
+def answer(
+    answer_id: str, *, owner: str = "r1", incarnation: str = "i1", **fields: Any
+) -> AnswerRecord:
+    """An answer as a replica first registers it; `fields` override any other field. The
+    token is derived from the id, owner and incarnation, so two builders of the same answer
+    agree on it; a first registration is its own origin."""
+    token = f"tok:{answer_id}:{owner}:{incarnation}"
+    values: dict[str, Any] = {
+        "answer_id": answer_id,
+        "team_id": "T1",
+        "channel": "C1",
+        "thread_ts": THREAD_TS,
+        "question_ts": "1700000000.000150",
+        "asker": "U1",
+        "owner": owner,
+        "incarnation": incarnation,
+        "token": token,
+        "origin": token,
+        "started_at": T0 - 2.5,
+        "text": "Hello *world* — ünïcode ✓",
+        "model": "claude-sonnet-5-5",
+    }
+    values.update(fields)
+    return AnswerRecord(**values)
+
+
+def asked(answer_id: str, team: str, user: str, **fields: Any) -> AnswerRecord:
+    """An answer to `user`'s question in workspace `team` (for the caps)."""
+    return answer(answer_id, team_id=team, asker=user, **fields)
+
+
+def stored(record: AnswerRecord, *, at: float = T0, lease: float = LEASE) -> AnswerRecord:
+    """What the store holds after registering `record` at `at` on its clock."""
+    return replace(record, lease_until=at + lease)
+
+
+def tombstone(record: AnswerRecord, outcome: str = COMPLETED) -> AnswerRecord:
+    """What a finished answer reads back as: final, with its outcome and without its text."""
+    return replace(record, phase=Phase.FINISHED, outcome=outcome, text="")
+
+
+async def register(
+    store: Store,
+    record: AnswerRecord,
+    *,
+    lease_seconds: float = LEASE,
+    take_back: bool = False,
+    dedupe_ttl_seconds: float = DEDUPE_TTL,
+) -> Registration:
+    return await store.register(
+        record,
+        lease_seconds=lease_seconds,
+        take_back=take_back,
+        dedupe_ttl_seconds=dedupe_ttl_seconds,
     )
 
 
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 0.0
+async def registered(store: Store, *records: AnswerRecord, lease_seconds: float = LEASE) -> None:
+    """Register each record, which must be new."""
+    for record in records:
+        assert await register(store, record, lease_seconds=lease_seconds) == Registration(True)
 
-    def __call__(self) -> float:
-        return self.now
+
+async def renew(
+    store: Store, record: AnswerRecord, checkpoint: Checkpoint | None = None
+) -> LeaseReport:
+    """Renew `record`'s lease with its token (which may have lost it since)."""
+    return await store.renew(
+        record.answer_id, record.token, lease_seconds=LEASE, checkpoint=checkpoint
+    )
+
+
+async def finish(store: Store, record: AnswerRecord, outcome: str = COMPLETED) -> LeaseState:
+    return await store.finish(record.answer_id, record.token, outcome=outcome)
+
+
+async def text_of(store: Store, answer_id: str) -> str:
+    record = await store.get(answer_id)
+    assert record is not None, f"{answer_id} has no record"
+    return record.text
+
+
+def appended(text: str, after: str) -> Checkpoint:
+    """A checkpoint that appends `text` to a stored text that is `after` so far."""
+    return Checkpoint(text=text, text_at=len(after.encode()))
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> bool:
@@ -57,6 +153,18 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) 
     return True
 
 
+async def expired(
+    store: Store, clock: ManualClock, at: float, check: Callable[[], Awaitable[bool]]
+) -> bool:
+    """Move the clock to `at`, past an expiry, and say whether `check` then holds. That is the
+    memory store's whole story; Redis expires keys on its own clock, so its ttls are short and
+    `check` is polled until Redis has let the key go."""
+    clock.now = at
+    if isinstance(store, MemoryStore):
+        return await check()
+    return await eventually(check)
+
+
 async def listening(store: Store, url: str | None, subscribers: int = 1) -> None:
     """Wait until `subscribers` cancel listeners are subscribed (Redis subscribes lazily)."""
     if not isinstance(store, RedisStore):
@@ -66,7 +174,7 @@ async def listening(store: Store, url: str | None, subscribers: int = 1) -> None
     try:
 
         async def subscribed() -> bool:
-            counts = await client.pubsub_numsub("slackstream:cancel")
+            counts = await client.pubsub_numsub(PREFIX + "cancel")
             return bool(counts[0][1] >= subscribers)
 
         assert await eventually(subscribed), "cancel listener never subscribed"
@@ -78,154 +186,478 @@ def url_of(store: Store, request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("redis_url") if isinstance(store, RedisStore) else None
 
 
-# --- dedupe ------------------------------------------------------------------------------------
+async def wait_for_token(store: Store, team_id: str, **kw: Any) -> float:
+    """The budget's answer as a number: 0.0 when a token was taken, else the wait."""
+    return (await store.take_edit_token(team_id, **kw)).wait
+
+
+async def commands_run(
+    client: redis.asyncio.Redis, action: Callable[[], Awaitable[None]], *, round_trips: int
+) -> int:
+    """Commands Redis executed for `action` (inside scripts included), after checking that it
+    sent `round_trips` scripts: one round trip each."""
+    await client.config_resetstat()
+    await action()
+    stats = await client.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == round_trips
+    return sum(
+        int(entry["calls"])
+        for name, entry in stats.items()
+        if name not in ("cmdstat_config|resetstat", "cmdstat_info")
+    )
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """A plain client, to look at what the store left in Redis."""
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+# ============================================================================================
+# Event claims (dedupe)
+# ============================================================================================
 
 
 async def test_an_event_is_claimed_only_once(store: Store) -> None:
-    assert await store.claim_event("Ev1", 60)
-    assert not await store.claim_event("Ev1", 60)
-    assert await store.claim_event("C1:1700000000.000100", 60)
+    assert (await store.claim_event("Ev1", 60, "t1")).first
+    assert not (await store.claim_event("Ev1", 60, "t2")).first
+    assert (await store.claim_event("C1:1700000000.000100", 60, "t3")).first
 
 
-async def test_an_event_can_be_claimed_again_after_its_ttl(store: Store) -> None:
-    if store.kind == "memory":
-        clock = ManualClock()
-        memory = MemoryStore(clock=clock)
-        assert await memory.claim_event("Ev1", 10)
-        clock.now = 9.9
-        assert not await memory.claim_event("Ev1", 10)
-        clock.now = 10.0
-        assert await memory.claim_event("Ev1", 10)
-    else:
-        assert await store.claim_event("Ev1", 0.2)
-        assert not await store.claim_event("Ev1", 0.2)
-        assert await eventually(lambda: store.claim_event("Ev1", 0.2))
+async def test_a_retried_claim_with_the_same_token_is_still_first(store: Store) -> None:
+    """A client that lost the reply re-sends the claim: it must not read as someone else's."""
+    assert (await store.claim_event("Ev1", 60, "t1")).first
+    assert (await store.claim_event("Ev1", 60, "t1")).first
+    assert not (await store.claim_event("Ev1", 60, "t2")).first
 
 
-# --- answers in flight ---------------------------------------------------------------------------
+async def test_an_event_can_be_claimed_again_after_its_ttl(
+    store: Store, store_clock: ManualClock
+) -> None:
+    assert (await store.claim_event("Ev1", 1.0, "t1")).first
+    store_clock.now = T0 + 0.99
+    assert not (await store.claim_event("Ev1", 1.0, "t2")).first
+
+    async def claimable() -> bool:
+        return (await store.claim_event("Ev1", 60, "t3")).first
+
+    assert await expired(store, store_clock, T0 + 1.0, claimable)
+
+
+async def test_the_age_of_the_data_grows_with_the_clock(
+    store: Store, store_clock: ManualClock
+) -> None:
+    """`data_age` tells a store that lost its data (young again: claims may be missing) from
+    one that did not: while the data is there, it ages with the clock. A memory store's data
+    lives exactly as long as the process, so it is never suspect (as old as can be)."""
+    claim = await store.claim_event("Ev1", 3600, "t1")
+    store_clock.advance(100.0)
+    later = await store.claim_event("Ev1", 3600, "t2")
+
+    assert (claim.first, later.first) == (True, False)
+    assert later.data_age >= claim.data_age + 100.0
+    if isinstance(store, MemoryStore):
+        assert claim.data_age == math.inf
+
+
+# ============================================================================================
+# Registration
+# ============================================================================================
 
 
 async def test_a_registered_answer_reads_back_exactly(store: Store) -> None:
-    first, second = answer("a-1"), answer("a-22", owner="r2")
-    await store.register(second)
-    await store.register(first)
+    full = answer(
+        "a-1",
+        origin="tok:a-1:r0:i0",  # registered again: it descends from an earlier registration
+        phase=Phase.STREAMING,  # registered again after the store lost it, mid-answer
+        message_ts="1700000000.000200",
+        part=2,
+        offset=3_000,
+        text="Hello *world* — ünïcode ✓ 日本語 🎉\n\nsecond line with `code`",
+        footer="_claude-sonnet · 3.2 s · ⚠ shortened_",
+        notes=("Ünïcode note ✓", 'quotes " and \\ backslash'),
+        dedupe_keys=("Ev1", "C1:1700000000.000150"),
+    )
+    other = answer("a-22", owner="r2", text="", notes=(), dedupe_keys=())
+    await registered(store, other, full)
 
-    assert await store.get("a-1") == first
-    assert await store.get("a-22") == second
+    assert await store.get("a-1") == stored(full)
+    assert await store.get("a-22") == stored(other)
     assert await store.get("missing") is None
 
 
-async def test_heartbeat_renews_the_lease_and_saves_the_checkpoint(store: Store) -> None:
-    await store.register(answer("a-1"))
+async def test_an_answer_without_a_start_time_starts_on_the_store_clock(
+    store: Store, store_clock: ManualClock
+) -> None:
+    store_clock.now = T0 + 7.25
+    await registered(store, answer("a-1", started_at=0.0))
 
-    assert await store.heartbeat("a-1", "r1", now=T0 + 5, lease_seconds=LEASE)
-    renewed = await store.get("a-1")
-    assert renewed == replace(answer("a-1"), heartbeat_at=T0 + 5, lease_until=T0 + 5 + LEASE)
-
-    assert await store.heartbeat(
-        "a-1", "r1", now=T0 + 6, lease_seconds=LEASE, shown_text="more", message_ts="99.1"
-    )
-    checkpoint = await store.get("a-1")
-    assert checkpoint is not None
-    assert (checkpoint.shown_text, checkpoint.message_ts) == ("more", "99.1")
-
-    assert await store.heartbeat("a-1", "r1", now=T0 + 7, lease_seconds=LEASE, shown_text="")
-    emptied = await store.get("a-1")
-    assert emptied is not None
-    assert (emptied.shown_text, emptied.message_ts) == ("", "99.1")
+    record = await store.get("a-1")
+    assert record is not None
+    assert (record.started_at, record.lease_until) == (T0 + 7.25, T0 + 7.25 + LEASE)
 
 
-async def test_heartbeat_of_another_owner_changes_nothing(store: Store) -> None:
-    await store.register(answer("a-1"))
+async def test_another_registration_of_an_answer_is_refused_and_shown_the_first(
+    store: Store,
+) -> None:
+    first = answer("a-1", owner="r1")
+    second = answer("a-1", owner="r2", text="another answer to the same question")
+    await registered(store, first)
 
-    assert not await store.heartbeat(
-        "a-1", "r2", now=T0 + 5, lease_seconds=LEASE, shown_text="hijack"
-    )
-    assert not await store.heartbeat("missing", "r1", now=T0 + 5, lease_seconds=LEASE)
-    assert await store.get("a-1") == answer("a-1")
+    refused = await register(store, second)
+
+    assert refused == Registration(False, stored(first))
+    assert await store.get("a-1") == stored(first)
 
 
-async def test_only_the_owner_finishes_an_answer(store: Store) -> None:
-    await store.register(answer("a-1"))
+async def test_a_retried_registration_with_the_same_token_is_accepted(
+    store: Store, store_clock: ManualClock
+) -> None:
+    record = answer("a-1")
+    await registered(store, record)
+    store_clock.advance(1.0)
 
-    assert not await store.finish("a-1", "r2")
-    assert await store.get("a-1") is not None
+    assert await register(store, record) == Registration(True)
+    assert await store.get("a-1") == stored(record, at=T0 + 1.0)
+    assert await store.count_in_flight("T1", "U1") == (1, 1)
 
-    assert await store.finish("a-1", "r1")
-    assert await store.get("a-1") is None
+
+async def test_taking_back_wins_over_an_unfinished_registration(store: Store) -> None:
+    """A replica whose record the store lost registers again, while a retried event made a
+    newer registration of the same question: the older answer, already in Slack, wins."""
+    newer = answer("a-1", owner="r2", text="")
+    older = answer("a-1", owner="r1", text="the answer as far as readers saw it")
+    await registered(store, newer)
+
+    assert await register(store, older, take_back=True) == Registration(True)
+
+    assert await store.get("a-1") == stored(older)
+    lost = await renew(store, newer)
+    assert lost == LeaseReport(LeaseState.LOST, holder=stored(older))
+    assert await store.count_in_flight("T1", "U1") == (1, 1)
+
+
+async def test_taking_back_never_wins_over_a_finished_answer(store: Store) -> None:
+    finished = answer("a-1", owner="r2")
+    await registered(store, finished)
+    assert await finish(store, finished) is LeaseState.HELD
+
+    refused = await register(store, answer("a-1", owner="r1"), take_back=True)
+
+    assert refused == Registration(False, tombstone(stored(finished)))
+    assert await store.get("a-1") == tombstone(stored(finished))
     assert await store.count_in_flight("T1", "U1") == (0, 0)
-    assert not await store.finish("a-1", "r1")
-    assert not await store.heartbeat("a-1", "r1", now=T0 + 1, lease_seconds=LEASE)
 
 
-# --- counts for the caps and thread order -------------------------------------------------------
+@pytest.mark.parametrize("take_back", [False, True], ids=["again", "take-back"])
+async def test_not_even_its_own_registration_brings_a_finished_answer_back(
+    store: Store, take_back: bool
+) -> None:
+    """A tombstone is final whoever registers: the answer's own token included (a late
+    retry, or a replica that missed its own finish), or a finished answer is streamed again."""
+    record = answer("a-1")
+    await registered(store, record)
+    assert await finish(store, record) is LeaseState.HELD
+
+    again = await register(store, record, take_back=take_back)
+
+    assert again == Registration(False, tombstone(stored(record)))
+    assert await store.get("a-1") == tombstone(stored(record))
+    assert await store.count_in_flight("T1", "U1") == (0, 0)
 
 
-def asked(answer_id: str, team: str, user: str, **fields: str) -> AnswerRecord:
-    return replace(answer(answer_id), team_id=team, asker=user, **fields)  # type: ignore[arg-type]
+async def test_registering_claims_the_answers_dedupe_keys(store: Store) -> None:
+    """The record carries its dedupe keys so that registering it again (after a Redis that
+    restarted empty) claims them again: a retried event is then not a new question."""
+    await registered(store, answer("a-1", dedupe_keys=("Ev1", "C1:1700000000.000150")))
+
+    assert not (await store.claim_event("Ev1", 60, "a-retry")).first
+    assert not (await store.claim_event("C1:1700000000.000150", 60, "a-retry")).first
+    assert (await store.claim_event("Ev2", 60, "a-retry")).first
+
+
+async def test_dedupe_keys_expire_but_the_answers_text_does_not(
+    store: Store, store_clock: ManualClock
+) -> None:
+    """The dedupe ttl is the dedupe keys' only: an answer's text is kept as long as the answer
+    is in flight, however short the dedupe ttl."""
+    record = answer("a-1", dedupe_keys=("Ev1",))
+    assert await register(store, record, dedupe_ttl_seconds=1.0) == Registration(True)
+
+    async def claimable() -> bool:
+        return (await store.claim_event("Ev1", 60, "a-retry")).first
+
+    assert await expired(store, store_clock, T0 + 1.0, claimable)
+    assert await text_of(store, "a-1") == record.text
+
+
+# ============================================================================================
+# Renewal and checkpoints
+# ============================================================================================
+
+
+async def test_renew_moves_the_lease_with_the_store_clock(
+    store: Store, store_clock: ManualClock
+) -> None:
+    record = answer("a-1")
+    await registered(store, record)
+    store_clock.now = T0 + 5.0
+
+    assert await renew(store, record) == LeaseReport(LeaseState.HELD)
+
+    assert await store.get("a-1") == stored(record, at=T0 + 5.0)
+
+
+async def test_renew_appends_the_checkpoints_text(store: Store) -> None:
+    record = answer("a-1", text="Hello")
+    await registered(store, record)
+
+    assert await renew(store, record, appended(" wörld", "Hello")) == LeaseReport(LeaseState.HELD)
+    assert await renew(store, record, appended(" ✓ 日本", "Hello wörld")) == LeaseReport(
+        LeaseState.HELD
+    )
+
+    assert await text_of(store, "a-1") == "Hello wörld ✓ 日本"
+
+
+async def test_an_append_counts_utf8_bytes_not_characters(store: Store) -> None:
+    text = "ünï 🎉"  # 5 characters, 10 bytes
+    record = answer("a-1", text=text)
+    await registered(store, record)
+
+    by_chars = await renew(store, record, Checkpoint(text="!", text_at=len(text)))
+    by_bytes = await renew(store, record, Checkpoint(text="?", text_at=len(text.encode())))
+
+    assert by_chars == LeaseReport(LeaseState.HELD, text_rejected=True)
+    assert by_bytes == LeaseReport(LeaseState.HELD)
+    assert await text_of(store, "a-1") == text + "?"
+
+
+async def test_an_append_that_does_not_line_up_is_rejected_and_changes_no_text(
+    store: Store,
+) -> None:
+    """A retried or racing append must never duplicate or tear the text: the store refuses
+    it and the caller sends the whole text next time."""
+    record = answer("a-1", text="Hello")
+    await registered(store, record)
+    assert await renew(store, record, appended(" world", "Hello")) == LeaseReport(LeaseState.HELD)
+
+    retried = await renew(store, record, appended(" world", "Hello"))  # the same append again
+    behind = await renew(store, record, Checkpoint(text="x", text_at=0))
+    beyond = await renew(store, record, Checkpoint(text="x", text_at=1_000))
+
+    rejected = LeaseReport(LeaseState.HELD, text_rejected=True)
+    assert (retried, behind, beyond) == (rejected, rejected, rejected)
+    assert await text_of(store, "a-1") == "Hello world"
+
+
+async def test_a_checkpoint_without_an_offset_replaces_the_text(store: Store) -> None:
+    record = answer("a-1", text="Hello")
+    await registered(store, record)
+
+    assert await renew(store, record, Checkpoint(text="Bonjour ✓")) == LeaseReport(LeaseState.HELD)
+    assert await text_of(store, "a-1") == "Bonjour ✓"
+    assert await renew(store, record, appended(" à tous", "Bonjour ✓")) == LeaseReport(
+        LeaseState.HELD
+    )
+    assert await text_of(store, "a-1") == "Bonjour ✓ à tous"
+    assert await renew(store, record, Checkpoint(text="")) == LeaseReport(LeaseState.HELD)
+    assert await text_of(store, "a-1") == ""
+
+
+async def test_a_checkpoint_records_where_the_answer_got_and_leaves_the_rest(
+    store: Store,
+) -> None:
+    record = answer("a-1")
+    await registered(store, record)
+
+    posted = Checkpoint(message_ts="1700000000.000300", phase=Phase.POSTED)
+    assert await renew(store, record, posted) == LeaseReport(LeaseState.HELD)
+    continued = Checkpoint(message_ts="1700000000.000400", part=1, offset=2_950)
+    assert await renew(store, record, continued) == LeaseReport(LeaseState.HELD)
+    finishing = Checkpoint(phase=Phase.FINISHING, footer="_3.2 s · ✓_", notes=("ünï", "two"))
+    assert await renew(store, record, finishing) == LeaseReport(LeaseState.HELD)
+    assert await renew(store, record, Checkpoint()) == LeaseReport(LeaseState.HELD)
+
+    assert await store.get("a-1") == replace(
+        stored(record),
+        message_ts="1700000000.000400",
+        part=1,
+        offset=2_950,
+        phase=Phase.FINISHING,
+        footer="_3.2 s · ✓_",
+        notes=("ünï", "two"),
+    )
+
+
+async def test_renew_says_who_pressed_stop(store: Store) -> None:
+    record, other = answer("a-1"), answer("a-2")
+    await registered(store, record, other)
+    assert await renew(store, record) == LeaseReport(LeaseState.HELD)
+
+    await store.request_cancel("a-1", "U7")
+
+    assert await renew(store, record) == LeaseReport(LeaseState.HELD, stop_by="U7")
+    assert await renew(store, other) == LeaseReport(LeaseState.HELD)
+
+
+async def test_a_stop_flag_outlives_the_signal_and_then_expires(
+    store: Store, store_clock: ManualClock
+) -> None:
+    """Nobody listened when Stop was pressed: the flag still reaches the owner's next renewal,
+    until the flag's own ttl."""
+    record = answer("a-1")
+    await registered(store, record)
+    await store.request_cancel("a-1", "U7", ttl_seconds=1.0)
+
+    assert await renew(store, record) == LeaseReport(LeaseState.HELD, stop_by="U7")
+
+    async def forgotten() -> bool:
+        return await renew(store, record) == LeaseReport(LeaseState.HELD)
+
+    assert await expired(store, store_clock, T0 + 1.0, forgotten)
+
+
+async def test_a_lost_lease_is_reported_with_its_holder_and_changes_nothing(
+    store: Store, store_clock: ManualClock
+) -> None:
+    record = answer("a-1", text="Hello")
+    await registered(store, record)
+    store_clock.now = T0 + LEASE + 1
+    [taken] = await store.claim_lapsed(new_owner="r9", incarnation="i9", lease_seconds=LEASE)
+
+    report = await renew(
+        store, record, Checkpoint(text="hijack", text_at=5, message_ts="9.9", phase=Phase.POSTED)
+    )
+
+    assert report == LeaseReport(LeaseState.LOST, holder=taken)  # r9's record, new token
+    assert await store.get("a-1") == taken  # no checkpoint, no lease for the old token
+
+
+async def test_renewing_an_answer_the_store_does_not_have_reports_it_missing(store: Store) -> None:
+    assert await renew(store, answer("missing")) == LeaseReport(LeaseState.MISSING)
+    assert await store.get("missing") is None
+
+
+# ============================================================================================
+# Finishing and tombstones
+# ============================================================================================
+
+
+async def test_only_the_token_holder_finishes_an_answer(store: Store) -> None:
+    record = answer("a-1")
+    await registered(store, record)
+
+    assert await store.finish("a-1", "someone-else", outcome=COMPLETED) is LeaseState.LOST
+    assert await store.get("a-1") == stored(record)
+    assert await store.finish("missing", record.token, outcome=COMPLETED) is LeaseState.MISSING
+
+    assert await finish(store, record) is LeaseState.HELD
+    assert await store.get("a-1") == tombstone(stored(record))
+
+
+async def test_finishing_is_idempotent_and_keeps_the_first_outcome(store: Store) -> None:
+    record = answer("a-1")
+    await registered(store, record)
+
+    assert await finish(store, record, str(Outcome.STOPPED)) is LeaseState.HELD
+    assert await finish(store, record, str(Outcome.STOPPED)) is LeaseState.HELD  # a retry
+    assert await finish(store, record, COMPLETED) is LeaseState.HELD
+
+    assert await store.get("a-1") == tombstone(stored(record), str(Outcome.STOPPED))
+    assert await store.finish("a-1", "someone-else", outcome=COMPLETED) is LeaseState.LOST
+
+
+async def test_a_finished_answer_is_final_and_not_counted(store: Store) -> None:
+    record = answer("a-1", question_ts="1700000000.000150")
+    await registered(store, record)
+    await store.request_cancel("a-1", "U7")
+    assert await finish(store, record) is LeaseState.HELD
+
+    finished = await store.get("a-1")
+    assert finished is not None
+    assert (finished.phase, finished.outcome, finished.text) == (Phase.FINISHED, COMPLETED, "")
+    # Not "missing": a finished answer is never mistaken for one the store lost.
+    assert await renew(store, record) == LeaseReport(LeaseState.LOST, holder=finished)
+    assert await store.count_in_flight("T1", "U1") == (0, 0)
+    assert await store.earlier_in_thread("C1", THREAD_TS, "1700000009.000000") == 0
+
+
+# ============================================================================================
+# Counts for the caps, and thread order
+# ============================================================================================
 
 
 async def test_answers_in_flight_are_counted_per_asker_and_per_workspace(store: Store) -> None:
-    for record in (
-        asked("a-1", "T1", "U1"),
+    first = asked("a-1", "T1", "U1")
+    await registered(
+        store,
+        first,
         asked("a-2", "T1", "U1"),
         asked("a-3", "T1", "U2"),
         asked("b-1", "T2", "U1"),  # the same user id in another workspace is another person
-    ):
-        await store.register(record)
+    )
 
     assert await store.count_in_flight("T1", "U1") == (2, 3)
     assert await store.count_in_flight("T1", "U2") == (1, 3)
     assert await store.count_in_flight("T2", "U1") == (1, 1)
     assert await store.count_in_flight("T9", "U1") == (0, 0)
 
-    assert not await store.finish("a-1", "r2")  # not the owner: still in flight
-    assert await store.count_in_flight("T1", "U1") == (2, 3)
-    assert await store.finish("a-1", "r1")
+    assert await store.finish("a-1", "someone-else", outcome=COMPLETED) is LeaseState.LOST
+    assert await store.count_in_flight("T1", "U1") == (2, 3)  # not the holder: still in flight
+    assert await finish(store, first) is LeaseState.HELD
     assert await store.count_in_flight("T1", "U1") == (1, 2)
-    assert not await store.finish("a-1", "r1")  # finishing twice counts once
+    assert await finish(store, first) is LeaseState.HELD  # finishing twice counts once
     assert await store.count_in_flight("T1", "U1") == (1, 2)
 
 
 async def test_counts_follow_an_answer_through_registering_again_and_take_over(
-    store: Store,
+    store: Store, store_clock: ManualClock
 ) -> None:
-    await store.register(asked("a-1", "T1", "U1", question_ts="1700000000.000300"))
-    await store.register(asked("a-1", "T1", "U1", question_ts="1700000000.000300"))
+    record = asked("a-1", "T1", "U1", question_ts="1700000000.000300")
+    await registered(store, record)
+    assert await register(store, record) == Registration(True)
     assert await store.count_in_flight("T1", "U1") == (1, 1)  # registered twice, counted once
 
     # Registered again with other fields (never done by the bot, but the store must stay exact).
-    await store.register(asked("a-1", "T2", "U2", channel="C2"))
+    moved = replace(record, team_id="T2", asker="U2", channel="C2")
+    assert await register(store, moved) == Registration(True)
     assert await store.count_in_flight("T1", "U1") == (0, 0)
     assert await store.count_in_flight("T2", "U2") == (1, 1)
-    assert await store.earlier_in_thread("C1", "1700000000.000100", "1700000001.000000") == 0
+    assert await store.earlier_in_thread("C1", THREAD_TS, "1700000001.000000") == 0
+    assert await store.earlier_in_thread("C2", THREAD_TS, "1700000001.000000") == 1
 
-    # A take-over changes the owner, not what is in flight; the new owner's finish counts.
-    claimed = await store.claim_lapsed(now=T0 + 100, new_owner="r9", lease_seconds=LEASE)
+    # A take-over changes the holder, not what is in flight; the new holder's finish counts.
+    store_clock.advance(100.0)
+    claimed = await store.claim_lapsed(new_owner="r9", incarnation="i9", lease_seconds=LEASE)
     assert [r.answer_id for r in claimed] == ["a-1"]
     assert await store.count_in_flight("T2", "U2") == (1, 1)
-    assert await store.finish("a-1", "r9")
+    assert await finish(store, moved) is LeaseState.LOST  # the old token no longer finishes it
+    assert await finish(store, claimed[0]) is LeaseState.HELD
     assert await store.count_in_flight("T2", "U2") == (0, 0)
+    assert await store.earlier_in_thread("C2", THREAD_TS, "1700000001.000000") == 0
 
 
 async def test_earlier_in_thread_counts_answers_to_earlier_questions_of_that_thread(
     store: Store,
 ) -> None:
-    thread = "1700000000.000100"
+    def in_thread(answer_id: str, question_ts: str, **fields: Any) -> AnswerRecord:
+        return asked(answer_id, "T1", "U1", question_ts=question_ts, **fields)
 
-    def in_thread(answer_id: str, question_ts: str, **fields: str) -> AnswerRecord:
-        return asked(
-            answer_id, "T1", "U1", **{"thread_ts": thread, **fields, "question_ts": question_ts}
-        )
-
-    await store.register(in_thread("first", "1700000000.000200"))
-    await store.register(in_thread("third", "1700000001.000000"))
-    await store.register(in_thread("elsewhere", "1700000000.000150", channel="C2"))
-    await store.register(in_thread("other-thread", "1", thread_ts="1700000000.000900"))
-    await store.register(in_thread("old-record", ""))  # no question ts: orders nothing
+    first = in_thread("first", "1700000000.000200")
+    await registered(
+        store,
+        first,
+        in_thread("third", "1700000001.000000"),
+        in_thread("elsewhere", "1700000000.000150", channel="C2"),
+        in_thread("other-thread", "1", thread_ts="1700000000.000900"),
+        in_thread("old-record", ""),  # no question ts: orders nothing
+    )
 
     async def earlier(question_ts: str) -> int:
-        return await store.earlier_in_thread("C1", thread, question_ts)
+        return await store.earlier_in_thread("C1", THREAD_TS, question_ts)
 
     assert await earlier("1700000000.000200") == 0  # the first question: nothing before it
     assert await earlier("1700000000.000201") == 1  # a microsecond later
@@ -233,10 +665,10 @@ async def test_earlier_in_thread_counts_answers_to_earlier_questions_of_that_thr
     assert await earlier("1700000001.000000") == 1  # "third" never counts itself
     assert await earlier("1700000001.000001") == 2
     assert await earlier("not a ts") == 0
-    assert await store.earlier_in_thread("C2", thread, "1700000009.000000") == 1
+    assert await store.earlier_in_thread("C2", THREAD_TS, "1700000009.000000") == 1
     assert await store.earlier_in_thread("C1", "1700000000.000900", "2") == 1
 
-    assert await store.finish("first", "r1")
+    assert await finish(store, first) is LeaseState.HELD
     assert await earlier("1700000001.000000") == 0
     assert await earlier("1700000001.000001") == 1
 
@@ -249,13 +681,14 @@ async def test_counts_stay_exact_when_replicas_register_and_finish_at_once(
         asked(f"a-{n}", "T1", f"U{n % 2}", question_ts=f"1700000000.{n:06d}") for n in range(20)
     ]
 
-    await asyncio.gather(
-        *(replica.register(r) for replica, r in zip(replicas, records, strict=True))
+    results = await asyncio.gather(
+        *(register(replica, r) for replica, r in zip(replicas, records, strict=True))
     )
+    assert all(result.registered for result in results)
     assert await store.count_in_flight("T1", "U0") == (10, 20)
     await asyncio.gather(
         *(
-            replica.finish(r.answer_id, "r1")
+            finish(replica, r)
             for replica, r in zip(replicas, records, strict=True)
             if r.asker == "U0"
         )
@@ -263,75 +696,94 @@ async def test_counts_stay_exact_when_replicas_register_and_finish_at_once(
 
     assert await store.count_in_flight("T1", "U0") == (0, 10)
     assert await store.count_in_flight("T1", "U1") == (10, 10)
-    assert await store.earlier_in_thread("C1", records[0].thread_ts, "1700000001.000000") == 10
+    assert await store.earlier_in_thread("C1", THREAD_TS, "1700000001.000000") == 10
 
 
 async def test_no_index_outlives_the_answers_it_counts(
     store: Store, request: pytest.FixtureRequest
 ) -> None:
-    for n in range(3):
-        await store.register(
-            asked(f"a-{n}", f"T{n}", "U1", thread_ts=f"1.{n}", question_ts=f"2.{n}")
-        )
-    for n in range(3):
-        assert await store.finish(f"a-{n}", "r1")
+    records = [
+        asked(f"a-{n}", f"T{n}", "U1", thread_ts=f"1.{n}", question_ts=f"2.{n}") for n in range(3)
+    ]
+    await registered(store, *records)
+    for record in records:
+        assert await finish(store, record) is LeaseState.HELD
 
     if isinstance(store, MemoryStore):
         assert (store._by_team, store._by_user, store._by_thread) == ({}, {}, {})
     else:
         client = redis.asyncio.Redis.from_url(request.getfixturevalue("redis_url"))
         try:
-            assert await client.keys("slackstream:*") == []
+            # Only the tombstones are left (they expire on their own).
+            keys = sorted(key.decode() for key in await client.keys(PREFIX + "*"))
+            assert keys == [f"{PREFIX}answer:a-{n}" for n in range(3)]
         finally:
             await client.aclose()
 
 
-# --- take-over -----------------------------------------------------------------------------------
+# ============================================================================================
+# Take-over
+# ============================================================================================
 
 
-async def test_claim_lapsed_takes_only_answers_whose_lease_ran_out(store: Store) -> None:
-    now = T0 + 20
-    await store.register(answer("lapsed-1", lease_until=now - 5))
-    await store.register(answer("lapsed-2", owner="r2", lease_until=now - 0.001))
-    await store.register(answer("live", lease_until=now + 1))
-    await store.register(answer("edge", lease_until=now))  # lapses strictly after lease_until
+async def test_claim_lapsed_takes_only_answers_whose_lease_ran_out(
+    store: Store, store_clock: ManualClock
+) -> None:
+    leases = {"lapsed-1": 5.0, "lapsed-2": 19.999, "live": 21.0, "edge": 20.0}
+    records = {answer_id: answer(answer_id, owner="r2") for answer_id in leases}
+    for answer_id, lease in leases.items():
+        await registered(store, records[answer_id], lease_seconds=lease)
+    store_clock.now = T0 + 20.0  # "edge" lapses strictly after its lease_until
 
-    claimed = await store.claim_lapsed(now=now, new_owner="r9", lease_seconds=LEASE)
+    claimed = await store.claim_lapsed(new_owner="r9", incarnation="i9", lease_seconds=LEASE)
 
     assert sorted(r.answer_id for r in claimed) == ["lapsed-1", "lapsed-2"]
     for record in claimed:
-        assert (record.owner, record.lease_until, record.heartbeat_at) == ("r9", now + LEASE, now)
-        assert record.shown_text == answer("x").shown_text  # the checkpoint comes along
+        before = records[record.answer_id]
+        assert record.token not in ("", before.token)  # a new lease
+        assert record.origin == before.token  # of the same registration
+        assert record == replace(
+            before, owner="r9", incarnation="i9", token=record.token, lease_until=T0 + 20 + LEASE
+        )
         assert await store.get(record.answer_id) == record
-    assert await store.get("live") == answer("live", lease_until=now + 1)
-    assert await store.claim_lapsed(now=now, new_owner="r8", lease_seconds=LEASE) == []
-    # The replica that lost its answers learns it at its next heartbeat.
-    assert not await store.heartbeat("lapsed-1", "r1", now=now, lease_seconds=LEASE)
-    assert await store.heartbeat("lapsed-1", "r9", now=now, lease_seconds=LEASE)
+    assert await store.get("live") == stored(records["live"], lease=21.0)
+    assert await store.get("edge") == stored(records["edge"], lease=20.0)
+    assert await store.claim_lapsed(new_owner="r8", incarnation="i8", lease_seconds=LEASE) == []
 
 
-async def test_a_restarted_replica_recovers_its_answers_before_their_lease_lapses(
-    store: Store,
+async def test_claimed_answers_carry_their_text_and_checkpoint(
+    store: Store, store_clock: ManualClock
 ) -> None:
-    await store.register(answer("mine-1", owner="r1"))
-    await store.register(answer("mine-2", owner="r1"))
-    await store.register(answer("theirs", owner="r2"))
-
-    claimed = await store.claim_lapsed(
-        now=T0 + 1, new_owner="r1", lease_seconds=LEASE, previous_owner="r1"
+    record = answer("a-1", text="Hello")
+    await registered(store, record)
+    checkpoint = Checkpoint(
+        text=" wörld ✓", text_at=5, message_ts="1700000000.000300", phase=Phase.STREAMING
     )
+    assert await renew(store, record, checkpoint) == LeaseReport(LeaseState.HELD)
+    store_clock.now = T0 + LEASE + 1
 
-    assert sorted(r.answer_id for r in claimed) == ["mine-1", "mine-2"]
-    assert all(r.lease_until == T0 + 1 + LEASE for r in claimed)
-    assert await store.get("theirs") == answer("theirs", owner="r2")
+    [claimed] = await store.claim_lapsed(new_owner="r9", incarnation="i9", lease_seconds=LEASE)
+
+    assert (claimed.text, claimed.message_ts, claimed.phase) == (
+        "Hello wörld ✓",
+        "1700000000.000300",
+        Phase.STREAMING,
+    )
+    # The new holder renews and appends with its own token.
+    assert await renew(store, claimed, appended("!", "Hello wörld ✓")) == LeaseReport(
+        LeaseState.HELD
+    )
+    assert await text_of(store, "a-1") == "Hello wörld ✓!"
 
 
-async def test_claim_lapsed_respects_its_limit(store: Store) -> None:
-    for i in range(5):
-        await store.register(answer(f"a-{i}", lease_until=T0))
+async def test_claim_lapsed_respects_its_limit(store: Store, store_clock: ManualClock) -> None:
+    await registered(store, *(answer(f"a-{i}") for i in range(5)))
+    store_clock.advance(LEASE + 1)
 
     sizes = [
-        len(await store.claim_lapsed(now=T0 + 1, new_owner="r9", lease_seconds=LEASE, limit=2))
+        len(
+            await store.claim_lapsed(new_owner="r9", incarnation="i9", lease_seconds=LEASE, limit=2)
+        )
         for _ in range(4)
     ]
 
@@ -339,54 +791,71 @@ async def test_claim_lapsed_respects_its_limit(store: Store) -> None:
 
 
 async def test_each_lapsed_answer_has_exactly_one_winner_among_racing_replicas(
-    store: Store, store_factory: Callable[[], Store]
+    store: Store, store_factory: Callable[[], Store], store_clock: ManualClock
 ) -> None:
     ids = {f"a-{i}" for i in range(10)}
-    for answer_id in ids:
-        await store.register(answer(answer_id, lease_until=T0))
+    await registered(store, *(answer(answer_id) for answer_id in ids))
     replicas = [store_factory() for _ in range(20)]
+    store_clock.advance(LEASE + 1)
 
     results = await asyncio.gather(
         *(
-            replica.claim_lapsed(now=T0 + 1, new_owner=f"r{n}", lease_seconds=LEASE)
+            replica.claim_lapsed(new_owner=f"r{n}", incarnation=f"i{n}", lease_seconds=LEASE)
             for n, replica in enumerate(replicas)
         )
     )
 
-    won = [(record.answer_id, n) for n, records in enumerate(results) for record in records]
-    assert sorted(answer_id for answer_id, _ in won) == sorted(ids)  # each once, none lost
-    for answer_id, n in won:
-        stored = await store.get(answer_id)
-        assert stored is not None and stored.owner == f"r{n}"
+    won = [(record, n) for n, records in enumerate(results) for record in records]
+    assert sorted(record.answer_id for record, _ in won) == sorted(ids)  # each once, none lost
+    for record, n in won:
+        assert await store.get(record.answer_id) == record
+        assert record.owner == f"r{n}"
+    assert len({record.token for record, _ in won}) == len(ids)
 
 
-# --- cancel --------------------------------------------------------------------------------------
+async def test_a_restarted_replica_recovers_its_earlier_incarnations_answers_at_once(
+    store: Store, store_clock: ManualClock
+) -> None:
+    """Replica r1 restarted (incarnation i2): it takes what r1's i1 held without waiting for
+    the leases to lapse, but never what its own i2 holds, nor another replica's answers, even
+    lapsed ones (those are for the janitor's ordinary pass)."""
+    earlier = [answer("mine-1", owner="r1", incarnation="i1"), answer("mine-2", incarnation="i0")]
+    current = answer("current", owner="r1", incarnation="i2")
+    theirs = answer("theirs", owner="r2")
+    lapsed = answer("lapsed", owner="r3")
+    await registered(store, *earlier, current, theirs)
+    await registered(store, lapsed, lease_seconds=1.0)
+    store_clock.advance(2.0)
+
+    claimed = await store.claim_lapsed(
+        new_owner="r1", incarnation="i2", lease_seconds=LEASE, previous_owner="r1"
+    )
+
+    assert sorted(r.answer_id for r in claimed) == ["mine-1", "mine-2"]
+    for record, before in zip(sorted(claimed, key=lambda r: r.answer_id), earlier, strict=True):
+        assert record.token != before.token
+        assert record == replace(
+            before, incarnation="i2", token=record.token, lease_until=T0 + 2 + LEASE
+        )
+    assert await store.get("current") == stored(current)
+    assert await store.get("theirs") == stored(theirs)
+    assert await store.get("lapsed") == stored(lapsed, lease=1.0)
+    # Once recovered they are the current incarnation's: a second pass takes nothing.
+    again = await store.claim_lapsed(
+        new_owner="r1", incarnation="i2", lease_seconds=LEASE, previous_owner="r1"
+    )
+    assert again == []
+    # Even once the current incarnation's leases lapse, its own recovery never takes them.
+    store_clock.advance(LEASE + 1)
+    again = await store.claim_lapsed(
+        new_owner="r1", incarnation="i2", lease_seconds=LEASE, previous_owner="r1"
+    )
+    assert again == []
 
 
-async def test_a_cancel_request_is_remembered(store: Store) -> None:
-    await store.register(answer("a-1"))
-    assert await store.cancel_requested("a-1") is None
-
-    await store.request_cancel("a-1", "U7")
-
-    assert await store.cancel_requested("a-1") == "U7"
-    assert await store.cancel_requested("a-2") is None
-
-
-async def test_a_cancel_flag_expires(store: Store) -> None:
-    if store.kind == "memory":
-        clock = ManualClock()
-        memory = MemoryStore(clock=clock)
-        await memory.request_cancel("a-1", "U7", ttl_seconds=30)
-        clock.now = 30
-        assert await memory.cancel_requested("a-1") is None
-    else:
-        await store.request_cancel("a-1", "U7", ttl_seconds=0.2)
-
-        async def gone() -> bool:
-            return await store.cancel_requested("a-1") is None
-
-        assert await eventually(gone)
+# ============================================================================================
+# Cancel signals
+# ============================================================================================
 
 
 async def test_cancel_signals_reach_every_replica(
@@ -427,141 +896,449 @@ async def test_closing_the_store_ends_cancel_signals(
     assert received == [("a-1", "U7")]
 
 
-# --- workspace edit budget -----------------------------------------------------------------------
+# ============================================================================================
+# The workspace edit budget
+# ============================================================================================
 
 
-async def wait_for_token(store: Store, team_id: str, **kw: Any) -> float:
-    """The budget's answer as a number: 0.0 when a token was taken, else the wait."""
-    return (await store.take_edit_token(team_id, **kw)).wait
-
-
-async def test_edit_tokens_run_out_after_the_burst_and_refill_over_time(store: Store) -> None:
+async def test_edit_tokens_run_out_after_the_burst_and_refill_over_time(
+    store: Store, store_clock: ManualClock
+) -> None:
     budget = {"per_minute": 60.0, "burst": 3.0}  # one token a second
 
-    assert [await wait_for_token(store, "T1", now=T0, **budget) for _ in range(3)] == [0.0] * 3
-    assert await wait_for_token(store, "T1", now=T0, **budget) == pytest.approx(1.0)
-    assert await wait_for_token(store, "T1", now=T0 + 0.25, **budget) == pytest.approx(0.75)
-    assert await wait_for_token(store, "T1", now=T0 + 1, **budget) == 0.0
-    assert await wait_for_token(store, "T1", now=T0 + 1, **budget) > 0
+    assert [await wait_for_token(store, "T1", **budget) for _ in range(3)] == [0.0] * 3
+    assert await wait_for_token(store, "T1", **budget) == pytest.approx(1.0)
+    store_clock.now = T0 + 0.25
+    assert await wait_for_token(store, "T1", **budget) == pytest.approx(0.75)
+    store_clock.now = T0 + 1
+    assert await wait_for_token(store, "T1", **budget) == 0.0
+    assert await wait_for_token(store, "T1", **budget) > 0
     # Another workspace has its own budget.
-    assert await wait_for_token(store, "T2", now=T0 + 1, **budget) == 0.0
+    assert await wait_for_token(store, "T2", **budget) == 0.0
     # A long idle time refills no more than the burst.
-    takes = [await wait_for_token(store, "T1", now=T0 + 1000, **budget) for _ in range(4)]
+    store_clock.now = T0 + 1000
+    takes = [await wait_for_token(store, "T1", **budget) for _ in range(4)]
     assert takes[:3] == [0.0] * 3 and takes[3] > 0
 
 
 async def test_a_reserve_keeps_tokens_for_priority_callers(store: Store) -> None:
     budget = {"per_minute": 60.0, "burst": 5.0}
 
-    ordinary = [await wait_for_token(store, "T1", now=T0, reserve=2, **budget) for _ in range(4)]
-    priority = [await wait_for_token(store, "T1", now=T0, **budget) for _ in range(3)]
+    ordinary = [await wait_for_token(store, "T1", reserve=2, **budget) for _ in range(4)]
+    priority = [await wait_for_token(store, "T1", **budget) for _ in range(3)]
 
     assert ordinary[:3] == [0.0] * 3 and ordinary[3] == pytest.approx(1.0)
     assert priority[:2] == [0.0] * 2 and priority[2] == pytest.approx(1.0)
 
 
-async def test_a_pause_holds_every_edit_until_it_ends(store: Store) -> None:
+async def test_a_pause_holds_every_edit_until_it_ends(
+    store: Store, store_clock: ManualClock
+) -> None:
     budget = {"per_minute": 60.0, "burst": 5.0}
-    assert await store.edit_pause_until("T1") == 0.0
 
-    await store.pause_edits("T1", T0 + 10)
-    await store.pause_edits("T1", T0 + 4)  # an earlier end does not shorten the pause
+    await store.pause_edits("T1", 10)
+    await store.pause_edits("T1", 4)  # an earlier end does not shorten the pause
 
-    assert await store.edit_pause_until("T1") == T0 + 10
-    assert await wait_for_token(store, "T1", now=T0, **budget) == pytest.approx(10.0)
-    assert await wait_for_token(store, "T1", now=T0 + 9, **budget) == pytest.approx(1.0)
-    assert await wait_for_token(store, "T1", now=T0 + 10, **budget) == 0.0
-    assert await wait_for_token(store, "T2", now=T0, **budget) == 0.0
+    assert await wait_for_token(store, "T1", **budget) == pytest.approx(10.0)
+    store_clock.now = T0 + 9
+    assert await wait_for_token(store, "T1", **budget) == pytest.approx(1.0)
+    store_clock.now = T0 + 10
+    assert await wait_for_token(store, "T1", **budget) == 0.0
+    assert await wait_for_token(store, "T2", **budget) == 0.0  # another workspace's budget
+
+
+async def test_a_pause_counts_from_when_it_is_asked_and_the_later_end_wins(
+    store: Store, store_clock: ManualClock
+) -> None:
+    budget = {"per_minute": 60.0, "burst": 5.0}
+    await store.pause_edits("T1", 10)  # until T0 + 10
+    store_clock.now = T0 + 5
+    await store.pause_edits("T1", 8)  # until T0 + 13: later, so it wins
+
+    assert await wait_for_token(store, "T1", **budget) == pytest.approx(8.0)
+    store_clock.now = T0 + 13
+    # The bucket refilled meanwhile, never beyond the burst: all of it is there again.
+    takes = [await wait_for_token(store, "T1", **budget) for _ in range(6)]
+    assert takes[:5] == [0.0] * 5 and takes[5] == pytest.approx(1.0)
 
 
 async def test_a_pause_and_an_empty_bucket_wait_for_the_later_of_the_two(store: Store) -> None:
     budget = {"per_minute": 6.0, "burst": 1.0}  # a token every 10 s
-    assert await wait_for_token(store, "T1", now=T0, **budget) == 0.0
+    assert await wait_for_token(store, "T1", **budget) == 0.0
 
-    await store.pause_edits("T1", T0 + 2)
+    await store.pause_edits("T1", 2)
 
-    assert await wait_for_token(store, "T1", now=T0, **budget) == pytest.approx(10.0)
+    assert await wait_for_token(store, "T1", **budget) == pytest.approx(10.0)
 
 
 async def test_a_reserve_as_large_as_the_burst_is_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="reserve"):
-        await store.take_edit_token("T1", now=T0, per_minute=60, burst=3, reserve=3)
+        await store.take_edit_token("T1", per_minute=60, burst=3, reserve=3)
+    with pytest.raises(ValueError, match="reserve"):
+        await store.take_edit_token("T1", per_minute=60, burst=3, reserve=-1)
 
 
-async def test_the_budget_counts_the_answers_sharing_it(store: Store) -> None:
+async def test_the_budget_counts_the_answers_sharing_it(
+    store: Store, store_clock: ManualClock
+) -> None:
     budget = {"per_minute": 60.0, "burst": 5.0}
 
-    first = await store.take_edit_token("T1", now=T0, answer_id="a-1", **budget)
-    again = await store.take_edit_token("T1", now=T0 + 1, answer_id="a-1", **budget)
-    second = await store.take_edit_token("T1", now=T0 + 2, answer_id="a-2", **budget)
-    elsewhere = await store.take_edit_token("T2", now=T0 + 2, answer_id="a-3", **budget)
-    anonymous = await store.take_edit_token("T1", now=T0 + 2, **budget)
+    first = await store.take_edit_token("T1", answer_id="a-1", **budget)
+    store_clock.now = T0 + 1
+    again = await store.take_edit_token("T1", answer_id="a-1", **budget)
+    store_clock.now = T0 + 2
+    second = await store.take_edit_token("T1", answer_id="a-2", **budget)
+    elsewhere = await store.take_edit_token("T2", answer_id="a-3", **budget)
+    anonymous = await store.take_edit_token("T1", **budget)
 
     assert (first.competing, again.competing, second.competing) == (1, 1, 2)
     assert elsewhere.competing == 1  # another workspace shares another budget
     assert anonymous.competing == 2  # a caller without an answer id is not counted
+    assert anonymous.lease is None  # nor asked about a lease
 
 
 async def test_a_refused_edit_still_counts_its_answer_as_competing(store: Store) -> None:
     budget = {"per_minute": 6.0, "burst": 1.0}
-    assert (await store.take_edit_token("T1", now=T0, answer_id="a-1", **budget)).granted
+    assert (await store.take_edit_token("T1", answer_id="a-1", **budget)).granted
 
-    refused = await store.take_edit_token("T1", now=T0, answer_id="a-2", **budget)
+    refused = await store.take_edit_token("T1", answer_id="a-2", **budget)
 
     assert not refused.granted and refused.competing == 2
 
 
 async def test_an_answer_stops_competing_once_it_has_not_asked_for_the_window(
-    store: Store,
+    store: Store, store_clock: ManualClock
 ) -> None:
     budget = {"per_minute": 600.0, "burst": 10.0}
     for answer_id in ("a-1", "a-2", "a-3"):
-        await store.take_edit_token("T1", now=T0, answer_id=answer_id, **budget)
+        await store.take_edit_token("T1", answer_id=answer_id, **budget)
     # a-2 keeps asking; the others have not asked for longer than the window (finished, say,
     # or their replica died).
-    await store.take_edit_token(
-        "T1", now=T0 + COMPETING_WINDOW_SECONDS / 2, answer_id="a-2", **budget
-    )
-    later = T0 + COMPETING_WINDOW_SECONDS + 0.5
+    store_clock.now = T0 + COMPETING_WINDOW_SECONDS / 2
+    await store.take_edit_token("T1", answer_id="a-2", **budget)
+    store_clock.now = T0 + COMPETING_WINDOW_SECONDS + 0.5
 
-    kept = await store.take_edit_token("T1", now=later, answer_id="a-2", **budget)
+    kept = await store.take_edit_token("T1", answer_id="a-2", **budget)
 
     assert kept.competing == 1
 
 
-async def commands_run(
-    client: redis.asyncio.Redis, action: Callable[[], Awaitable[None]], *, round_trips: int
-) -> int:
-    """Commands Redis executed for `action` (inside scripts included), after checking that it
-    sent `round_trips` scripts: one round trip each."""
-    await client.config_resetstat()
-    await action()
-    stats = await client.info("commandstats")
-    assert stats["cmdstat_evalsha"]["calls"] == round_trips
-    return sum(
-        int(entry["calls"])
-        for name, entry in stats.items()
-        if name not in ("cmdstat_config|resetstat", "cmdstat_info")
+# ============================================================================================
+# Edit grants that carry a lease
+# ============================================================================================
+
+ONE_A_MINUTE = {"per_minute": 1.0, "burst": 2.0}  # two tokens, then a minute's wait
+
+
+async def test_a_granted_edit_records_its_checkpoint_in_the_same_step(store: Store) -> None:
+    record = answer("a-1", text="Hello")
+    await registered(store, record)
+    checkpoint = Checkpoint(text=" wörld", text_at=5, message_ts="1700000000.000300", part=0)
+
+    grant = await store.take_edit_token(
+        "T1", answer_id="a-1", token=record.token, checkpoint=checkpoint, **ONE_A_MINUTE
     )
 
+    assert (grant.granted, grant.lease, grant.text_rejected) == (True, LeaseState.HELD, False)
+    stored_now = await store.get("a-1")
+    assert stored_now is not None
+    assert (stored_now.text, stored_now.message_ts) == ("Hello wörld", "1700000000.000300")
 
-# --- Redis only: failure modes and costs ---------------------------------------------------------
+
+async def test_a_refused_edit_records_no_checkpoint(store: Store) -> None:
+    """The checkpoint is what the edit is about to show: no edit, nothing to record."""
+    record = answer("a-1", text="Hello")
+    await registered(store, record)
+    for _ in range(2):
+        assert (await store.take_edit_token("T1", **ONE_A_MINUTE)).granted
+
+    grant = await store.take_edit_token(
+        "T1",
+        answer_id="a-1",
+        token=record.token,
+        checkpoint=Checkpoint(text=" wörld", text_at=5, message_ts="9.9"),
+        **ONE_A_MINUTE,
+    )
+
+    assert not grant.granted and grant.lease is LeaseState.HELD
+    assert await store.get("a-1") == stored(record)
+
+
+async def test_a_granted_edit_whose_text_does_not_line_up_is_told_so(store: Store) -> None:
+    record = answer("a-1", text="Hello")
+    await registered(store, record)
+
+    grant = await store.take_edit_token(
+        "T1",
+        answer_id="a-1",
+        token=record.token,
+        checkpoint=Checkpoint(text="!", text_at=4),
+        **ONE_A_MINUTE,
+    )
+
+    assert (grant.granted, grant.lease, grant.text_rejected) == (True, LeaseState.HELD, True)
+    assert await text_of(store, "a-1") == "Hello"
+
+
+async def test_an_edit_grant_reports_a_lost_or_missing_lease_and_records_nothing(
+    store: Store, store_clock: ManualClock
+) -> None:
+    record = answer("a-1", text="Hello")
+    finished = answer("a-2", text="Bye")
+    await registered(store, record, finished)
+    assert await finish(store, finished) is LeaseState.HELD
+    hijack = Checkpoint(text="hijack", text_at=5, message_ts="9.9")
+
+    async def grant(answer_id: str, token: str) -> tuple[bool, LeaseState | None]:
+        result = await store.take_edit_token(
+            "T1", answer_id=answer_id, token=token, checkpoint=hijack, per_minute=60, burst=10
+        )
+        return result.granted, result.lease
+
+    assert await grant("a-1", "someone-else") == (True, LeaseState.LOST)
+    assert await grant("a-2", finished.token) == (True, LeaseState.LOST)
+    assert await grant("missing", "tok") == (True, LeaseState.MISSING)
+    assert await store.get("a-1") == stored(record)
+    assert await store.get("a-2") == tombstone(stored(finished))
+    assert await store.get("missing") is None
+
+
+# ============================================================================================
+# Thread cache
+# ============================================================================================
+
+
+async def test_thread_cache_round_trips_and_is_a_copy(store: Store) -> None:
+    messages = [{"ts": "1.000100", "user": "U1", "text": "héllo <@U2> 日本"}, {"ts": "1.000200"}]
+    assert await store.get_thread("C1:1.000100") is None
+    await store.put_thread("C1:1.000100", messages, 60)
+    cached = await store.get_thread("C1:1.000100")
+    assert cached == messages
+    assert cached is not None
+    cached.append({"ts": "9"})  # the caller's copy, not the cache
+    assert await store.get_thread("C1:1.000100") == messages
+
+
+async def test_a_cached_thread_expires_with_the_ttl_of_its_first_write(
+    store: Store, store_clock: ManualClock
+) -> None:
+    """Later writes replace the messages but never extend the ttl: a busy thread is still
+    read whole from Slack again in time (an edited or deleted message shows)."""
+    await store.put_thread("k", [{"ts": "1"}], 1.0)
+    store_clock.now = T0 + 0.5
+    await store.put_thread("k", [{"ts": "1"}, {"ts": "2"}], 1.0)
+    store_clock.now = T0 + 0.99
+    assert await store.get_thread("k") == [{"ts": "1"}, {"ts": "2"}]
+
+    async def gone() -> bool:
+        return await store.get_thread("k") is None
+
+    assert await expired(store, store_clock, T0 + 1.0, gone)
+    # Once expired, the next write starts a new ttl.
+    await store.put_thread("k", [{"ts": "3"}], 60)
+    assert await store.get_thread("k") == [{"ts": "3"}]
+
+
+# ============================================================================================
+# One bucket: pacing.TokenBucket, the memory store and the Redis Lua agree
+# ============================================================================================
+
+# Clock steps, a few backwards: Redis `TIME` can step back, and a bucket must then add nothing.
+STEPS = st.one_of(
+    st.sampled_from([0.0, 0.001, 0.25, 1.0, 9.999, 60.0, 3600.0, -0.5]),
+    st.floats(min_value=-1.0, max_value=120.0, allow_nan=False, allow_infinity=False),
+)
+BUDGET_OPS = st.lists(
+    st.tuples(
+        STEPS,
+        st.one_of(
+            st.tuples(st.just("take"), st.floats(min_value=0.0, max_value=1.0)),
+            st.tuples(st.just("pause"), st.floats(min_value=0.0, max_value=30.0)),
+        ),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+async def waits_through_every_bucket(
+    url: str, per_minute: float, burst: float, ops: list[tuple[float, tuple[str, float]]]
+) -> tuple[list[float], list[float], list[float]]:
+    """The waits each take gets, through TokenBucket itself, the memory store and Redis, as
+    the same clock steps, reserves (a fraction of what the burst allows) and pauses go by."""
+    clock = ManualClock()
+    memory = MemoryStore(clock=clock)
+    shared = RedisStore.from_url(url, clock=clock)
+    team = f"T-{uuid.uuid4().hex}"  # examples share the database, never a bucket
+    bucket: TokenBucket | None = None  # a bucket nobody used yet is full
+    model: list[float] = []
+    in_memory: list[float] = []
+    in_redis: list[float] = []
+    try:
+        for step, (op, value) in ops:
+            now = clock.advance(step)
+            if bucket is None:
+                bucket = TokenBucket.full(burst, now)
+            if op == "pause":
+                bucket.pause(now + value)
+                await memory.pause_edits(team, value)
+                await shared.pause_edits(team, value)
+                continue
+            budget = {"per_minute": per_minute, "burst": burst, "reserve": value * (burst - 1)}
+            model.append(bucket.take(now, **budget))
+            in_memory.append(await wait_for_token(memory, team, **budget))
+            in_redis.append(await wait_for_token(shared, team, **budget))
+    finally:
+        await memory.close()
+        await shared.close()
+    return model, in_memory, in_redis
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    database=None,  # nothing written to the work tree
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # one Redis, unique buckets
+)
+@given(
+    per_minute=st.sampled_from([1.0, 6.0, 45.0, 50.0, 60.0, 600.0]),
+    burst=st.integers(min_value=1, max_value=10).map(float),
+    ops=BUDGET_OPS,
+)
+def test_token_bucket_memory_and_redis_give_identical_waits(
+    redis_url: str, per_minute: float, burst: float, ops: list[tuple[float, tuple[str, float]]]
+) -> None:
+    """`pacing.TokenBucket` is the one definition of the bucket; the Lua copies it line for
+    line. Driven through the same sequence, every wait must be the same to the last bit."""
+    model, in_memory, in_redis = asyncio.run(
+        waits_through_every_bucket(redis_url, per_minute, burst, ops)
+    )
+    assert in_memory == model
+    assert in_redis == model
+
+
+# ============================================================================================
+# The memory store only
+# ============================================================================================
+
+
+async def test_a_lone_replica_forgets_finished_answers_once_their_tombstones_expire(
+    store_clock: ManualClock,
+) -> None:
+    """The memory store promises to keep only bounded state: a tombstone must go once it
+    expires, even if nobody ever reads that answer again."""
+    store = MemoryStore(clock=store_clock)
+    for n in range(50):
+        record = answer(f"old-{n}")
+        await registered(store, record)
+        assert await finish(store, record) is LeaseState.HELD
+    store_clock.advance(TOMBSTONE_SECONDS + 1)
+
+    # The ordinary life of a replica goes on: answers come and go, the janitor scans.
+    fresh = answer("fresh")
+    await registered(store, fresh)
+    assert await finish(store, fresh) is LeaseState.HELD
+    await store.claim_lapsed(new_owner="r1", incarnation="i1", lease_seconds=LEASE)
+
+    assert set(store._answers) == {"fresh"}
+    await store.close()
+
+
+# ============================================================================================
+# Redis only: keys expire when they should
+# ============================================================================================
+
+
+async def test_the_data_age_is_small_again_after_a_restart_that_lost_the_data(
+    redis_store: RedisStore, redis_server: RedisServer, store_clock: ManualClock
+) -> None:
+    """Replicas learn from `data_age` that a Redis came back empty, so dedupe claims may have
+    been lost (and a question already answered may come again)."""
+    assert (await redis_store.claim_event("Ev1", 60, "t1")).data_age == 0.0
+    store_clock.advance(3600.0)
+    assert (await redis_store.claim_event("Ev2", 60, "t1")).data_age == 3600.0
+
+    redis_server.restart()
+
+    assert await redis_store.claim_event("Ev1", 60, "t2") == EventClaim(first=True, data_age=0.0)
+    store_clock.advance(5.0)
+    assert (await redis_store.claim_event("Ev3", 60, "t2")).data_age == 5.0
+
+
+async def test_a_second_write_of_a_cached_thread_does_not_extend_its_ttl(
+    redis_store: RedisStore, redis_client: redis.asyncio.Redis
+) -> None:
+    await redis_store.put_thread("C1:1.1", [{"ts": "1"}], 60)
+    first = await redis_client.pttl(PREFIX + "thread:C1:1.1")
+
+    await redis_store.put_thread("C1:1.1", [{"ts": "1"}, {"ts": "2"}], 3600)
+
+    second = await redis_client.pttl(PREFIX + "thread:C1:1.1")
+    assert 0 < second <= first <= 60_000
+    assert await redis_store.get_thread("C1:1.1") == [{"ts": "1"}, {"ts": "2"}]
+
+
+async def test_an_answers_text_is_kept_as_long_as_an_unfinished_answers_text(
+    redis_store: RedisStore, redis_client: redis.asyncio.Redis
+) -> None:
+    """Registering keeps the text as long as a checkpoint would (`TEXT_KEEP_SECONDS`), not for
+    the dedupe ttl, which is the dedupe keys' alone."""
+    record = answer("a-1", dedupe_keys=("Ev1",))
+    await register(redis_store, record, dedupe_ttl_seconds=60)
+
+    assert await redis_client.pttl(PREFIX + "text:a-1") > (TEXT_KEEP_SECONDS - 60) * 1000
+    assert 0 < await redis_client.pttl(PREFIX + "event:Ev1") <= 60_000
+
+
+async def test_an_idle_edit_budget_expires_from_redis(
+    redis_store: RedisStore, redis_client: redis.asyncio.Redis
+) -> None:
+    await redis_store.take_edit_token("T1", per_minute=60, burst=10, answer_id="a-1")
+    ttl = await redis_client.pttl(PREFIX + "bucket:T1")
+    # Full again after 10 s; the key lives that long plus a grace period, not forever.
+    assert 10_000 < ttl <= 75_000
+    # Who shares the budget is forgotten once nobody has asked for the window and a grace.
+    competing_ttl = await redis_client.pttl(PREFIX + "bucket:T1:competing")
+    assert 0 < competing_ttl <= 1000 * (COMPETING_WINDOW_SECONDS + 60)
+
+
+async def test_a_record_lost_behind_the_store_is_not_counted(
+    redis_store: RedisStore, redis_client: redis.asyncio.Redis
+) -> None:
+    """A record that vanished without finish() (deleted by hand, evicted) must not hold a cap
+    or a thread forever: the queries drop what has no record."""
+    await registered(
+        redis_store,
+        *(asked(f"a-{n}", "T1", "U1", question_ts=f"1700000000.00010{n}") for n in range(2)),
+    )
+    await redis_client.delete(PREFIX + "answer:a-0")
+
+    assert await redis_store.count_in_flight("T1", "U1") == (1, 1)
+    assert await redis_store.earlier_in_thread("C1", THREAD_TS, "1700000009.0") == 1
+    assert await redis_client.scard(PREFIX + "inflight:team:T1") == 1
+
+
+# ============================================================================================
+# Redis only: failure modes
+# ============================================================================================
 
 OPERATIONS: dict[str, Callable[[Store], Awaitable[object]]] = {
     "ping": lambda s: s.ping(),
-    "claim_event": lambda s: s.claim_event("Ev1", 60),
-    "register": lambda s: s.register(answer("a-1")),
-    "heartbeat": lambda s: s.heartbeat("a-1", "r1", now=T0, lease_seconds=LEASE),
-    "finish": lambda s: s.finish("a-1", "r1"),
+    "claim_event": lambda s: s.claim_event("Ev1", 60, "t1"),
+    "get_thread": lambda s: s.get_thread("C1:1.1"),
+    "put_thread": lambda s: s.put_thread("C1:1.1", [{"ts": "1"}], 60),
+    "register": lambda s: register(s, answer("a-1")),
+    "renew": lambda s: renew(s, answer("a-1"), Checkpoint(text="x", text_at=0)),
+    "finish": lambda s: finish(s, answer("a-1")),
     "get": lambda s: s.get("a-1"),
     "count_in_flight": lambda s: s.count_in_flight("T1", "U1"),
     "earlier_in_thread": lambda s: s.earlier_in_thread("C1", "1.000100", "1.000200"),
-    "claim_lapsed": lambda s: s.claim_lapsed(now=T0, new_owner="r1", lease_seconds=LEASE),
+    "claim_lapsed": lambda s: s.claim_lapsed(new_owner="r1", incarnation="i1", lease_seconds=LEASE),
     "request_cancel": lambda s: s.request_cancel("a-1", "U1"),
-    "cancel_requested": lambda s: s.cancel_requested("a-1"),
-    "take_edit_token": lambda s: s.take_edit_token("T1", now=T0, per_minute=45, burst=5),
-    "pause_edits": lambda s: s.pause_edits("T1", T0),
-    "edit_pause_until": lambda s: s.edit_pause_until("T1"),
+    "take_edit_token": lambda s: s.take_edit_token(
+        "T1", per_minute=45, burst=5, answer_id="a-1", token="t", checkpoint=Checkpoint(text="x")
+    ),
+    "pause_edits": lambda s: s.pause_edits("T1", 5),
 }
 
 
@@ -596,29 +1373,58 @@ async def test_a_call_during_a_redis_blip_succeeds(
     try:
         await store.ping()
         redis_server.stop()
-        call = asyncio.ensure_future(store.claim_event("Ev1", 60))
+        call = asyncio.ensure_future(store.claim_event("Ev1", 60, "t1"))
         await asyncio.to_thread(redis_server.start)
 
-        assert await asyncio.wait_for(call, 5)
+        assert (await asyncio.wait_for(call, 5)).first
     finally:
         await store.close()
 
 
 async def test_a_redis_restart_needs_no_new_store(
-    redis_url: str, redis_server: RedisServer
+    redis_store: RedisStore, redis_server: RedisServer
 ) -> None:
-    store = RedisStore.from_url(redis_url)
+    record = answer("a-1", dedupe_keys=("Ev1",))
+    await registered(redis_store, record)
+    assert await renew(redis_store, record) == LeaseReport(LeaseState.HELD)
+
+    redis_server.restart()
+
+    # Without persistence the answer is gone; the scripts are loaded again on demand.
+    assert await renew(redis_store, record) == LeaseReport(LeaseState.MISSING)
+    assert (await redis_store.take_edit_token("T1", per_minute=45, burst=5)).granted
+    # The owner registers it again, and with it its dedupe keys: Slack's retry is no question.
+    assert await register(redis_store, record, take_back=True) == Registration(True)
+    assert await renew(redis_store, record) == LeaseReport(LeaseState.HELD)
+    assert not (await redis_store.claim_event("Ev1", 60, "slack-retry")).first
+
+
+STALL_SECONDS = 3.0  # longer than the client's 2 s socket timeout: it gives up and re-sends
+
+
+async def test_a_claim_re_sent_after_a_redis_stall_is_still_first(
+    redis_url: str, redis_server: RedisServer, redis_client: redis.asyncio.Redis
+) -> None:
+    """Redis stalls with the claim in its socket; the client times out and re-sends it. When
+    Redis runs again it executes both: the re-sent claim must not read as another's."""
+    if not redis_server.managed:
+        pytest.skip("cannot freeze the external Redis at TEST_REDIS_URL")
+    store = RedisStore.from_url(redis_url)  # the production client: retries, 2 s timeout
     try:
-        await store.register(answer("a-1"))
-        assert await store.heartbeat("a-1", "r1", now=T0, lease_seconds=LEASE)
+        await store.claim_event("Warm-up", 60, "w")  # the script loaded, a connection open
+        await redis_client.config_resetstat()
+        # Frozen first, so the claim surely arrives while Redis is stalled.
+        redis_server.freeze()
+        try:
+            claim = asyncio.ensure_future(store.claim_event("Ev1", 60, "token-1"))
+            await asyncio.sleep(STALL_SECONDS)  # the stall itself
+        finally:
+            redis_server.thaw()
 
-        redis_server.restart()
-
-        # Without persistence the answer is gone; the scripts are loaded again on demand.
-        assert not await store.heartbeat("a-1", "r1", now=T0, lease_seconds=LEASE)
-        assert (await store.take_edit_token("T1", now=T0, per_minute=45, burst=5)).granted
-        await store.register(answer("a-1"))
-        assert await store.heartbeat("a-1", "r1", now=T0, lease_seconds=LEASE)
+        assert (await asyncio.wait_for(claim, 10)).first
+        assert not (await store.claim_event("Ev1", 60, "token-2")).first
+        stats = await redis_client.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 3  # the claim twice, then token-2's
     finally:
         await store.close()
 
@@ -656,119 +1462,90 @@ async def test_cancel_signals_resume_after_a_redis_restart(
         await sender.close()
 
 
-async def test_an_idle_edit_budget_expires_from_redis(redis_url: str) -> None:
-    store = RedisStore.from_url(redis_url)
-    client = redis.asyncio.Redis.from_url(redis_url)
-    try:
-        await store.take_edit_token("T1", now=time.time(), per_minute=60, burst=10, answer_id="a-1")
-        ttl = await client.pttl("slackstream:bucket:T1")
-        # Full again after 10 s; the key lives that long plus a grace period, not forever.
-        assert 10_000 < ttl <= 75_000
-        # Who shares the budget is forgotten once nobody has asked for the window and a grace.
-        competing_ttl = await client.pttl("slackstream:bucket:T1:competing")
-        assert 0 < competing_ttl <= 1000 * (COMPETING_WINDOW_SECONDS + 60)
-    finally:
-        await client.aclose()
-        await store.close()
+IDLE_SECONDS = 5.0  # more than two socket timeouts (2 s) of silence
 
 
-async def test_a_heartbeat_costs_the_same_however_many_answers_are_in_flight(
+async def test_an_idle_cancel_subscription_does_not_resubscribe(
+    redis_store: RedisStore,
     redis_url: str,
+    redis_client: redis.asyncio.Redis,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    store = RedisStore.from_url(redis_url)
-    client = redis.asyncio.Redis.from_url(redis_url)
+    """Most of the time nobody presses Stop: an idle subscription must stay put, not time out
+    and subscribe again every few seconds (each time losing the signals sent meanwhile)."""
+    signals = redis_store.cancel_signals()
+    received = asyncio.ensure_future(anext(signals))
+    await listening(redis_store, redis_url)
+    await redis_client.config_resetstat()
 
-    async def heartbeats() -> None:
+    with caplog.at_level(logging.WARNING, logger="bot.store.redis_store"):
+        await asyncio.sleep(IDLE_SECONDS)  # the idleness under test
+
+    stats = await redis_client.info("commandstats")
+    assert "cmdstat_subscribe" not in stats
+    assert "resubscribing" not in caplog.text
+    await redis_client.publish(PREFIX + "cancel", '{"answer_id": "a-1", "by_user": "U7"}')
+    assert await asyncio.wait_for(received, 5) == ("a-1", "U7")
+
+
+# ============================================================================================
+# Redis only: what each call costs
+# ============================================================================================
+
+
+async def test_a_renew_costs_the_same_however_many_answers_and_however_long_the_text(
+    redis_store: RedisStore, redis_client: redis.asyncio.Redis
+) -> None:
+    """Renewals run every few seconds for every answer in flight: their cost must follow
+    neither the roster nor the answer's length (the text grows by appends, never resent)."""
+    record = answer("a-0", text="")
+    text = ""
+
+    async def renewals(chunk: str) -> None:
+        nonlocal text
         for _ in range(10):
-            assert await store.heartbeat(
-                "a-0", "r1", now=T0, lease_seconds=LEASE, shown_text="x" * 3000
-            )
+            report = await renew(redis_store, record, appended(chunk, text))
+            assert report == LeaseReport(LeaseState.HELD)
+            text += chunk
 
-    async def commands_per_heartbeat() -> int:
-        return await commands_run(client, heartbeats, round_trips=10)
+    async def commands_per_renewal(chunk: str) -> int:
+        return await commands_run(redis_client, lambda: renewals(chunk), round_trips=10)
 
-    try:
-        await store.register(answer("a-0"))
-        await store.heartbeat("a-0", "r1", now=T0, lease_seconds=LEASE)  # loads the script
-        few = await commands_per_heartbeat()
-        for i in range(1, 200):
-            await store.register(answer(f"a-{i}"))
-        many = await commands_per_heartbeat()
-        assert few == many
-    finally:
-        await client.aclose()
-        await store.close()
+    await registered(redis_store, record)
+    await renew(redis_store, record)  # loads the script (a restarted Redis has none)
+    few_short = await commands_per_renewal("y" * 30)
+    few_long = await commands_per_renewal("ü" * 3_000)
+    await registered(redis_store, *(answer(f"a-{i}") for i in range(1, 200)))
+    many_short = await commands_per_renewal("y" * 30)
+    many_long = await commands_per_renewal("x" * 3_000)
 
-
-async def test_a_record_lost_behind_the_store_is_not_counted(redis_url: str) -> None:
-    """A record that vanished without finish() (deleted by hand, evicted) must not hold a cap
-    or a thread forever: the queries drop what has no record."""
-    store = RedisStore.from_url(redis_url)
-    client = redis.asyncio.Redis.from_url(redis_url)
-    try:
-        for n in range(2):
-            await store.register(asked(f"a-{n}", "T1", "U1", question_ts=f"1700000000.00010{n}"))
-        await client.delete("slackstream:answer:a-0")
-
-        assert await store.count_in_flight("T1", "U1") == (1, 1)
-        assert await store.earlier_in_thread("C1", answer("x").thread_ts, "1700000009.0") == 1
-        assert await client.scard("slackstream:inflight:team:T1") == 1
-    finally:
-        await client.aclose()
-        await store.close()
+    assert few_short == few_long == many_short == many_long
+    assert await text_of(redis_store, "a-0") == text
 
 
 async def test_the_caps_and_thread_order_cost_the_same_however_many_answers_are_in_flight(
-    redis_url: str,
+    redis_store: RedisStore, redis_client: redis.asyncio.Redis
 ) -> None:
     """One round trip each, and work that follows the asker's workspace and thread, not the
     roster: they run for every question."""
-    store = RedisStore.from_url(redis_url)
-    client = redis.asyncio.Redis.from_url(redis_url)
 
     async def questions() -> None:
         for _ in range(10):
-            assert await store.count_in_flight("T1", "U1") == (1, 1)
-            assert await store.earlier_in_thread("C1", answer("x").thread_ts, "1800000000.0") == 1
+            assert await redis_store.count_in_flight("T1", "U1") == (1, 1)
+            assert await redis_store.earlier_in_thread("C1", THREAD_TS, "1800000000.0") == 1
 
     async def commands_per_question() -> int:
-        return await commands_run(client, questions, round_trips=20)
+        return await commands_run(redis_client, questions, round_trips=20)
 
-    try:
-        await store.register(asked("a-0", "T1", "U1", question_ts="1700000000.000200"))
-        await commands_per_question()  # loads the scripts
-        few = await commands_per_question()
-        for i in range(1, 300):  # other workspaces, other threads
-            await store.register(
-                asked(f"a-{i}", f"T{1 + i}", "U1", thread_ts=f"1.{i}", question_ts="2.0")
-            )
-        many = await commands_per_question()
-        assert few == many
-    finally:
-        await client.aclose()
-        await store.close()
-
-
-# ------------------------------------------------------------------------------------------
-# Thread cache
-
-
-async def test_thread_cache_round_trips_and_is_a_copy(store: Store) -> None:
-    messages = [{"ts": "1.000100", "user": "U1", "text": "héllo <@U2> 日本"}, {"ts": "1.000200"}]
-    assert await store.get_thread("C1:1.000100") is None
-    await store.put_thread("C1:1.000100", messages, 60)
-    cached = await store.get_thread("C1:1.000100")
-    assert cached == messages
-    assert cached is not None
-    cached.append({"ts": "9"})  # the caller's copy, not the cache
-    assert await store.get_thread("C1:1.000100") == messages
-
-
-async def test_thread_cache_expires() -> None:
-    now = [0.0]
-    store = MemoryStore(clock=lambda: now[0])
-    await store.put_thread("k", [{"ts": "1"}], 10)
-    now[0] = 9.9
-    assert await store.get_thread("k") == [{"ts": "1"}]
-    now[0] = 10.0
-    assert await store.get_thread("k") is None
+    await registered(redis_store, asked("a-0", "T1", "U1", question_ts="1700000000.000200"))
+    await questions()  # loads the scripts (a restarted Redis has none)
+    few = await commands_per_question()
+    await registered(
+        redis_store,
+        *(
+            asked(f"a-{i}", f"T{1 + i}", "U1", thread_ts=f"1.{i}", question_ts="2.0")
+            for i in range(1, 300)  # other workspaces, other threads
+        ),
+    )
+    many = await commands_per_question()
+    assert few == many

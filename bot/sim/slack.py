@@ -111,6 +111,7 @@ class SimMessage:
     thread_ts: str | None = None
     edited: bool = False
     subtype: str | None = None
+    metadata: JsonDict | None = None  # Slack message metadata (event_type, event_payload)
     history: list[JsonDict] = field(default_factory=list)
 
     def visible_text(self) -> str:
@@ -219,6 +220,22 @@ async def _read_request(request: web.Request) -> tuple[JsonDict, str | None]:
     auth = request.headers.get("Authorization", "")
     token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
     return params, token or field_token
+
+
+def _metadata(value: Any) -> JsonDict | None:
+    """Message metadata as posted (a JSON string or an object); invalid shapes are refused."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise _ApiError("invalid_metadata_format") from None
+    if not isinstance(value, dict):
+        raise _ApiError("invalid_metadata_format")
+    if value and (not isinstance(value.get("event_type"), str) or "event_payload" not in value):
+        raise _ApiError("invalid_metadata_schema")
+    return value
 
 
 def _flag(value: Any) -> bool:
@@ -587,8 +604,9 @@ class SlackSim:
             raise _ApiError(refusal)
         return message
 
-    def _render(self, m: SimMessage) -> JsonDict:
-        """A message as the Web API returns it; markdown_text comes back as a markdown block."""
+    def _render(self, m: SimMessage, *, with_metadata: bool = False) -> JsonDict:
+        """A message as the Web API returns it; markdown_text comes back as a markdown block,
+        and metadata only when asked for (`include_all_metadata`)."""
         out: JsonDict = {
             "type": "message",
             "ts": m.ts,
@@ -606,6 +624,8 @@ class SlackSim:
             "subtype": m.subtype,
         }
         out.update({k: v for k, v in optional.items() if v})
+        if with_metadata and m.metadata:
+            out["metadata"] = m.metadata
         return out
 
     # --- methods -----------------------------------------------------------------------------
@@ -633,6 +653,7 @@ class SlackSim:
             blocks=blocks or [],
             markdown_text=markdown,
             thread_ts=self._thread_root(channel, p.get("thread_ts")),
+            metadata=_metadata(p.get("metadata")),
         )
         self._store(message)
         return {"channel": channel, "ts": message.ts, "message": self._render(message)}
@@ -651,6 +672,8 @@ class SlackSim:
             message.text = message.text if text is None else text
             message.blocks = message.blocks if blocks is None else blocks
             message.markdown_text = None
+        if p.get("metadata") is not None:  # omitted, the message keeps its metadata
+            message.metadata = _metadata(p["metadata"]) or None
         message.edited = True
         self._snapshot(message)
         self._changed_now("updated", message)
@@ -697,8 +720,9 @@ class SlackSim:
         limit = min(max(int(p.get("limit") or MAX_PAGE), 1), MAX_PAGE)
         page, rest = messages[start : start + limit], messages[start + limit :]
         next_cursor = _encode_cursor(rest[0].ts) if rest else ""
+        with_metadata = _flag(p.get("include_all_metadata"))
         return {
-            "messages": [self._render(m) for m in page],
+            "messages": [self._render(m, with_metadata=with_metadata) for m in page],
             "has_more": bool(rest),
             "response_metadata": {"next_cursor": next_cursor},
         }

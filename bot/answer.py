@@ -1,0 +1,592 @@
+"""One answer's life, driven through the phases of `lifecycle.py`:
+
+    register (lease) ─> post the placeholder ─> stream and publish ─> finish ─> tombstone
+
+Inside the answer's own task a TaskGroup holds its children (the lease's renewals, Claude's
+stream), so none outlives the answer. Stopping is a `StopRequest` value read at defined points
+(between edits, before finishing), set by the Stop button, by shutdown, by the lease (taken
+over, or another registration answers the question) or by Slack refusing the message for
+good. The answer's task is never cancelled to stop it; only its stream child is, by itself.
+
+Whatever ends the stream, this replica writes the final message, except when the lease says
+another replica will (it finishes this same message) or that another registration answers the
+question (ours is removed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import anthropic
+
+from bot import render
+from bot.budget import EditBudget
+from bot.claude import ClaudeFailure, StreamState, describe_failure, stream_answer
+from bot.config import Settings
+from bot.conversation import Conversation, build_conversation
+from bot.lease import Lease
+from bot.lifecycle import Outcome, Phase, StopKind, StopRequest, advance
+from bot.logs import ContextLog
+from bot.message import AnswerMessage, AnswerRef, Delivery, Sent
+from bot.metrics import Metrics
+from bot.pacing import EditKind, MessagePacer, PacingPolicy, PublishView, plan_edit
+from bot.question import BotIdentity, Question
+from bot.slackapi import Refusal, SlackCalls, SlackFailure
+from bot.store import AnswerRecord, Registration, Store, StoreError
+from bot.thread import ThreadReader
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+THREAD_WAIT_POLL_SECONDS = 0.25  # a follow-up question re-checks its thread this often
+THINKING_LABEL = "Thinking…"
+# A short line in the thread when Slack still takes one (by `Refusal` value).
+REFUSAL_NOTICES = {
+    str(Refusal.MESSAGE_GONE): "The answer stopped because its message was deleted.",
+}
+
+
+@dataclass(frozen=True)
+class Services:
+    """What an answer works with; the replier builds it once."""
+
+    slack: SlackCalls
+    claude: anthropic.AsyncAnthropic
+    store: Store
+    settings: Settings
+    metrics: Metrics
+    policy: PacingPolicy
+    threads: ThreadReader
+    identity: Callable[[], BotIdentity]
+    incarnation: str
+    clock: Clock
+
+
+class Answer:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        services: Services,
+        q: Question,
+        *,
+        dedupe_keys: Sequence[str] = (),
+        verify_first: bool = False,
+    ) -> None:
+        self.s = services
+        self.q = q
+        self.answer_id = q.answer_id
+        # The store lost its dedupe claims recently: look in the thread before answering.
+        self.verify_first = verify_first
+        self.log = ContextLog(log, {"answer_id": self.answer_id, "channel": q.channel})
+        self.phase = Phase.REGISTERED
+        self.stop: StopRequest | None = None
+        self.ending = asyncio.Event()  # the stream ended, or a stop was requested
+        self.hurry = asyncio.Event()  # the process is going away: wait for nothing any more
+        self.state = StreamState()
+        self.failure: ClaudeFailure | None = None
+        self.stream_error: BaseException | None = None
+        self.dropped_turns = 0
+        self.first_shown = False
+        self.thinking_shown = False
+        settings = services.settings
+        token = f"{services.incarnation}:{uuid.uuid4().hex[:12]}"
+        record = AnswerRecord(
+            answer_id=self.answer_id,
+            team_id=q.team_id,
+            channel=q.channel,
+            thread_ts=q.thread_ts,
+            question_ts=q.ts,
+            asker=q.user,
+            owner=settings.replica_id,
+            incarnation=services.incarnation,
+            token=token,
+            origin=token,
+            model=settings.claude_model,
+            dedupe_keys=tuple(dedupe_keys),
+        )
+        self.lease = Lease(
+            store=services.store,
+            metrics=services.metrics,
+            lease_seconds=settings.stream_lease_seconds,
+            record=record,
+            on_stop=self.request_stop,
+            log=self.log,
+        )
+        self.budget = EditBudget(
+            store=services.store,
+            settings=settings,
+            metrics=services.metrics,
+            policy=services.policy,
+            team_id=q.team_id,
+            answer_id=self.answer_id,
+            lease=self.lease,
+            clock=services.clock,
+            log=self.log,
+            hurry=self.hurry,
+        )
+        self.message = AnswerMessage(
+            slack=services.slack,
+            budget=self.budget,
+            lease=self.lease,
+            ref=AnswerRef(self.answer_id, q.team_id, q.channel, q.thread_ts, q.ts),
+            metrics=services.metrics,
+            log=self.log,
+            clock=services.clock,
+            hurry=self.hurry,
+        )
+        self.pacer = MessagePacer(services.policy)
+
+    # -- stopping --------------------------------------------------------------------------------
+
+    def request_stop(self, request: StopRequest) -> bool:
+        """Ask the answer to stop; the first request wins (False for later ones), except that
+        news from the lease (another replica holds the answer) overrides a stop this replica
+        would have finished itself."""
+        if self.phase is Phase.FINISHED:
+            return False
+        current = self.stop
+        overrides = current is not None and current.finishes_here and not request.finishes_here
+        if current is not None and not overrides:
+            return False
+        self.stop = request
+        self.log.info("stop requested", extra={"kind": str(request.kind), "detail": request.detail})
+        self.ending.set()
+        self.state.changed.set()
+        return True
+
+    def _advance(self, to: Phase) -> None:
+        self.phase = advance(self.phase, to)
+
+    def _wanted(self) -> bool:
+        """Whether edits are still worth making: the lease holds and nothing says otherwise."""
+        return self.lease.held and (self.stop is None or self.stop.finishes_here)
+
+    # -- the life --------------------------------------------------------------------------------
+
+    async def run(self, *, draining: Callable[[], bool]) -> Outcome:
+        """Answer, and always end in a finished message (or hand it to whoever finishes it).
+        Never raises: a bug ends the answer with `[interrupted]` and one logged traceback."""
+        metrics = self.s.metrics
+        metrics.answers_in_flight.inc()
+        outcome = Outcome.ABANDONED
+        try:
+            async with asyncio.TaskGroup() as children:
+                outcome = await self._live(children, draining)
+        except Exception:
+            self.log.exception("answer failed unexpectedly")
+            outcome = await self._finish_after_bug()
+        finally:
+            self.lease.release()
+            metrics.answers_in_flight.dec()
+            metrics.answers_finished.labels(str(outcome)).inc()
+            metrics.answer_duration.observe(self.s.clock() - self.q.received_at)
+        return outcome
+
+    async def _live(self, children: asyncio.TaskGroup, draining: Callable[[], bool]) -> Outcome:
+        if self.verify_first and await self._answered_in_thread():
+            return Outcome.DUPLICATE
+        registration = await self._register()
+        if registration is not None and not registration.registered:
+            holder = registration.existing
+            self.log.info(
+                "question already answered by another registration; not answering it again",
+                extra={"holder": holder.owner if holder else ""},
+            )
+            return Outcome.DUPLICATE
+        children.create_task(self.lease.keep(), name=f"lease-{self.answer_id}")
+        sent = await self.message.post(
+            render.placeholder_payload(self.s.settings.placeholder_text, answer_id=self.answer_id)
+        )
+        if not sent.delivered:
+            return await self._not_posted(sent)
+        self._advance(Phase.POSTED)
+        self.lease.note(message_ts=self.message.ts, phase=Phase.POSTED)
+        self.lease.renew_soon()  # the store learns which message is ours at once
+        self.s.metrics.answers_started.inc()
+        if draining() and self.stop is None:
+            self.request_stop(StopRequest(StopKind.SHUTDOWN, "the bot restarted; please ask again"))
+        if self.stop is None:
+            self._advance(Phase.STREAMING)
+            self.lease.note(phase=Phase.STREAMING)
+            await self._stream_and_publish(children)
+        return await self._end()
+
+    async def _register(self) -> Registration | None:
+        """None when the store is unreachable: the answer goes on unregistered (degraded)."""
+        try:
+            return await self.lease.register()
+        except StoreError:
+            self.log.warning("store unreachable: answer not registered for recovery")
+            return None
+
+    async def _answered_in_thread(self) -> bool:
+        """After the store lost its dedupe claims (an empty restart), a retried event may be a
+        question answered, or being answered, before: its messages carry this answer's id.
+        Looked for before registering, so a duplicate leaves nothing behind."""
+        try:
+            parts = await self.message.find()
+        except SlackFailure:
+            return False
+        if parts:
+            self.log.warning("question already answered in the thread; not answering it again")
+        return bool(parts)
+
+    async def _not_posted(self, sent: Sent) -> Outcome:
+        error = sent.failure.error if sent.failure else ""
+        if sent.refusal is not None:
+            self.log.error("could not post the placeholder", extra={"error": error})
+            await self.lease.finish(str(Outcome.UNDELIVERABLE))
+            return Outcome.UNDELIVERABLE
+        # The record stays with its lease: a janitor posts the interruption once Slack takes it.
+        self.log.error(
+            "could not post the placeholder; leaving it to a janitor", extra={"error": error}
+        )
+        return Outcome.ABANDONED
+
+    # -- streaming -------------------------------------------------------------------------------
+
+    async def _stream_and_publish(self, children: asyncio.TaskGroup) -> None:
+        stream = children.create_task(self._stream(), name=f"stream-{self.answer_id}")
+        await self._publish()
+        if not stream.done():
+            stream.cancel()  # a stop: the answer's own child, closed with its connection
+        await asyncio.wait({stream})
+
+    async def _stream(self) -> None:
+        """Fold Claude's stream into `self.state`; a failure is kept for the publisher."""
+        st = self.state
+        try:
+            await self._wait_for_earlier_answers()
+            conversation = await self._conversation()
+            self.dropped_turns = conversation.dropped_turns
+            await stream_answer(
+                self.s.claude, self.s.settings, conversation.messages, st, self.s.clock
+            )
+        except Exception as e:
+            self.stream_error = e
+        finally:
+            st.done.set()
+            self.ending.set()
+            st.changed.set()
+
+    async def _wait_for_earlier_answers(self) -> None:
+        """One answer per thread at a time: wait (in question order) for earlier ones to
+        finish, so this one sees them in its context. A dead replica's answer is cleared by a
+        janitor within a lease."""
+        q = self.q
+        if q.thread_ts == q.ts:
+            return  # the question starts its thread: nothing can be ahead of it
+        shown_waiting = False
+        while self.stop is None:
+            try:
+                earlier = await self.s.store.earlier_in_thread(q.channel, q.thread_ts, q.ts)
+            except StoreError:
+                return  # degraded: answer now rather than wait blind
+            if not earlier:
+                return
+            if not shown_waiting:
+                shown_waiting = True
+                self.log.info("waiting for an earlier answer in the thread")
+                with contextlib.suppress(SlackFailure):
+                    await self.message.update(
+                        render.placeholder_payload(
+                            "Waiting for the answer above to finish…", answer_id=self.answer_id
+                        ),
+                        EditKind.STATUS,
+                        wanted=self._wanted,
+                    )
+            await asyncio.sleep(THREAD_WAIT_POLL_SECONDS)
+
+    async def _conversation(self) -> Conversation:
+        """The thread as Claude turns; if Slack can't give us the thread, the question alone."""
+        q = self.q
+        identity = self.s.identity()
+        try:
+            thread = await self.s.threads.messages(
+                q.channel, q.thread_ts, before_ts=self.message.ts
+            )
+        except SlackFailure as e:
+            self.log.warning(
+                "could not read the thread; answering the question alone", extra={"error": e.error}
+            )
+            thread = []
+        if not any(m.get("ts") == q.ts for m in thread):
+            thread.append({"ts": q.ts, "user": q.user, "text": q.text})
+        people = sorted({str(m["user"]) for m in thread if m.get("user") and not m.get("bot_id")})
+        names = await self.s.threads.names(people)
+        return build_conversation(
+            thread,
+            question_ts=q.ts,
+            bot_user_id=identity.user_id,
+            bot_id=identity.bot_id,
+            names=names,
+            token_budget=self.s.settings.context_token_budget,
+            skip_ts={self.message.ts},
+        )
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    async def _publish(self) -> None:
+        """Paced edits while the stream runs, until it ends or a stop is requested."""
+        st = self.state
+        retry_in: float | None = None
+        while not self.ending.is_set():
+            if retry_in is None:
+                await st.changed.wait()
+            else:
+                await self._nap(retry_in)
+            st.changed.clear()
+            retry_in = None
+            if self.ending.is_set():
+                break
+            plan = plan_edit(
+                PublishView(
+                    now=self.s.clock(),
+                    text_length=st.length,
+                    shown_upto=self.message.shown_upto,
+                    deltas=st.deltas,
+                    first_shown=self.first_shown,
+                    thinking=st.thinking,
+                    thinking_shown=self.thinking_shown,
+                ),
+                self.pacer,
+            )
+            if plan.kind is None:
+                continue
+            if plan.kind is EditKind.STATUS:
+                self.thinking_shown = True
+                await self._show_thinking()
+                continue
+            if plan.wait > 0:
+                retry_in = plan.wait
+                continue
+            not_before = await self._edit_streaming(plan.kind)
+            if not_before > 0:
+                retry_in = min(max(not_before, 0.02), 5.0)
+
+    async def _nap(self, seconds: float) -> None:
+        """Pacing waits ignore new deltas (they don't move the next edit) but not the end."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.ending.wait()
+
+    async def _edit_streaming(self, kind: EditKind) -> float:
+        """Show the newest text: 0.0 when shown, else seconds before trying again."""
+        st = self.state
+        text = st.text()
+        self.lease.note(text=text)  # recorded with the budget's token, before Slack shows it
+        wanted = self._wanted
+        if kind is EditKind.FIRST:
+            wanted = lambda: self._wanted() and not st.done.is_set()  # noqa: E731
+        wait = await self.budget.take(
+            kind, unshown_since=st.changed_at, wanted=wanted, woken=self.ending
+        )
+        if wait > 0:
+            return wait
+        st.changed_at = None
+        try:
+            sent = await self.message.continue_long(text)
+            if not sent.delivered:
+                self._refused(sent)
+                return 1.0
+            part = render.part_text(text, self.message.offset)
+            payload = render.streaming_payload(part, answer_id=self.answer_id)
+            if self.message.plain:
+                payload = render.SlackPayload(text=render.plain_pieces(part)[0], blocks=[])
+            self.pacer.sent(self.s.clock(), st.deltas)
+            await self.message.update(payload, kind, budget_taken=True)
+        except SlackFailure as e:
+            if st.changed_at is None:
+                st.changed_at = self.s.clock()
+            if e.refusal is Refusal.PAYLOAD:
+                self.message.plain = True
+                self.log.warning("payload refused; streaming plain text", extra={"error": e.error})
+            elif e.permanent:
+                self._refused(Sent(Delivery.REFUSED, e))
+            return e.retry_after or self.s.policy.interval or 1.0
+        self.message.shown_upto = len(text)
+        if kind is EditKind.FIRST:
+            self.first_shown = True
+            self.s.metrics.time_to_first_text.observe(self.s.clock() - self.q.received_at)
+        return 0.0
+
+    def _refused(self, sent: Sent) -> None:
+        """Slack will never take this message again: stop now, spend nothing more."""
+        if sent.refusal is None:
+            return
+        error = sent.failure.error if sent.failure else ""
+        self.request_stop(StopRequest(StopKind.SLACK_REFUSED, str(sent.refusal), error))
+
+    async def _show_thinking(self) -> None:
+        """Say that Claude is thinking: in the thread's status, and in the message unless the
+        placeholder already says so (that edit would spend a budget token on nothing)."""
+        if self.s.settings.placeholder_text != THINKING_LABEL:
+            payload = render.thinking_payload(answer_id=self.answer_id, label=THINKING_LABEL)
+            with contextlib.suppress(SlackFailure):
+                await self.message.update(payload, EditKind.STATUS, wanted=self._wanted)
+        with contextlib.suppress(SlackFailure):
+            await self.s.slack.call(
+                "assistant.threads.setStatus",
+                channel_id=self.q.channel,
+                thread_ts=self.q.thread_ts,
+                status="is thinking…",
+            )
+
+    # -- the end ---------------------------------------------------------------------------------
+
+    def _closing(self) -> tuple[Outcome, str | None, list[str], str]:
+        """(outcome, footer, notes, text) of the final message, from how the stream ended."""
+        st = self.state
+        text = st.text()
+        stop = self.stop
+        interrupted: str | None = None
+        if stop is not None:
+            interrupted = stop.reason
+        elif self.stream_error is not None:
+            self.failure = describe_failure(
+                self.stream_error,
+                started=st.events > 0,
+                mid_answer=st.length > 0,
+                idle_timeout=self.s.settings.stream_idle_timeout_seconds,
+            )
+            self.s.metrics.claude_errors.labels(self.failure.error_type).inc()
+            self.log.warning(
+                "claude stream failed",
+                extra={"error_type": self.failure.error_type, "error": repr(self.stream_error)},
+            )
+            if not text:
+                return Outcome.FAILED, None, [f":warning: {self.failure.reason}"], ""
+            interrupted = self.failure.reason
+        elif st.stop_reason is None:
+            self.s.metrics.claude_errors.labels("no_message_delta").inc()
+            self.log.warning("claude stream ended without message_delta")
+            interrupted = "Claude's answer ended early"
+        notes: list[str] = []
+        note = render.stop_reason_note(st.stop_reason, st.stop_details)
+        if interrupted is None and note:
+            notes.append(note)
+        if interrupted is not None:
+            notes.append(render.interrupted_note(interrupted))
+        if interrupted is None:
+            outcome = Outcome.COMPLETED
+        elif stop is not None:
+            outcome = stop.outcome
+        else:
+            outcome = Outcome.INTERRUPTED
+        return outcome, self._footer(), notes, text
+
+    def _footer(self) -> str | None:
+        st = self.state
+        if st.usage is None:
+            return None
+        settings = self.s.settings
+        model = st.model or settings.claude_model
+        cost = render.estimate_cost(st.usage, model) if settings.show_cost else None
+        return render.format_footer(
+            st.usage,
+            elapsed=self.s.clock() - self.q.received_at,
+            model=model,
+            cost_usd=cost,
+            dropped_turns=self.dropped_turns,
+        )
+
+    async def _end(self) -> Outcome:
+        stop = self.stop
+        if stop is not None and not stop.finishes_here:
+            if stop.kind is StopKind.DISPLACED:
+                await self.message.delete_posted()
+            return stop.outcome
+        if stop is not None and stop.kind is StopKind.SLACK_REFUSED:
+            return await self._undeliverable(stop)
+        outcome, footer, notes, text = self._closing()
+        self._advance(Phase.FINISHING)
+        # Recorded with the final edit's budget token: whoever finishes writes this same text.
+        self.lease.note(text=text, phase=Phase.FINISHING, footer=footer or "", notes=tuple(notes))
+        if outcome is Outcome.FAILED:
+            sent = await self.message.deliver(
+                render.error_payload(notes[0]), EditKind.FINAL, wanted=self._wanted
+            )
+        else:
+            sent = await self.message.finish(text, footer=footer, notes=notes)
+        if self.thinking_shown:  # an edit may not clear Slack's thread status; clear it ourselves
+            with contextlib.suppress(SlackFailure):
+                await self.s.slack.call(
+                    "assistant.threads.setStatus",
+                    channel_id=self.q.channel,
+                    thread_ts=self.q.thread_ts,
+                    status="",
+                )
+        if not sent.delivered:
+            return await self._final_not_delivered(sent)
+        self._advance(Phase.FINISHED)
+        if text and not self.first_shown:  # the whole answer arrived before the first edit
+            self.s.metrics.time_to_first_text.observe(self.s.clock() - self.q.received_at)
+        if self.state.usage is not None:
+            self.s.metrics.tokens.labels("in").inc(self.state.usage.total_input)
+            self.s.metrics.tokens.labels("out").inc(self.state.usage.output_tokens)
+        self.log.info(
+            "answer finished",
+            extra={
+                "outcome": str(outcome),
+                "stop_reason": self.state.stop_reason,
+                "chars": len(text),
+            },
+        )
+        await self.lease.finish(str(outcome))
+        return outcome
+
+    async def _final_not_delivered(self, sent: Sent) -> Outcome:
+        if sent.refusal is not None:
+            error = sent.failure.error if sent.failure else ""
+            return await self._undeliverable(
+                StopRequest(StopKind.SLACK_REFUSED, str(sent.refusal), error)
+            )
+        if not self.lease.held:
+            return Outcome.HANDED_OVER
+        # The record holds the final text (phase finishing): a janitor writes it once its
+        # lease lapses, and reads the message back first, so nothing is written twice.
+        self.log.error("final edit not delivered; leaving the answer to a janitor")
+        return Outcome.ABANDONED
+
+    async def _undeliverable(self, stop: StopRequest) -> Outcome:
+        """Slack refuses the message for good: end at once, one log line, a short note in the
+        thread where Slack still allows one."""
+        self.log.error(
+            "Slack refuses this answer's message for good; answer ended",
+            extra={"error": stop.detail, "refusal": stop.reason},
+        )
+        notice = REFUSAL_NOTICES.get(stop.reason)
+        if notice is not None:
+            await self.message.notice(notice)
+        if self.phase is not Phase.FINISHING:
+            self._advance(Phase.FINISHING)
+        self._advance(Phase.FINISHED)
+        await self.lease.finish(str(Outcome.UNDELIVERABLE))
+        return Outcome.UNDELIVERABLE
+
+    async def _finish_after_bug(self) -> Outcome:
+        """Last resort after a bug: keep what was shown, end with [interrupted]; never raise.
+        Without a message there is nothing to edit: the record stays for a janitor."""
+        if self.phase is Phase.FINISHED or not self.message.ts or not self.lease.held:
+            return Outcome.ABANDONED
+        try:
+            sent = await self.message.finish(
+                self.state.text(),
+                footer=None,
+                notes=[render.interrupted_note("an unexpected error occurred")],
+                deadline=30.0,
+            )
+        except Exception:
+            self.log.exception("could not finish the message after an error")
+            return Outcome.ABANDONED
+        if sent.delivered:
+            await self.lease.finish(str(Outcome.INTERRUPTED))
+            return Outcome.INTERRUPTED
+        return Outcome.ABANDONED

@@ -1,0 +1,370 @@
+"""The Slack messages of one answer: posting them, editing them, continuing a long answer in
+the next one, and finishing them. Used alike by the replica that streams the answer and by a
+janitor that finishes it after its replica died, so a message is finished the same way
+whoever does it.
+
+Every message of an answer carries Slack message metadata naming the answer and the part
+(`slackstream_answer`: answer id, part number). Slack keeps metadata through edits, so a part
+is found in the thread by its metadata whether it is still streaming or finished: a post whose
+response was lost is adopted rather than posted twice, and a janitor finds every part.
+A streaming part also carries the Stop button; a finished one never does, which is how a
+message read back is known to be finished.
+
+Each change first records what it will show in the store (through the lease, with the edit's
+budget request), so the store always holds at least what readers saw. A long answer moves to
+its next message in an order that is safe at every crash point: the full part is finished
+("continued below"), the store learns that the next part starts (and has no message yet), the
+next message is posted, then the store learns its ts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot import render
+from bot.budget import EditBudget
+from bot.lease import Lease
+from bot.logs import ContextLog
+from bot.metrics import Metrics
+from bot.pacing import EditKind
+from bot.slackapi import Refusal, SlackCalls, SlackFailure
+
+Clock = Callable[[], float]
+
+ANSWER_EVENT = "slackstream_answer"
+# How long posting a message keeps being retried (rate limits, Slack errors) before it is left
+# to a janitor, which tries again later.
+POST_DEADLINE = 60.0
+# How long an edit that must land (final, continuation) keeps being retried.
+FINAL_EDIT_DEADLINE = 300.0
+HURRIED_TRIES = 2  # failed tries a message still gets once the process is going away
+
+
+def answer_metadata(answer_id: str, part: int) -> dict[str, Any]:
+    return {"event_type": ANSWER_EVENT, "event_payload": {"answer_id": answer_id, "part": part}}
+
+
+def answer_tag(message: dict[str, Any]) -> tuple[str, int] | None:
+    """(answer id, part) of a message the bot posted for an answer, from its metadata; a
+    message of an older release (no metadata) is known by its Stop button as part 0."""
+    metadata = message.get("metadata") or {}
+    if isinstance(metadata, dict) and metadata.get("event_type") == ANSWER_EVENT:
+        payload = metadata.get("event_payload") or {}
+        try:
+            return str(payload["answer_id"]), int(payload.get("part") or 0)
+        except (KeyError, TypeError, ValueError):
+            return None
+    stop_for = render.stop_button_answer_id(message)
+    return (stop_for, 0) if stop_for else None
+
+
+@dataclass(frozen=True)
+class AnswerRef:
+    """Where an answer lives in Slack."""
+
+    answer_id: str
+    team_id: str
+    channel: str
+    thread_ts: str
+    question_ts: str
+
+
+@dataclass(frozen=True)
+class PostedPart:
+    ts: str
+    part: int
+    live: bool  # it still carries the Stop button: not finished
+
+
+class Delivery(enum.Enum):
+    DELIVERED = "delivered"
+    REFUSED = "refused"  # Slack will never take it (see `refusal`)
+    GAVE_UP = "gave_up"  # it kept failing until the deadline; it may pass later
+
+
+@dataclass(frozen=True)
+class Sent:
+    delivery: Delivery
+    failure: SlackFailure | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.delivery is Delivery.DELIVERED
+
+    @property
+    def refusal(self) -> Refusal | None:
+        return self.failure.refusal if self.failure is not None else None
+
+
+DELIVERED = Sent(Delivery.DELIVERED)
+
+
+class AnswerMessage:
+    """See the module docstring. `part`, `offset` and `ts` say where the answer stands (a
+    janitor starts from the store's record of them)."""
+
+    def __init__(
+        self,
+        *,
+        slack: SlackCalls,
+        budget: EditBudget,
+        lease: Lease | None,
+        ref: AnswerRef,
+        metrics: Metrics,
+        log: ContextLog,
+        clock: Clock,
+        hurry: asyncio.Event | None = None,
+        part: int = 0,
+        offset: int = 0,
+        ts: str = "",
+    ) -> None:
+        self.slack = slack
+        self.budget = budget
+        self.lease = lease
+        self.ref = ref
+        self.metrics = metrics
+        self.log = log
+        self.clock = clock
+        # Set when the process is going away: retries stop waiting, and stop soon.
+        self.hurry = hurry or asyncio.Event()
+        self.part = part
+        self.offset = offset
+        self.ts = ts
+        self.shown_upto = offset  # how much of the answer's text Slack shows
+        self.plain = False  # Slack refused a rich payload for this message: send text only
+        self.posted: list[str] = []  # every message this object posted (to remove a duplicate)
+        self._hurried_tries = 0
+
+    # -- finding -------------------------------------------------------------------------------
+
+    async def find(self) -> list[PostedPart]:
+        """The answer's messages in its thread, oldest first (reads the thread back)."""
+        found: list[PostedPart] = []
+        async for message in self.slack.thread(
+            self.ref.channel,
+            self.ref.thread_ts,
+            oldest=self.ref.question_ts or None,
+            with_metadata=True,
+        ):
+            tag = answer_tag(message)
+            if tag is not None and tag[0] == self.ref.answer_id and message.get("ts"):
+                live = render.stop_button_answer_id(message) == self.ref.answer_id
+                found.append(PostedPart(str(message["ts"]), tag[1], live))
+        return found
+
+    async def _find_part(self, part: int) -> str:
+        try:
+            parts = [p for p in await self.find() if p.part == part]
+        except SlackFailure:
+            return ""
+        return parts[0].ts if parts else ""
+
+    # -- posting -------------------------------------------------------------------------------
+
+    async def post(self, payload: render.SlackPayload, *, deadline: float = POST_DEADLINE) -> Sent:
+        """Post the current part's message (placeholder or continuation), retried (honouring
+        Retry-After) until `deadline` seconds have passed. After a failure that may have taken
+        effect the part is looked for in the thread first, so it is never posted twice."""
+        give_up_at = self.clock() + deadline
+        backoff = 0.5
+        while True:
+            try:
+                data = await self.slack.call(
+                    "chat.postMessage",
+                    channel=self.ref.channel,
+                    thread_ts=self.ref.thread_ts,
+                    metadata=answer_metadata(self.ref.answer_id, self.part),
+                    **payload.as_kwargs(),
+                )
+            except SlackFailure as e:
+                if e.permanent:
+                    return Sent(Delivery.REFUSED, e)
+                wait = e.retry_after or backoff
+                if self.clock() + wait > give_up_at or self._hurried():
+                    return Sent(Delivery.GAVE_UP, e)
+                await self._pause(wait)
+                backoff = min(backoff * 2, 10.0)
+                if e.may_have_taken_effect and (found := await self._find_part(self.part)):
+                    self.log.warning("the message was posted after all; using it")
+                    self._posted(found)
+                    return DELIVERED
+                continue
+            self._posted(str(data["ts"]))
+            return DELIVERED
+
+    async def _pause(self, seconds: float) -> None:
+        """A retry's wait, cut short when the process is going away."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.hurry.wait()
+
+    def _hurried(self) -> bool:
+        """True once the process is going away and this message had its last tries."""
+        if not self.hurry.is_set():
+            return False
+        self._hurried_tries += 1
+        return self._hurried_tries > HURRIED_TRIES
+
+    def _posted(self, ts: str) -> None:
+        self.ts = ts
+        self.posted.append(ts)
+
+    # -- editing -------------------------------------------------------------------------------
+
+    async def update(
+        self,
+        payload: render.SlackPayload,
+        kind: EditKind,
+        *,
+        budget_taken: bool = False,
+        asked_at: float | None = None,
+        wanted: Callable[[], bool] = lambda: True,
+    ) -> bool:
+        """One chat.update of the current message, budget first; False when the budget had no
+        token for it (a skipped edit). A 429 pauses the whole workspace, then raises."""
+        if not budget_taken and await self.budget.take(kind, asked_at=asked_at, wanted=wanted) > 0:
+            return False
+        try:
+            await self.slack.call(
+                "chat.update", channel=self.ref.channel, ts=self.ts, **payload.as_kwargs()
+            )
+        except SlackFailure as e:
+            if e.rate_limited:
+                await self.budget.rate_limited(e.retry_after)
+            raise
+        self.metrics.edits.labels(kind.value).inc()
+        return True
+
+    async def deliver(
+        self,
+        payload: render.SlackPayload,
+        kind: EditKind,
+        *,
+        plain: Sequence[str] = (),
+        deadline: float = FINAL_EDIT_DEADLINE,
+        wanted: Callable[[], bool] = lambda: True,
+    ) -> Sent:
+        """An edit that must land (final, continuation): retried until Slack accepts it or
+        `deadline` passes. chat.update replaces the whole message, so a retry after an unclear
+        failure is idempotent. When Slack refuses the payload itself, the answer goes out as
+        plain text instead: `plain` holds all of it in pieces, the first for this message and
+        the rest posted after it, so a rendering problem never costs the answer."""
+        asked_at = self.clock()  # retries keep their place in the budget's arrival order
+        give_up_at = asked_at + deadline
+        backoff = 0.5
+
+        def still_wanted() -> bool:
+            return wanted() and (self.lease is None or self.lease.held)
+
+        while True:
+            try:
+                if await self.update(payload, kind, asked_at=asked_at, wanted=still_wanted):
+                    return DELIVERED
+                if not still_wanted() or self.clock() > give_up_at:
+                    return Sent(Delivery.GAVE_UP)
+                await self._pause(0.1)  # a must-send edit the budget did not serve: ask again
+            except SlackFailure as e:
+                if e.refusal is Refusal.PAYLOAD and plain and not self.plain:
+                    self.log.error("payload refused; sending plain text", extra={"error": e.error})
+                    return await self._deliver_plain(plain, kind, deadline=deadline)
+                if e.permanent:
+                    self.log.error("edit refused for good", extra={"error": e.error})
+                    return Sent(Delivery.REFUSED, e)
+                if self.clock() > give_up_at or self._hurried():
+                    self.log.error("edit gave up after retries", extra={"error": e.error})
+                    return Sent(Delivery.GAVE_UP, e)
+                await self._pause(e.retry_after or backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _deliver_plain(
+        self, pieces: Sequence[str], kind: EditKind, *, deadline: float
+    ) -> Sent:
+        self.plain = True
+        first = render.SlackPayload(text=pieces[0], blocks=[])
+        sent = await self.deliver(first, kind, deadline=deadline)
+        for piece in pieces[1:]:
+            if not sent.delivered:
+                break
+            sent = await self.post(render.SlackPayload(text=piece, blocks=[]), deadline=deadline)
+        return sent
+
+    # -- long answers and the end ----------------------------------------------------------------
+
+    async def continue_long(self, text: str, *, deadline: float = FINAL_EDIT_DEADLINE) -> Sent:
+        """Finish full messages and continue the answer in new ones (see the module docstring
+        for the order). The cut is stable as the answer grows (`render.next_cut`), so a
+        finished part never changes; a code block cut in two is closed and reopened."""
+        while (cut := render.next_cut(text, render.BODY_LIMIT, start=self.offset)) is not None:
+            part_md = render.part_text(text, self.offset, cut)
+            if self.lease is not None:
+                self.lease.note(text=text[:cut])
+            sent = await self.deliver(
+                render.continued_payload(part_md),
+                EditKind.CONTINUATION,
+                plain=render.plain_pieces(f"{part_md}\n\n{render.CONTINUED_HINT}"),
+                deadline=deadline,
+            )
+            if not sent.delivered:
+                return sent
+            self.part, self.offset, self.ts, self.plain = self.part + 1, cut, "", False
+            self.shown_upto = cut
+            if self.lease is not None:
+                self.lease.note(part=self.part, offset=cut, message_ts="")
+                await self.lease.renew()
+            sent = await self.post(
+                render.streaming_payload("", answer_id=self.ref.answer_id), deadline=deadline
+            )
+            if not sent.delivered:
+                return sent
+            if self.lease is not None:
+                self.lease.note(message_ts=self.ts)
+                self.lease.renew_soon()
+        return DELIVERED
+
+    async def finish(
+        self,
+        text: str,
+        *,
+        footer: str | None,
+        notes: Sequence[str],
+        deadline: float = FINAL_EDIT_DEADLINE,
+    ) -> Sent:
+        """Write the final message(s): the rest of the answer, its notes, the footer."""
+        sent = await self.continue_long(text, deadline=deadline)
+        if not sent.delivered:
+            return sent
+        body = render.part_text(text, self.offset)
+        if self.lease is not None:
+            self.lease.note(text=text)
+        plain_tail = "\n\n".join([*notes, *([footer] if footer else [])])
+        return await self.deliver(
+            render.final_payload(body, footer=footer, notes=notes),
+            EditKind.FINAL,
+            plain=render.plain_pieces(f"{body}\n\n{plain_tail}" if body.strip() else plain_tail),
+            deadline=deadline,
+        )
+
+    async def notice(self, line: str) -> None:
+        """A short line in the thread, as its own message (best effort)."""
+        try:
+            await self.slack.call(
+                "chat.postMessage",
+                channel=self.ref.channel,
+                thread_ts=self.ref.thread_ts,
+                **render.error_payload(line).as_kwargs(),
+            )
+        except SlackFailure as e:
+            self.log.warning("could not post a notice", extra={"error": e.error})
+
+    async def delete_posted(self) -> None:
+        """Remove every message this object posted: another replica answers the question."""
+        for ts in self.posted:
+            try:
+                await self.slack.call("chat.delete", channel=self.ref.channel, ts=ts)
+            except SlackFailure as e:
+                self.log.warning("could not remove a duplicate message", extra={"error": e.error})

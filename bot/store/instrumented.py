@@ -1,0 +1,159 @@
+"""A store that measures every call, whoever makes it (answers, the janitor, admission, the
+app): `slackstream_store_latency_seconds{op}` and `slackstream_store_errors_total{op}`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from bot.metrics import Metrics
+from bot.store.contract import (
+    AnswerRecord,
+    Checkpoint,
+    EditGrant,
+    EventClaim,
+    LeaseReport,
+    LeaseState,
+    Registration,
+    Store,
+    StoreError,
+)
+
+T = TypeVar("T")
+
+
+class InstrumentedStore:
+    """`inner`, timed and counted; the same contract, so callers do not know it is there."""
+
+    def __init__(self, inner: Store, metrics: Metrics) -> None:
+        self.inner = inner
+        self.kind = inner.kind
+        self._metrics = metrics
+
+    async def _measured(self, op: str, call: Awaitable[T]) -> T:
+        started = time.perf_counter()
+        try:
+            return await call
+        except StoreError:
+            self._metrics.store_errors.labels(op).inc()
+            raise
+        finally:
+            self._metrics.store_latency.labels(op).observe(time.perf_counter() - started)
+
+    async def claim_event(self, key: str, ttl_seconds: float, token: str) -> EventClaim:
+        return await self._measured("claim_event", self.inner.claim_event(key, ttl_seconds, token))
+
+    async def get_thread(self, key: str) -> list[dict[str, Any]] | None:
+        return await self._measured("get_thread", self.inner.get_thread(key))
+
+    async def put_thread(
+        self, key: str, messages: list[dict[str, Any]], ttl_seconds: float
+    ) -> None:
+        await self._measured("put_thread", self.inner.put_thread(key, messages, ttl_seconds))
+
+    async def register(
+        self,
+        record: AnswerRecord,
+        *,
+        lease_seconds: float,
+        take_back: bool = False,
+        dedupe_ttl_seconds: float,
+    ) -> Registration:
+        return await self._measured(
+            "register",
+            self.inner.register(
+                record,
+                lease_seconds=lease_seconds,
+                take_back=take_back,
+                dedupe_ttl_seconds=dedupe_ttl_seconds,
+            ),
+        )
+
+    async def renew(
+        self,
+        answer_id: str,
+        token: str,
+        *,
+        lease_seconds: float,
+        checkpoint: Checkpoint | None = None,
+    ) -> LeaseReport:
+        return await self._measured(
+            "renew",
+            self.inner.renew(answer_id, token, lease_seconds=lease_seconds, checkpoint=checkpoint),
+        )
+
+    async def finish(self, answer_id: str, token: str, *, outcome: str) -> LeaseState:
+        return await self._measured("finish", self.inner.finish(answer_id, token, outcome=outcome))
+
+    async def get(self, answer_id: str) -> AnswerRecord | None:
+        return await self._measured("get", self.inner.get(answer_id))
+
+    async def count_in_flight(self, team_id: str, user: str) -> tuple[int, int]:
+        return await self._measured("count_in_flight", self.inner.count_in_flight(team_id, user))
+
+    async def earlier_in_thread(self, channel: str, thread_ts: str, question_ts: str) -> int:
+        return await self._measured(
+            "earlier_in_thread", self.inner.earlier_in_thread(channel, thread_ts, question_ts)
+        )
+
+    async def claim_lapsed(
+        self,
+        *,
+        new_owner: str,
+        incarnation: str,
+        lease_seconds: float,
+        previous_owner: str | None = None,
+        limit: int = 100,
+    ) -> list[AnswerRecord]:
+        return await self._measured(
+            "claim_lapsed",
+            self.inner.claim_lapsed(
+                new_owner=new_owner,
+                incarnation=incarnation,
+                lease_seconds=lease_seconds,
+                previous_owner=previous_owner,
+                limit=limit,
+            ),
+        )
+
+    async def request_cancel(self, answer_id: str, by_user: str, ttl_seconds: float = 3600) -> None:
+        await self._measured(
+            "request_cancel", self.inner.request_cancel(answer_id, by_user, ttl_seconds)
+        )
+
+    def cancel_signals(self) -> AsyncIterator[tuple[str, str]]:
+        return self.inner.cancel_signals()
+
+    async def take_edit_token(
+        self,
+        team_id: str,
+        *,
+        per_minute: float,
+        burst: float,
+        reserve: float = 0.0,
+        answer_id: str = "",
+        token: str = "",
+        checkpoint: Checkpoint | None = None,
+    ) -> EditGrant:
+        return await self._measured(
+            "take_edit_token",
+            self.inner.take_edit_token(
+                team_id,
+                per_minute=per_minute,
+                burst=burst,
+                reserve=reserve,
+                answer_id=answer_id,
+                token=token,
+                checkpoint=checkpoint,
+            ),
+        )
+
+    async def pause_edits(self, team_id: str, seconds: float) -> None:
+        await self._measured("pause_edits", self.inner.pause_edits(team_id, seconds))
+
+    async def ping(self) -> None:
+        await self._measured("ping", self.inner.ping())
+
+    async def close(self) -> None:
+        await self.inner.close()

@@ -1,0 +1,89 @@
+"""Every Redis key the store uses, named once. All live under one prefix (`slackstream:` by
+default; the demo uses its own):
+
+  answer:{id}          hash: an AnswerRecord's fields (a tombstone once finished, for a while)
+  text:{id}            string: the answer's text so far, grown by APPEND
+  inflight             sorted set: ids of unfinished answers by lease end (the janitor's scan)
+  inflight:team:{team}, inflight:user:{team}:{user}
+                       sets: unfinished answers per workspace and per asker (the caps)
+  inflight:thread:{channel}:{thread_ts}
+                       sorted set: unfinished answers of a thread by question ts (thread order)
+  event:{key}          string: a dedupe claim (its value is the claimer's token)
+  epoch                string: when the store's data began (store clock); an empty restart
+                       makes it new, which tells replicas that dedupe claims were lost
+  cancel:{id}          string: who pressed Stop; the `cancel` channel carries the signal
+  bucket:{team}        hash: the workspace's edit budget (tokens, last, pause_until)
+  bucket:{team}:competing
+                       sorted set: answers sharing that budget, by when they last asked
+  thread:{channel}:{thread_ts}
+                       string: the thread's messages as last read from Slack (JSON)
+
+The index key shapes are also built inside the Lua scripts (`lua.INDEX_KEYS`), from the same
+names below passed in as arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "slackstream:"
+
+ANSWER = "answer:"
+TEXT = "text:"
+INFLIGHT = "inflight"
+EVENT = "event:"
+EPOCH = "epoch"
+CANCEL = "cancel:"
+CANCEL_CHANNEL = "cancel"
+BUCKET = "bucket:"
+COMPETING_SUFFIX = ":competing"
+THREAD = "thread:"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys of one store, under its prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def inflight(self) -> str:
+        return self.prefix + INFLIGHT
+
+    @property
+    def epoch(self) -> str:
+        return self.prefix + EPOCH
+
+    @property
+    def cancel_channel(self) -> str:
+        return self.prefix + CANCEL_CHANNEL
+
+    def answer(self, answer_id: str) -> str:
+        return self.prefix + ANSWER + answer_id
+
+    def text(self, answer_id: str) -> str:
+        return self.prefix + TEXT + answer_id
+
+    def event(self, key: str) -> str:
+        return self.prefix + EVENT + key
+
+    def cancel(self, answer_id: str) -> str:
+        return self.prefix + CANCEL + answer_id
+
+    def bucket(self, team_id: str) -> str:
+        return self.prefix + BUCKET + team_id
+
+    def competing(self, team_id: str) -> str:
+        return self.bucket(team_id) + COMPETING_SUFFIX
+
+    def thread(self, key: str) -> str:
+        return self.prefix + THREAD + key
+
+    def user_index(self, team_id: str, user: str) -> str:
+        return f"{self.prefix}{INFLIGHT}:user:{team_id}:{user}"
+
+    def team_index(self, team_id: str) -> str:
+        return f"{self.prefix}{INFLIGHT}:team:{team_id}"
+
+    def thread_index(self, channel: str, thread_ts: str) -> str:
+        return f"{self.prefix}{INFLIGHT}:thread:{channel}:{thread_ts}"
