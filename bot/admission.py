@@ -1,7 +1,11 @@
 """Which Slack events become answers, and who may stop one: an ordered list of small checks,
 each of which lets the event through or says why not (in the spirit of Bolt's middleware).
 
-    draining ─> screening ─> dedupe claim ─> caps ─> answer
+    screening ─> dedupe claim ─> caps ─> answer
+
+Draining is not among them: an event is refused while draining before it is acknowledged (the
+HTTP route answers 503, and Socket Mode closes its connection first), so that Slack delivers
+it elsewhere; an event already acknowledged is always answered.
 
 Slack delivers an event again when it was not acknowledged within 3 s, and delivers one
 mentioning message twice when it fits two subscriptions (`app_mention` and `message.im`), to any
@@ -30,6 +34,9 @@ from bot.store import MemoryStore, Store, StoreError
 log = logging.getLogger(__name__)
 
 DEDUPE_TTL_SECONDS = 6 * 3600  # well past Slack's last retry (~5 min) and any clock skew
+# Admission's store calls are bounded (store.instrumented.TIMEOUTS): an event is admitted
+# within this long whatever the store does, falling back to this replica's memory.
+ADMISSION_TIMEOUT_SECONDS = 4.0
 # After the store lost its data, questions are checked against the thread for this long: Slack's
 # retries of an event come within minutes.
 SUSPECT_WINDOW_SECONDS = 15 * 60.0
@@ -89,7 +96,6 @@ class Admission:
         store: Store,
         settings: Settings,
         metrics: Metrics,
-        draining: Callable[[], bool],
         answering_here: Callable[[], Collection[Question]],
         fallback: MemoryStore | None = None,
     ) -> None:
@@ -98,9 +104,8 @@ class Admission:
         self.metrics = metrics
         self.fallback = fallback or MemoryStore()
         self.degraded = False
-        self._draining = draining
         self._answering_here = answering_here
-        self.checks: Sequence[Check] = (self.not_draining, self.screen, self.claim, self.caps)
+        self.checks: Sequence[Check] = (self.screen, self.claim, self.caps)
 
     async def admit(
         self, event: dict[str, Any], *, event_id: str | None, team_id: str, bot_user_id: str
@@ -113,14 +118,6 @@ class Admission:
         return Verdict(True), intake
 
     # -- the checks, in order ------------------------------------------------------------------
-
-    async def not_draining(self, intake: Intake) -> Verdict | None:
-        if self._draining():
-            log.warning(
-                "event arrived while draining; not answered", extra={"event_id": intake.event_id}
-            )
-            return Verdict(False, "draining")
-        return None
 
     async def screen(self, intake: Intake) -> Verdict | None:
         """What needs no store: other bots, edits, the bot itself, allowlists."""

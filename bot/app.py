@@ -29,7 +29,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetr
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.admission import Admission
+from bot.admission import ADMISSION_TIMEOUT_SECONDS, Admission
 from bot.config import Settings
 from bot.handlers import register_listeners
 from bot.janitor import Janitor
@@ -148,7 +148,6 @@ class SlackStream:
             store=self.store,
             settings=settings,
             metrics=self.metrics,
-            draining=lambda: self.draining,
             answering_here=lambda: [answer.q for answer in self.replier.running.values()],
         )
         self.janitor = Janitor(
@@ -167,11 +166,14 @@ class SlackStream:
                 else None
             ),
             request_verification_enabled=settings.slack_signing_secret is not None,
-            process_before_response=False,
+            # Listeners only hand the event to a tracked task (`ask`), so running them before
+            # the ack costs nothing and no acknowledged event is left untracked.
+            process_before_response=True,
             logger=bolt_logger(),
         )
         register_listeners(self.bolt, self)
         self._resources = contextlib.AsyncExitStack()
+        self._intake: set[asyncio.Task[None]] = set()  # acknowledged events being admitted
         self._intake_closers: list[Callable[[], Awaitable[None]]] = []
         self._stopped = asyncio.Event()
         self._shut_down = False
@@ -246,6 +248,8 @@ class SlackStream:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5.0):
                     await close_intake()
+        if self._intake:  # acknowledged events become answers (admission is bounded)
+            await asyncio.wait(set(self._intake), timeout=ADMISSION_TIMEOUT_SECONDS)
         log.info(
             "draining",
             extra={
@@ -294,7 +298,14 @@ class SlackStream:
     # -- Dispatcher (called by the Bolt listeners) ---------------------------------------------
 
     async def ask(self, event: dict[str, Any], *, event_id: str | None, team_id: str) -> None:
+        """Take the event in a tracked task and return at once, so Slack's ack goes out now and
+        shutdown still answers every event that was acknowledged."""
         self.metrics.events.labels(str(event.get("type") or "unknown")).inc()
+        task = asyncio.create_task(self._admit(event, event_id=event_id, team_id=team_id))
+        self._intake.add(task)
+        task.add_done_callback(self._intake.discard)
+
+    async def _admit(self, event: dict[str, Any], *, event_id: str | None, team_id: str) -> None:
         identity = self._identity()
         verdict, intake = await self.admission.admit(
             event,

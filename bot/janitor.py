@@ -171,10 +171,6 @@ class Janitor:
     ) -> Outcome | None:
         """Finish the answer's messages; the outcome for its tombstone, or None to leave the
         claim to lapse (a later sweep tries again)."""
-        answer_log.warning(
-            "recovering an orphaned answer",
-            extra={"previous_owner": record.owner, "phase": str(record.phase)},
-        )
         budget = EditBudget(
             store=self.store,
             settings=self.settings,
@@ -208,8 +204,15 @@ class Janitor:
         )
         current = [p for p in await message.find() if p.part == record.part]
         if current and not current[0].live and record.phase is not Phase.FINISHING:
-            answer_log.info("janitor: the message is already finished; recording that")
+            answer_log.info(
+                "janitor: the answer's message is already finished; recording that",
+                extra={"previous_owner": record.owner},
+            )
             return Outcome.RECOVERED
+        answer_log.warning(
+            "recovering an orphaned answer",
+            extra={"previous_owner": record.owner, "phase": str(record.phase)},
+        )
         if not message.ts and current:
             message.ts = current[0].ts
         if not message.ts:  # it died before this part reached Slack: post it now

@@ -182,8 +182,13 @@ class Lease:
         self._wake.set()
 
     async def renew(self) -> LeaseReport | None:
-        """One renewal with the pending checkpoint; None while the store is unreachable."""
-        if not self.held or not self.registered:
+        """One renewal with the pending checkpoint; None while the store is unreachable. An
+        answer whose registration failed (the store was unreachable) registers here once the
+        store answers: a registration that did land meanwhile is recognised by its token."""
+        if not self.held:
+            return None
+        if not self.registered:
+            await self._register_late()
             return None
         try:
             async with self.sending() as outbox:
@@ -219,6 +224,16 @@ class Lease:
             with contextlib.suppress(StoreError):
                 holder = await self.store.get(self.answer_id)
         self._lost(holder)
+
+    async def _register_late(self) -> None:
+        try:
+            registration = await self.register()
+        except StoreError:
+            return
+        if registration.registered:
+            self.log.info("answer registered once the store answered")
+        else:
+            self._lost(registration.existing)
 
     async def _register_again(self) -> None:
         """The store lost the record (a Redis restarted empty): register it again, with its

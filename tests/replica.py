@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -55,14 +57,27 @@ class Replica:
         self.process: subprocess.Popen[bytes] | None = None
         self.poster = EventPoster(f"{self.url}/slack/events", SECRET)
 
-    async def start(self) -> Replica:
+    def launch(self, command: str = "serve") -> None:
+        """Start the process without waiting for it to be ready (start-up fault tests)."""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "serve"],
+            [sys.executable, "-m", "bot", command],
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parent.parent,
         )
+
+    async def logged(self, text: str, timeout: float = 20.0) -> None:
+        """Wait until the process has logged a line containing `text`."""
+        deadline = time.monotonic() + timeout
+        while text not in self.logs(tail=None):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replica {self.name} never logged {text!r}:\n{self.logs()}")
+            await asyncio.sleep(0.05)
+
+    async def start(self) -> Replica:
+        self.launch()
+        assert self.process is not None
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -96,8 +111,19 @@ class Replica:
             await asyncio.sleep(0.05)
         return self.process.returncode
 
-    def logs(self) -> str:
-        return Path(self._log.name).read_text(errors="replace")[-6000:]
+    def logs(self, tail: int | None = 6000) -> str:
+        text = Path(self._log.name).read_text(errors="replace")
+        return text if tail is None else text[-tail:]
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """The process's JSON log lines (LOG_FORMAT=json), parsed."""
+        records = []
+        for line in self.logs(tail=None).splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    records.append(record)
+        return records
 
     async def close(self) -> None:
         await self.poster.close()

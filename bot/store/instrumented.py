@@ -1,8 +1,17 @@
-"""A store that measures every call, whoever makes it (answers, the janitor, admission, the
-app): `slackstream_store_latency_seconds{op}` and `slackstream_store_errors_total{op}`."""
+"""The store as the bot uses it: every call measured, whoever makes it (answers, the janitor,
+admission, the app), and every call an answer waits on bounded in time.
+
+Measured: `slackstream_store_latency_seconds{op}` and `slackstream_store_errors_total{op}`.
+Bounded: a stalled Redis (a long fork, a paused VM) would otherwise hold each call for the
+client's timeouts and retries, about 8 s; a call that takes longer than its bound in
+`TIMEOUTS` raises StoreError instead, and the caller carries on degraded as it does when Redis
+is down. A command cut short may still run once Redis resumes, which every step tolerates:
+claims and registrations carry tokens that make a late or repeated run harmless.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
@@ -22,19 +31,42 @@ from bot.store.contract import (
 
 T = TypeVar("T")
 
+# Seconds a call may take before it counts as failed (the answer goes on without it).
+TIMEOUTS: dict[str, float] = {
+    "claim_event": 2.0,
+    "count_in_flight": 2.0,
+    "register": 1.0,
+    "renew": 2.0,
+    "take_edit_token": 1.0,
+    "pause_edits": 1.0,
+    "earlier_in_thread": 1.0,
+    "get_thread": 1.0,
+    "put_thread": 1.0,
+    "get": 2.0,
+    "request_cancel": 2.0,
+    "ping": 1.0,
+}
+
 
 class InstrumentedStore:
     """`inner`, timed and counted; the same contract, so callers do not know it is there."""
 
-    def __init__(self, inner: Store, metrics: Metrics) -> None:
+    def __init__(
+        self, inner: Store, metrics: Metrics, *, timeouts: dict[str, float] | None = None
+    ) -> None:
         self.inner = inner
         self.kind = inner.kind
         self._metrics = metrics
+        self._timeouts = TIMEOUTS if timeouts is None else timeouts
 
     async def _measured(self, op: str, call: Awaitable[T]) -> T:
         started = time.perf_counter()
         try:
-            return await call
+            async with asyncio.timeout(self._timeouts.get(op)):
+                return await call
+        except TimeoutError:
+            self._metrics.store_errors.labels(op).inc()
+            raise StoreError(f"store call {op} timed out") from None
         except StoreError:
             self._metrics.store_errors.labels(op).inc()
             raise
