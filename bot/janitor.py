@@ -4,8 +4,9 @@ A janitor claims answers whose lease ran out (atomically in the store, so each h
 taker), holds each claim with a renewed lease of its own while it works, and finishes the
 answer's messages the way the answer would have (`message.AnswerMessage`):
 
-- it reads the thread back first: a message that no longer carries its Stop button is already
-  finished (the owner finished it but could not record that), and is left as it is;
+- it reads the thread back first: a message marked final (in its metadata, by the final
+  edit) is already finished (its owner finished it but could not record that) and is left
+  as it is; a part posted without a record of it is adopted, never posted twice;
 - an answer that was finishing is finished with the footer and notes its owner recorded, so the
   reader gets the same final text;
 - any other answer keeps every character its owner checkpointed (at least what readers saw,
@@ -202,8 +203,9 @@ class Janitor:
             offset=record.offset,
             ts=record.message_ts,
         )
+        message.adopt = True
         current = [p for p in await message.find() if p.part == record.part]
-        if current and not current[0].live and record.phase is not Phase.FINISHING:
+        if current and current[0].final:
             answer_log.info(
                 "janitor: the answer's message is already finished; recording that",
                 extra={"previous_owner": record.owner},

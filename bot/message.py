@@ -45,22 +45,35 @@ FINAL_EDIT_DEADLINE = 300.0
 HURRIED_TRIES = 2  # failed tries a message still gets once the process is going away
 
 
-def answer_metadata(answer_id: str, part: int) -> dict[str, Any]:
-    return {"event_type": ANSWER_EVENT, "event_payload": {"answer_id": answer_id, "part": part}}
+def answer_metadata(answer_id: str, part: int, *, final: bool = False) -> dict[str, Any]:
+    payload: dict[str, Any] = {"answer_id": answer_id, "part": part}
+    if final:
+        payload["final"] = True
+    return {"event_type": ANSWER_EVENT, "event_payload": payload}
 
 
-def answer_tag(message: dict[str, Any]) -> tuple[str, int] | None:
-    """(answer id, part) of a message the bot posted for an answer, from its metadata; a
-    message of an older release (no metadata) is known by its Stop button as part 0."""
+@dataclass(frozen=True)
+class Tag:
+    """What a message's metadata says about it: whose part it is, and whether it is final."""
+
+    answer_id: str
+    part: int
+    final: bool
+
+
+def answer_tag(message: dict[str, Any]) -> Tag | None:
+    """The tag of a message the bot posted for an answer; a message of an older release (no
+    metadata) is known by its Stop button as a live part 0."""
     metadata = message.get("metadata") or {}
     if isinstance(metadata, dict) and metadata.get("event_type") == ANSWER_EVENT:
         payload = metadata.get("event_payload") or {}
         try:
-            return str(payload["answer_id"]), int(payload.get("part") or 0)
+            return Tag(str(payload["answer_id"]), int(payload.get("part") or 0),
+                       bool(payload.get("final")))  # fmt: skip
         except (KeyError, TypeError, ValueError):
             return None
     stop_for = render.stop_button_answer_id(message)
-    return (stop_for, 0) if stop_for else None
+    return Tag(stop_for, 0, False) if stop_for else None
 
 
 @dataclass(frozen=True)
@@ -78,7 +91,7 @@ class AnswerRef:
 class PostedPart:
     ts: str
     part: int
-    live: bool  # it still carries the Stop button: not finished
+    final: bool  # the answer's final message (footer or [interrupted]): never touched again
 
 
 class Delivery(enum.Enum):
@@ -137,6 +150,9 @@ class AnswerMessage:
         self.ts = ts
         self.shown_upto = offset  # how much of the answer's text Slack shows
         self.plain = False  # Slack refused a rich payload for this message: send text only
+        # A janitor's: a part may have been posted by the dead replica without a record of it,
+        # so each post first looks for the part in the thread.
+        self.adopt = False
         self.posted: list[str] = []  # every message this object posted (to remove a duplicate)
         self._hurried_tries = 0
 
@@ -152,9 +168,8 @@ class AnswerMessage:
             with_metadata=True,
         ):
             tag = answer_tag(message)
-            if tag is not None and tag[0] == self.ref.answer_id and message.get("ts"):
-                live = render.stop_button_answer_id(message) == self.ref.answer_id
-                found.append(PostedPart(str(message["ts"]), tag[1], live))
+            if tag is not None and tag.answer_id == self.ref.answer_id and message.get("ts"):
+                found.append(PostedPart(str(message["ts"]), tag.part, tag.final))
         return found
 
     async def _find_part(self, part: int) -> str:
@@ -172,6 +187,9 @@ class AnswerMessage:
         effect the part is looked for in the thread first, so it is never posted twice."""
         give_up_at = self.clock() + deadline
         backoff = 0.5
+        if self.adopt and (found := await self._find_part(self.part)):
+            self._posted(found)  # a janitor finishing what a dead replica had posted
+            return DELIVERED
         while True:
             try:
                 data = await self.slack.call(
@@ -226,12 +244,18 @@ class AnswerMessage:
         wanted: Callable[[], bool] = lambda: True,
     ) -> bool:
         """One chat.update of the current message, budget first; False when the budget had no
-        token for it (a skipped edit). A 429 pauses the whole workspace, then raises."""
+        token for it (a skipped edit). A 429 pauses the whole workspace, then raises. A final
+        edit also marks the message final in its metadata (what a janitor reads back)."""
         if not budget_taken and await self.budget.take(kind, asked_at=asked_at, wanted=wanted) > 0:
             return False
+        final = {"metadata": answer_metadata(self.ref.answer_id, self.part, final=True)}
         try:
             await self.slack.call(
-                "chat.update", channel=self.ref.channel, ts=self.ts, **payload.as_kwargs()
+                "chat.update",
+                channel=self.ref.channel,
+                ts=self.ts,
+                **payload.as_kwargs(),
+                **(final if kind is EditKind.FINAL else {}),
             )
         except SlackFailure as e:
             if e.rate_limited:

@@ -1,0 +1,210 @@
+"""A replica SIGKILLed at a chosen moment of an answer, and what the other replica's janitor
+makes of it: the message keeps at least every character readers saw, then `[interrupted]`;
+every part of a long answer ends finished; a finished message is never written again; and a
+restarting replica never takes an answer its own live process holds.
+
+The kill is timed from Slack's side: the simulated Slack runs in this process, and its change
+callback SIGKILLs the replica the moment a given edit or post has been stored, so the dead
+replica never hears Slack's answer."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+import pytest
+
+from bot.app import SlackStream, start_http
+from bot.lifecycle import RECOVERY_REASON, Phase
+from bot.sim.claude import Script
+from bot.sim.slack import SimMessage, SlackSim
+from bot.store import AnswerRecord, MemoryStore
+from tests.harness import ALICE, CHANNEL, TEAM, settings_for, simulators
+from tests.redis_server import RedisServer
+from tests.replica import Replica
+from tests.test_replicas import ask, replicas
+
+LEASE = 2.0  # the replicas' STREAM_LEASE_SECONDS (tests/replica.py)
+PROSE = "Plain words stream into the message one small piece at a time, and readers watch. "
+SLOWISH = Script(text=PROSE * 40, chunk_chars=8, chunk_delay=0.03)
+# Three messages' worth of paragraphs, streamed fast: the answer moves on twice.
+LONG = Script(text=(PROSE * 6 + "\n\n") * 60, chunk_chars=60, chunk_delay=0.004)
+
+
+def answer_messages(slack: SlackSim, asked: SimMessage) -> list[SimMessage]:
+    return slack.bot_replies(CHANNEL, asked.ts)
+
+
+def finished(slack: SlackSim, asked: SimMessage) -> bool:
+    messages = answer_messages(slack, asked)
+    return (
+        bool(messages)
+        and not any(m.has_button("stop_answer") for m in messages)
+        and "[interrupted" in messages[-1].visible_text()
+    )
+
+
+def kill_when(
+    slack: SlackSim, replica: Replica, happened: Callable[[str, SimMessage], bool]
+) -> asyncio.Event:
+    """SIGKILL `replica` from inside Slack the moment `happened(kind, message)` holds."""
+    killed = asyncio.Event()
+
+    def watch(kind: str, message: SimMessage) -> None:
+        if not killed.is_set() and message.user == "UBOT" and happened(kind, message):
+            replica.signal(signal.SIGKILL)
+            killed.set()
+
+    slack.on_change.append(watch)
+    return killed
+
+
+def body(text: str) -> str:
+    """A finished message without its closing note and the "continued" hint."""
+    lines = text.rstrip().splitlines()
+    if lines and lines[-1].startswith("[interrupted"):
+        lines = lines[:-1]
+    return "\n".join(line for line in lines if "continued below" not in line).strip()
+
+
+@pytest.mark.parametrize("edits", [0, 1, 3, 7], ids=lambda n: f"after-{n}-edits")
+async def test_recovery_keeps_every_character_readers_saw(redis_url: str, edits: int) -> None:
+    async with simulators(claude_default=SLOWISH) as (slack, claude):
+        async with replicas(slack, claude, redis_url) as (a, _b):
+            seen: list[str] = []
+
+            def at_edit(kind: str, message: SimMessage) -> bool:
+                if len(message.history) - 1 == edits:  # version 0 is the placeholder
+                    seen.append(message.visible_text())
+                    return True
+                return False
+
+            killed = kill_when(slack, a, at_edit)
+            asked, _ = await ask(a, slack, "explain slowly")
+            await asyncio.wait_for(killed.wait(), 15)
+            await slack.wait_for(lambda: finished(slack, asked), timeout=LEASE * 5)
+    [message] = answer_messages(slack, asked)
+    last = message.visible_text().strip().splitlines()[-1]
+    assert last == f"[interrupted: {RECOVERY_REASON}]"
+    if edits:
+        shown = seen[0].strip()
+        assert shown and shown != "Thinking…"
+        assert body(message.visible_text()).startswith(shown), (shown, message.visible_text())
+
+
+@pytest.mark.parametrize("moment", ["part-0-finished", "part-1-posted", "part-1-edited"], ids=str)
+async def test_a_crash_while_a_long_answer_moves_on_leaves_every_part_finished(
+    redis_url: str, moment: str
+) -> None:
+    async with simulators(claude_default=LONG) as (slack, claude):
+        fast_edits = {"edit_interval_seconds": 0.05, "workspace_edits_per_minute": 600,
+                      "workspace_edit_burst": 50}  # fmt: skip
+        async with replicas(slack, claude, redis_url, **fast_edits) as (a, _b):
+            shown: list[str] = []
+
+            def at_moment(kind: str, message: SimMessage) -> bool:
+                parts = [m for m in slack.bot_replies(CHANNEL, message.thread_ts or "")]
+                if moment == "part-0-finished":
+                    hit = kind == "updated" and "continued below" in message.visible_text()
+                elif moment == "part-1-posted":
+                    hit = kind == "posted" and len(parts) == 2
+                else:
+                    hit = kind == "updated" and len(parts) == 2 and message is parts[1]
+                    hit = hit and len(message.history) >= 2
+                if hit:
+                    shown.extend(p.visible_text() for p in parts)
+                return hit
+
+            killed = kill_when(slack, a, at_moment)
+            asked, _ = await ask(a, slack, "write at length")
+            await asyncio.wait_for(killed.wait(), 20)
+            try:
+                await slack.wait_for(lambda: finished(slack, asked), timeout=LEASE * 6)
+            except TimeoutError:
+                print("B LOGS", _b.logs(tail=None)[-5000:])
+                raise
+    messages = answer_messages(slack, asked)
+    assert not any(m.has_button("stop_answer") for m in messages)
+    assert len(messages) <= 3  # no part posted twice
+    assert messages[-1].visible_text().strip().endswith(f"[interrupted: {RECOVERY_REASON}]")
+    recovered = "\n\n".join(body(m.visible_text()) for m in messages)
+    for part in shown:  # every part as readers saw it is still there
+        seen = body(part)
+        if seen and seen != "…":  # a new part shows "…" until its first words
+            assert seen in recovered, seen[:80]
+
+
+async def test_a_finished_answer_is_never_written_again_after_its_owner_dies(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    """The final edit lands, then Redis stalls before the owner can record it, and the owner
+    dies: the record lapses with the answer looking unfinished. The janitor that takes it
+    reads the message back, finds it final, and leaves it as it is."""
+    if not redis_server.managed:
+        pytest.skip("needs a redis-server this test may freeze")
+    script = Script(text=PROSE * 3, chunk_chars=10, chunk_delay=0.02)
+    async with simulators(claude_default=script) as (slack, claude):
+        async with replicas(slack, claude, redis_url) as (a, b):
+            versions_at_kill: list[int] = []
+
+            def at_final(kind: str, message: SimMessage) -> bool:
+                if "Tokens:" in message.visible_text() and not message.has_button("stop_answer"):
+                    redis_server.freeze()
+                    versions_at_kill.append(len(message.history))
+                    return True
+                return False
+
+            killed = kill_when(slack, a, at_final)
+            asked, _ = await ask(a, slack, "a short one")
+            await asyncio.wait_for(killed.wait(), 15)
+            await asyncio.sleep(0.5)
+            redis_server.thaw()
+            await b.logged("already finished; recording that", timeout=LEASE * 6)
+            logs = b.logs(tail=None)
+    [message] = answer_messages(slack, asked)
+    assert len(message.history) == versions_at_kill[0]  # not one edit after the final
+    assert "Tokens:" in message.visible_text() and "[interrupted" not in message.visible_text()
+    assert "recovering an orphaned answer" not in logs
+
+
+async def test_start_up_recovery_never_takes_an_answer_of_this_process() -> None:
+    """Start-up recovery takes back what this replica's earlier process left (same
+    REPLICA_ID, another incarnation), at once; an answer this very process holds, registered
+    before the sweep ran, is left alone whatever its lease."""
+    store = MemoryStore()
+    async with simulators() as (slack, claude):
+        earlier = slack.post_user_message(CHANNEL, "<@UBOT> before the restart", user=ALICE)
+        current = slack.post_user_message(CHANNEL, "<@UBOT> just now", user=ALICE)
+        bot_settings = settings_for(slack, claude, stream_lease_seconds=30)
+
+        def record(asked: SimMessage, incarnation: str) -> AnswerRecord:
+            return AnswerRecord(
+                answer_id=f"{TEAM}-{CHANNEL}-{asked.ts}",
+                team_id=TEAM,
+                channel=CHANNEL,
+                thread_ts=asked.ts,
+                question_ts=asked.ts,
+                asker=ALICE,
+                owner=bot_settings.replica_id,
+                incarnation=incarnation,
+                token=f"{incarnation}-lease",
+                origin=f"{incarnation}-lease",
+            )
+
+        bot = SlackStream(bot_settings, store=store)
+        live = record(current, bot.replier.incarnation)
+        for rec in (record(earlier, "an-earlier-process"), live):
+            assert (await store.register(rec, lease_seconds=30, dedupe_ttl_seconds=60)).registered
+        runner, _ = await start_http(bot)
+        try:
+            await bot.start()
+            await bot.janitor.settle()
+            kept = await store.get(live.answer_id)
+        finally:
+            await bot.shutdown()
+            await runner.cleanup()
+    recovered = slack.bot_replies(CHANNEL, earlier.ts)
+    assert len(recovered) == 1 and "[interrupted" in recovered[0].visible_text()
+    assert slack.bot_replies(CHANNEL, current.ts) == []  # the live answer was not touched
+    assert kept is not None and kept.phase is not Phase.FINISHED and kept.token == live.token
