@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     allowed_users: Annotated[frozenset[str], NoDecode] = frozenset()
     context_token_budget: int = Field(100_000, ge=1_000)
     show_cost: bool = True
+    # Off: a mention Claude writes shows the person's name and notifies nobody.
+    allow_user_mentions: bool = False
     replica_id: str = Field(default_factory=_default_replica_id, min_length=1)
 
     @field_validator("log_level", mode="before")
