@@ -11,7 +11,7 @@ import os
 import socket
 from dataclasses import dataclass
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -185,10 +185,16 @@ class Settings(BaseSettings):
         return str(value.get_secret_value())
 
     def secret_values(self) -> list[str]:
-        """Every configured secret, for the log redaction filter."""
+        """Every configured secret, for the log redaction filter: the credentials and the
+        password in REDIS_URL (`redis://user:password@…` or `?password=…`)."""
         fields = ("slack_bot_token", "slack_signing_secret", "slack_app_token", "anthropic_api_key")
         values = [getattr(self, f) for f in fields]
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        secrets = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        if self.redis_url:
+            parts = urlsplit(self.redis_url)
+            passwords = [parts.password, *parse_qs(parts.query).get("password", [])]
+            secrets += [unquote(p) for p in passwords if p] + [p for p in passwords if p]
+        return list(dict.fromkeys(secrets))
 
     def secret_problems(self, mode: Mode | None) -> list[str]:
         """What is wrong with the credentials for `mode` (None: every one that is set)."""
@@ -218,6 +224,7 @@ def _require_url(value: str, schemes: tuple[str, ...], example: str) -> None:
     try:
         parts = urlsplit(value)
         has_place = bool(parts.netloc) or (parts.scheme == "unix" and bool(parts.path))
+        _ = parts.port  # a port that is not a number (or out of range) raises here, not later
     except ValueError:
         parts, has_place = None, False
     if parts is None or parts.scheme not in schemes or not has_place:
