@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -248,7 +249,8 @@ def _label(message: Message, names: Mapping[str, str]) -> str:
         speaker = message.get("user")
         hint = names.get(str(speaker)) if speaker else message.get("username")
     ident = re.sub(r"[^A-Za-z0-9]", "", str(speaker or "")) or "unknown"
-    shown = _HINT_NOISE.sub(" ", str(hint or "")).strip()[:_HINT_LIMIT].strip()
+    visible = "".join(c if unicodedata.category(c)[0] != "C" else " " for c in str(hint or ""))
+    shown = _HINT_NOISE.sub(" ", visible).strip()[:_HINT_LIMIT].strip()
     return f"[{ident} ({shown})]: " if shown and shown != ident else f"[{ident}]: "
 
 
