@@ -141,6 +141,7 @@ class Answer:
             clock=services.clock,
             hurry=self.hurry,
         )
+        self.message.mentions = render.Mentions(live_users=settings.allow_user_mentions)
         self.pacer = MessagePacer(services.policy)
 
     # -- stopping --------------------------------------------------------------------------------
@@ -321,6 +322,7 @@ class Answer:
             thread.append({"ts": q.ts, "user": q.user, "text": q.text})
         people = sorted({str(m["user"]) for m in thread if m.get("user") and not m.get("bot_id")})
         names = await self.s.threads.names(people)
+        self._know(names)
         return build_conversation(
             thread,
             question_ts=q.ts,
@@ -329,6 +331,13 @@ class Answer:
             names=names,
             token_budget=self.s.settings.context_token_budget,
             skip_ts={self.message.ts},
+        )
+
+    def _know(self, names: dict[str, str]) -> None:
+        """People Claude may mention are shown by name (never notified unless allowed)."""
+        known = {**self.message.mentions.names, **names}
+        self.message.mentions = render.Mentions(
+            names=known, live_users=self.s.settings.allow_user_mentions
         )
 
     # -- publishing ------------------------------------------------------------------------------
@@ -397,9 +406,11 @@ class Answer:
                 self._refused(sent)
                 return 1.0
             part = render.part_text(text, self.message.offset)
-            payload = render.streaming_payload(part, answer_id=self.answer_id)
+            mentions = self.message.mentions
+            payload = render.streaming_payload(part, answer_id=self.answer_id, mentions=mentions)
             if self.message.plain:
-                payload = render.SlackPayload(text=render.plain_pieces(part)[0], blocks=[])
+                plain = render.plain_pieces(part, mentions=mentions)[0]
+                payload = render.SlackPayload(text=plain, blocks=[])
             self.pacer.sent(self.s.clock(), st.deltas)
             await self.message.update(payload, kind, budget_taken=True)
         except SlackFailure as e:
@@ -509,9 +520,13 @@ class Answer:
         self._advance(Phase.FINISHING)
         # Recorded with the final edit's budget token: whoever finishes writes this same text.
         self.lease.note(text=text, phase=Phase.FINISHING, footer=footer or "", notes=tuple(notes))
+        if stop is not None and stop.kind is StopKind.USER:  # "stopped by" names who did
+            self._know(await self.s.threads.names([stop.detail]))
         if outcome is Outcome.FAILED:
             sent = await self.message.deliver(
-                render.error_payload(notes[0]), EditKind.FINAL, wanted=self._wanted
+                render.error_payload(notes[0], mentions=self.message.mentions),
+                EditKind.FINAL,
+                wanted=self._wanted,
             )
         else:
             sent = await self.message.finish(text, footer=footer, notes=notes)

@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 import aiohttp
 import anthropic
@@ -26,9 +24,9 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
-from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import slack_http
 from bot.admission import ADMISSION_TIMEOUT_SECONDS, Admission
 from bot.config import Settings
 from bot.handlers import register_listeners
@@ -375,34 +373,39 @@ class SlackStream:
         return app
 
     async def _slack_events(self, request: web.Request) -> web.StreamResponse:
-        """Verify, validate, hand to Bolt. Refused while draining, so Slack retries elsewhere."""
+        """Authenticate, validate (`slack_http`), hand to Bolt. Refused while draining, so
+        Slack retries elsewhere. Every hostile request gets a 4xx and one log line."""
         if self.draining or not self.ready:
             return web.json_response({"error": "not ready"}, status=503)
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return web.json_response({"error": "body too large"}, status=413)
-        try:
-            body = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return web.json_response({"error": "body is not UTF-8"}, status=400)
         secret = self.settings.slack_signing_secret
-        verifier = SignatureVerifier(secret.get_secret_value() if secret else "")
-        if not verifier.is_valid_request(body, dict(request.headers)):
-            log.info("rejected a request with an invalid or stale signature")
-            return web.json_response({"error": "invalid signature"}, status=401)
-        try:
-            parsed = _parse_slack_body(body, request.content_type)
-        except ValueError as e:
-            log.info("rejected a malformed request", extra={"error": str(e)})
-            return web.json_response({"error": "malformed body"}, status=400)
-        bolt_request = AsyncBoltRequest(
-            body=body,
-            query=request.query_string,
-            headers={k: v for k, v in request.headers.items()},
+        checked = _parse_slack_body(
+            request, raw, secret.get_secret_value() if secret else None, time.time()
         )
+        if isinstance(checked, slack_http.Refusal):
+            log.info(
+                "refused a request", extra={"status": checked.status, "reason": checked.reason}
+            )
+            error = "invalid signature" if checked.status == 401 else checked.reason
+            return web.json_response({"error": error}, status=checked.status)
+        if not checked.dispatch:
+            log.info("acknowledged a request the bot has no listener for")
+            return web.json_response({}, status=200)
+        headers: dict[str, Any] = {name.lower(): v for name, v in request.headers.items()}
+        headers["content-type"] = checked.content_type  # how it was validated is how Bolt reads it
+        try:
+            bolt_request = AsyncBoltRequest(
+                body=checked.body, query=request.query_string, headers=headers
+            )
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as e:
+            # Bolt reads fields `slack_http` did not check: refuse, and say so loudly.
+            log.warning("refused a request Bolt cannot read", extra={"error": type(e).__name__})
+            return web.json_response({"error": "malformed body"}, status=400)
         response = await self.bolt.async_dispatch(bolt_request)
-        if response.status == 404 and parsed.get("type") == "event_callback":
+        if response.status == 404:
             # An event type we don't handle: acknowledge it, or Slack retries and counts failures.
             return web.json_response({}, status=200)
         return await to_aiohttp_response(response)
@@ -432,22 +435,12 @@ class SlackStream:
         )
 
 
-def _parse_slack_body(body: str, content_type: str) -> dict[str, Any]:
-    """Raise ValueError unless the body is an Events API JSON object or an interactivity form."""
-    if content_type == "application/x-www-form-urlencoded":
-        form = parse_qs(body, strict_parsing=bool(body))
-        if "payload" in form:
-            payload = json.loads(form["payload"][0])
-            if not isinstance(payload, dict):
-                raise ValueError("payload is not an object")
-            return payload
-        if "command" in form:
-            return {k: v[0] for k, v in form.items()}
-        raise ValueError("form body without payload")
-    parsed = json.loads(body)
-    if not isinstance(parsed, dict) or "type" not in parsed:
-        raise ValueError("not a Slack event envelope")
-    return parsed
+def _parse_slack_body(
+    request: web.Request, raw: bytes, secret: str | None, now: float
+) -> slack_http.Accepted | slack_http.Refusal:
+    """The signature first, over the raw bytes, then the body (see `slack_http`)."""
+    refusal = slack_http.authenticate(request.headers, raw, secret, now=now)
+    return refusal or slack_http.read_body(raw, request.content_type)
 
 
 async def run_until_signalled(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import sys
 
 from bot.config import ConfigError, Settings, load_settings
-from bot.logs import configure_logging
+from bot.logs import Redactor, configure_logging
 
 
 def _settings_for(mode: str) -> Settings:
@@ -31,7 +32,11 @@ def _check() -> int:
 
     settings = load_settings()
     configure_logging("ERROR", "text", settings.secret_values())
-    return int(asyncio.run(run_check(settings)))
+    # The checklist quotes what Slack, Claude and Redis answered: masked like a log line.
+    report = io.StringIO()
+    code = int(asyncio.run(run_check(settings, report)))
+    sys.stdout.write(Redactor(settings.secret_values())(report.getvalue()))
+    return code
 
 
 def _manifest(url: str | None, socket: bool) -> int:

@@ -5,7 +5,13 @@ Pure policy, no I/O: the handler fetches the thread (`conversations.replies`) an
 - The bot's own messages become `assistant` turns (their visible answer only, via
   `render.visible_answer`), except answers still in flight (those with a Stop button) and
   `skip_ts`; everyone else, other bots included, speaks in `user` turns whose
-  text blocks carry a speaker label (`Alice: …`), so Claude can tell the participants apart.
+  text blocks open with a speaker label, so Claude can tell the participants apart.
+- Who said what cannot be forged: the label is the ID Slack vouches for, with the display name
+  only as a hint that cannot hold the label's own punctuation (`[U0ALICE (alice)]: …`), and
+  text shaped like a label inside a message gets a backslash before its bracket.
+- What people typed stays as harmless as Slack made it: Slack's `&amp;`/`&lt;`/`&gt;` are
+  decoded, except a `<` that would start a Slack token (`&lt;!channel&gt;` stays so), and a real
+  broadcast (`<!here>`) reads as the text it shows (`@here`).
 - Each Slack message is one text block; consecutive messages of one role share a Claude
   message. Separate blocks (rather than joined text) keep every earlier block byte-identical
   when a later message joins the same turn, which is what prompt caching needs.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -38,7 +45,15 @@ Message = Mapping[str, Any]
 # (joins, topic changes, message_changed/message_deleted, tombstones of deleted parents).
 _CONTENT_SUBTYPES = frozenset({"bot_message", "me_message", "file_share", "thread_broadcast"})
 _ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">"}
-_ENTITY_RE = re.compile("&(?:amp|lt|gt);")
+# Slack's entities; a "<" that would start a Slack token (and its closing ">") stays escaped.
+_TOKEN_START = r"&lt;(?:[@#!]|https?://|mailto:)"
+_ENTITY_RE = re.compile(rf"{_TOKEN_START}(?:(?!&lt;)[^<>\n])*?&gt;|{_TOKEN_START}|&(?:amp|lt|gt);")
+_SLACK_TOKEN = re.compile(r"<([^<>\n]*)>")
+_BROADCASTS = frozenset({"here", "channel", "everyone"})
+# Text shaped like a speaker label, wherever it appears in what someone wrote.
+_LABEL_LIKE = re.compile(r"\[(?=[^\[\]\n]*\]:)")
+_HINT_NOISE = re.compile(r"[\[\]()<>:\s]+")
+_HINT_LIMIT = 40
 _CLOSING_PUNCTUATION = frozenset(".,;:!?)")
 _NO_NAMES: Mapping[str, str] = MappingProxyType({})
 _EMPTY_QUESTION = "(no text)"
@@ -191,26 +206,58 @@ def _in_flight(message: Message) -> bool:
 
 
 def _user_body(message: Message, bot_user_id: str) -> str:
-    """What a participant wrote, as they typed it (Slack's &amp;/&lt;/&gt; decoded)."""
-    text = strip_bot_mention(str(message.get("text") or ""), bot_user_id)
-    return _ENTITY_RE.sub(lambda match: _ENTITIES[match[0]], text)
+    """What a participant wrote, as they see it (`_as_text`), label look-alikes escaped."""
+    text = _as_text(strip_bot_mention(str(message.get("text") or ""), bot_user_id))
+    return _LABEL_LIKE.sub(r"\\[", text)
 
 
-def _speaker(message: Message, names: Mapping[str, str]) -> str:
+def _as_text(text: str) -> str:
+    """Slack's message text as its reader sees it: entities decoded unless that would make a
+    Slack token of literal text; a real broadcast or user-group mention as its plain text (Claude
+    may echo what it reads); user and channel mentions and links as the tokens they are."""
+    out: list[str] = []
+    begin = 0
+    for token in _SLACK_TOKEN.finditer(text):
+        out.append(_decoded(text[begin : token.start()]))
+        out.append(_token_text(token[1]))
+        begin = token.end()
+    out.append(_decoded(text[begin:]))
+    return "".join(out)
+
+
+def _decoded(text: str) -> str:
+    return _ENTITY_RE.sub(lambda match: _ENTITIES.get(match[0], match[0]), text)
+
+
+def _token_text(inner: str) -> str:
+    body, _, label = inner.partition("|")
+    if not body.startswith("!"):
+        return f"<{inner}>"
+    if body[1:] in _BROADCASTS:
+        return "@" + body[1:]
+    if body.startswith("!subteam^"):
+        return "@" + (label.strip().lstrip("@") or body.removeprefix("!subteam^"))
+    return label or body[1:]  # a date's fallback text, or another special token's name
+
+
+def _label(message: Message, names: Mapping[str, str]) -> str:
+    """`[ID (hint)]: `: the ID Slack vouches for (a bot's for a bot), the name only as a hint."""
     if message.get("bot_id"):
-        bot_name = (message.get("bot_profile") or {}).get("name") or message.get("username")
-        if bot_name:
-            return str(bot_name)
-    user = message.get("user")
-    if user:
-        return names.get(user) or f"<@{user}>"
-    return str(message.get("username") or message.get("bot_id") or "unknown")
+        speaker = message.get("bot_id")
+        hint = (message.get("bot_profile") or {}).get("name") or message.get("username")
+    else:
+        speaker = message.get("user")
+        hint = names.get(str(speaker)) if speaker else message.get("username")
+    ident = re.sub(r"[^A-Za-z0-9]", "", str(speaker or "")) or "unknown"
+    visible = "".join(c if unicodedata.category(c)[0] != "C" else " " for c in str(hint or ""))
+    shown = _HINT_NOISE.sub(" ", visible).strip()[:_HINT_LIMIT].strip()
+    return f"[{ident} ({shown})]: " if shown and shown != ident else f"[{ident}]: "
 
 
 def _user_turn(
     message: Message, body: str, names: Mapping[str, str], count_tokens: Callable[[str], int]
 ) -> _Turn:
-    label = f"{_speaker(message, names)}: "
+    label = _label(message, names)
     return _Turn("user", label, body, count_tokens(label + body))
 
 

@@ -204,6 +204,7 @@ class Janitor:
             ts=record.message_ts,
         )
         message.adopt = True
+        message.mentions = render.Mentions(live_users=self.settings.allow_user_mentions)
         current = [p for p in await message.find() if p.part == record.part]
         if current and current[0].final:
             answer_log.info(

@@ -14,9 +14,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-# Shapes of credentials, masked even when they are not ours (e.g. pasted into an error message).
+# Shapes of credentials, masked even when they are not ours (e.g. pasted into an error message),
+# and the user:password part of a Redis URL, however short the password.
 _SECRET_SHAPES = re.compile(
-    r"(xox[abposr]-[A-Za-z0-9-]{6,}|xapp-[A-Za-z0-9-]{6,}|sk-ant-[A-Za-z0-9_-]{6,})"
+    r"(xox[abposr]-[A-Za-z0-9-]{6,}|xapp-[A-Za-z0-9-]{6,}|sk-ant-[A-Za-z0-9_-]{6,}"
+    r"|(?<=rediss://)[^\s/@]+(?=@)|(?<=redis://)[^\s/@]+(?=@)|(?<=unix://)[^\s/@]+(?=@))"
 )
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 MASK = "[redacted]"

@@ -154,6 +154,9 @@ class AnswerMessage:
         # so each post first looks for the part in the thread.
         self.adopt = False
         self.posted: list[str] = []  # every message this object posted (to remove a duplicate)
+        # Who Claude may mention, by name, and whether a mention notifies (the operator's
+        # choice); the answer fills in names once it has read the thread.
+        self.mentions = render.Mentions()
         self._hurried_tries = 0
 
     # -- finding -------------------------------------------------------------------------------
@@ -328,9 +331,11 @@ class AnswerMessage:
             if self.lease is not None:
                 self.lease.note(text=text[:cut])
             sent = await self.deliver(
-                render.continued_payload(part_md),
+                render.continued_payload(part_md, mentions=self.mentions),
                 EditKind.CONTINUATION,
-                plain=render.plain_pieces(f"{part_md}\n\n{render.CONTINUED_HINT}"),
+                plain=render.plain_pieces(
+                    f"{part_md}\n\n{render.CONTINUED_HINT}", mentions=self.mentions
+                ),
                 deadline=deadline,
             )
             if not sent.delivered:
@@ -366,10 +371,11 @@ class AnswerMessage:
         if self.lease is not None:
             self.lease.note(text=text)
         plain_tail = "\n\n".join([*notes, *([footer] if footer else [])])
+        plain = f"{body}\n\n{plain_tail}" if body.strip() else plain_tail
         return await self.deliver(
-            render.final_payload(body, footer=footer, notes=notes),
+            render.final_payload(body, footer=footer, notes=notes, mentions=self.mentions),
             EditKind.FINAL,
-            plain=render.plain_pieces(f"{body}\n\n{plain_tail}" if body.strip() else plain_tail),
+            plain=render.plain_pieces(plain, mentions=self.mentions),
             deadline=deadline,
         )
 
@@ -380,7 +386,7 @@ class AnswerMessage:
                 "chat.postMessage",
                 channel=self.ref.channel,
                 thread_ts=self.ref.thread_ts,
-                **render.error_payload(line).as_kwargs(),
+                **render.error_payload(line, mentions=self.mentions).as_kwargs(),
             )
         except SlackFailure as e:
             self.log.warning("could not post a notice", extra={"error": e.error})

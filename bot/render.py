@@ -9,8 +9,14 @@ Why a ``markdown`` block
     translating to mrkdwn would only lose information. What Slack does not do for us:
 
     * ``&``, ``<`` and ``>`` are control characters in Slack text; outside code they are escaped as
-      ``&amp;`` ``&lt;`` ``&gt;``, except Slack's own tokens (``<@U1>``, ``<#C1|x>``, ``<!here>``,
-      ``<!subteam^S1>``, ``<https://…|label>``) and blockquote markers, which must keep working.
+      ``&amp;`` ``&lt;`` ``&gt;``, except blockquote markers and the Slack tokens that are safe to
+      keep live: channel links (``<#C1|x>``), dates and links (``<https://…|label>``).
+    * Claude's text is not the bot's to broadcast with: ``<!here>``, ``<!channel>``,
+      ``<!everyone>`` and user-group mentions become plain ``@here``-style text (plain text never
+      notifies: the bot does not set ``link_names``), and a user mention becomes the person's name
+      without notifying them unless the caller turns live user mentions on (``Mentions``). Inside
+      code, where text is shown as written, an invisible word joiner after ``<`` keeps such a token
+      from being one. A link whose label is a URL of another host shows its real destination.
     * Tables are not rendered reliably, so a Markdown table becomes a fenced monospace block with
       aligned columns (CJK and emoji count as two columns).
     * Limits: 12,000 characters of markdown-block text per payload, about 13,000 characters of block
@@ -48,9 +54,12 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 MARKDOWN_LIMIT = 12_000  # Slack's cap for markdown blocks in one payload
 BODY_LIMIT = 11_000  # what we put in one message's body, leaving room for closers and notes
@@ -98,6 +107,22 @@ class _Fence:
     def closed_by(self, content: str) -> bool:
         stripped = content.strip()
         return len(stripped) >= len(self.marker) and stripped == self.marker[0] * len(stripped)
+
+
+# Code is shown as written, so nothing in it is escaped: an invisible word joiner after "<" keeps
+# a broadcast or a mention there from being a Slack token. Case-insensitive and without the
+# closing ">", to be safe rather than exact. Sizes count it: see `_code_size`.
+_TOKEN_IN_CODE = re.compile(r"<(?=!(?:here|channel|everyone|subteam)|@)", re.IGNORECASE)
+_WORD_JOINER = "\u2060"
+
+
+def _defuse_code(code: str) -> str:
+    return _TOKEN_IN_CODE.sub("<" + _WORD_JOINER, code) if "<" in code else code
+
+
+def _code_size(code: str) -> int:
+    """Upper bound of ``len(_defuse_code(code))``."""
+    return len(code) + code.count("<")
 
 
 def _may_fence(text: str) -> bool:
@@ -202,7 +227,7 @@ def _cell_prose(text: str) -> str:
 
 def _cell_text(cell: str) -> str:
     """A cell as shown in monospace: code spans, links and bold/strike markers unwrapped.
-    Never longer than the cell's source, which keeps the size bound of a partial row valid."""
+    Never longer than ``_code_size`` of the cell's source (the bound a partial row counts)."""
     out: list[str] = []
     begin = 0
     for span in _CELL_CODE.finditer(cell):
@@ -210,7 +235,7 @@ def _cell_text(cell: str) -> str:
         out.append(span[2])
         begin = span.end()
     out.append(_cell_prose(cell[begin:]))
-    return "".join(out)
+    return _defuse_code("".join(out))
 
 
 def _pad(cell: str, width: int, align: str) -> str:
@@ -262,6 +287,7 @@ class _Table:
         widths, extra, ticks, rows = self.widths, self.extra, self.ticks, len(self.rows)
         if extra_row is not None:
             widths, extra, ticks = self._grown(self._fit(extra_row))
+            extra += sum(cell.count("<") for cell in extra_row)  # word joiners in its code
             rows += 1
         line = sum(widths) + 3 * (len(widths) - 1)
         lines = rows + 3  # two fence lines and the separator
@@ -338,7 +364,76 @@ _SLACK_TOKEN = re.compile(
     r"<(?:[@#][A-Z0-9]+|!(?:here|channel|everyone)|!subteam\^[A-Z0-9]+|!date\^[^<>|\n]+"
     r"|(?:https?://|mailto:)[^\s<>|]+)(?:\|[^<>\n]*)?>"
 )
-_SPECIAL = re.compile(r"[\\`<>&\n]")
+_SPECIAL = re.compile(r"[\\`<>&\n\[]")
+
+
+@dataclass(frozen=True)
+class Mentions:
+    """What the caller knows about the people Claude may mention: their display names (user ID →
+    name) and whether a mention may notify them (the operator's ``ALLOW_USER_MENTIONS``). The
+    default knows no names and notifies nobody: a mention then reads ``@U0ABC``."""
+
+    names: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    live_users: bool = False
+
+
+NO_MENTIONS = Mentions()
+
+_NAME_LIMIT = 64
+# Markdown that could turn a display name into formatting or a link.
+_MARKDOWN_ACTIVE = re.compile(r"([\\`*_~\[\]])")
+
+
+def _name_text(name: str, *, markdown: bool) -> str:
+    """A display name (or user-group label) as harmless text: one line, capped, escaped."""
+    kept = (c if c == "\u200d" or unicodedata.category(c)[0] != "C" else " " for c in name)
+    shown = " ".join("".join(kept).split())
+    if len(shown) > _NAME_LIMIT:
+        shown = shown[: _NAME_LIMIT - 1].rstrip() + "…"
+    shown = _escape_plain(shown)
+    return _MARKDOWN_ACTIVE.sub(r"\\\1", shown) if markdown else shown
+
+
+def _host(url: str) -> str | None:
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    return host.rstrip(".") if host else None
+
+
+def _misleading(label: str, target: str) -> bool:
+    """Is ``label`` a URL (or ``www.`` name) of another host than the link's ``target``?"""
+    shown = label.strip().strip("`*_~<>").strip()
+    if shown.lower().startswith("www."):
+        shown = "http://" + shown
+    elif "://" not in shown:
+        return False
+    host = _host(shown)
+    return host is not None and host != _host(target.strip())
+
+
+def _tame(token: str, mentions: Mentions, *, markdown: bool) -> str:
+    """What a Slack token Claude wrote is shown as: channel links, dates and honest links stay
+    live; broadcasts and user-group mentions become plain text; a user mention becomes the
+    person's name unless live user mentions are on; a link labelled with another host's URL
+    shows its real destination instead."""
+    body, _, label = token[1:-1].partition("|")
+    if body.startswith("#") or body.startswith("!date^"):
+        return token
+    if body.startswith("@"):
+        if mentions.live_users:
+            return token
+        user = body[1:]
+        return "@" + _name_text(mentions.names.get(user) or user, markdown=markdown)
+    if body.startswith("!subteam^"):
+        group = label.strip().lstrip("@") or body.removeprefix("!subteam^")
+        return "@" + _name_text(group, markdown=markdown)
+    if body.startswith("!"):
+        return "@" + body[1:]
+    return f"<{body}>" if label and _misleading(label, body) else token
+
+
 _QUOTE_MARKERS = re.compile(r"[ \t]*>(?:[ \t]*>)*")
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _BLOCK_START = re.compile(r"[ \t]*(?:[-+*](?:[ \t]|$)|\d{1,9}[.)](?:[ \t]|$)|#{1,6}(?:[ \t]|$)|>)")
@@ -376,7 +471,7 @@ def _code_span_end(text: str, begin: int, ticks: int, stop: int | None = None) -
     return -1
 
 
-def _escape_block(text: str) -> str:
+def _escape_block(text: str, mentions: Mentions) -> str:
     out: list[str] = []
     i, line_start = 0, True
     while i < len(text):
@@ -412,29 +507,38 @@ def _escape_block(text: str) -> str:
             run = _run(text, j)
             end = _code_span_end(text, j + run, run)
             i = j + run if end < 0 else end
-            out.append(text[j:i])
+            out.append(_defuse_code(text[j:i]))
         elif char == "<" and (token := _SLACK_TOKEN.match(text, j)) is not None:
-            out.append(token[0])
+            out.append(_tame(token[0], mentions, markdown=True))
             i = token.end()
+        elif char == "[":
+            link = _MD_LINK.match(text, j)
+            if link is not None and _misleading(link[1], link[2]):
+                target = _escape_plain(link[2])
+                out.append(f"[{target}]({target})")  # the label says where it really goes
+                i = link.end()
+            else:
+                out.append(char)
         else:
             out.append(_ENTITIES[char])
     return "".join(out)
 
 
-def to_slack_markdown(md: str) -> str:
+def to_slack_markdown(md: str, *, mentions: Mentions = NO_MENTIONS) -> str:
     """Claude Markdown → what Slack's markdown block renders as a user expects.
 
-    Escapes ``&``, ``<``, ``>`` outside code (keeping Slack tokens and blockquote markers), turns
-    tables into aligned monospace blocks, and leaves everything else, code above all, as it is.
+    Escapes ``&``, ``<``, ``>`` outside code (keeping blockquote markers and the Slack tokens
+    that are safe live), shows broadcasts and mentions as ``mentions`` allows, turns tables into
+    aligned monospace blocks, and leaves everything else, code above all, as it is.
     """
     lines = _lines(md)
     if not _may_fence(md) and "|" not in md:  # plain prose, the usual case: escaping only
-        return "".join(_escape_block(block) for block in _inline_blocks(lines))
+        return "".join(_escape_block(block, mentions) for block in _inline_blocks(lines))
     out: list[str] = []
     prose: list[str] = []
 
     def flush() -> None:
-        out.extend(_escape_block(block) for block in _inline_blocks(prose))
+        out.extend(_escape_block(block, mentions) for block in _inline_blocks(prose))
         prose.clear()
 
     i = 0
@@ -446,7 +550,7 @@ def to_slack_markdown(md: str) -> str:
             while end < len(lines) and not fence.closed_by(lines[end].rstrip("\n")):
                 end += 1
             end = min(end + 1, len(lines))
-            out.extend(lines[i:end])
+            out.append(_defuse_code("".join(lines[i:end])))
             i = end
             continue
         found = _table_at(lines, i)
@@ -641,15 +745,17 @@ def _settle_prose(lines: list[str]) -> str:
     return settled[:tail] if _fence_open(settled[tail:]) else settled
 
 
-def render_partial(md_prefix: str) -> str:
+def render_partial(md_prefix: str, *, mentions: Mentions = NO_MENTIONS) -> str:
     """A streaming prefix rendered as if it were complete.
 
     Closes an open code fence (same fence), holds back a fence whose opening line or first line is
     still arriving, an unterminated code span, an incomplete link (from its ``[``) or Slack token
     (from its ``<``), an incomplete table row or a table header still waiting for its delimiter row,
     and a last line that is only a block marker; closes unclosed ``**``/``__``/``*``/``_``/``~~``
-    emphasis of the current paragraph. Then applies ``to_slack_markdown``. Display only.
+    emphasis of the current paragraph. Then applies ``to_slack_markdown`` (with ``mentions``).
+    Display only.
     """
+    show = partial(to_slack_markdown, mentions=mentions)
     lines = _lines(md_prefix)
     fence: _Fence | None = None
     opener = 0
@@ -668,10 +774,10 @@ def render_partial(md_prefix: str) -> str:
         if not last.endswith("\n") and stripped == fence.marker[0] * len(stripped):
             lines.pop()  # a closing fence (or nothing visible) still arriving
         code = "".join(lines)
-        return to_slack_markdown(code + ("" if code.endswith("\n") else "\n") + fence.closer)
+        return show(code + ("" if code.endswith("\n") else "\n") + fence.closer)
     if fence is not None:
         lines = lines[:opener]  # the fence has no content yet
-    return to_slack_markdown("".join(lines[:prose_from]) + _settle_prose(lines[prose_from:]))
+    return show("".join(lines[:prose_from]) + _settle_prose(lines[prose_from:]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -694,7 +800,7 @@ class _Sizer:
 
     def __init__(self, fence: _Fence | None) -> None:
         self.fence = fence
-        self.fixed = len(fence.opener) + 1 if fence else 0
+        self.fixed = _code_size(fence.opener) + 1 if fence else 0
         self.table: _Table | None = None
         self.header: str | None = None  # a line a delimiter row would turn into a table header
         self.header_table = 0
@@ -707,7 +813,7 @@ class _Sizer:
 
     def bound(self, partial: str) -> int:
         if self.fence is not None:
-            return self.fixed + len(partial) + len(self.fence.closer) + 2
+            return self.fixed + _code_size(partial) + len(self.fence.closer) + 2
         if self.table is not None:
             size = self.table.length(True) + _escaped_size(partial)
             if "|" in partial:
@@ -722,7 +828,7 @@ class _Sizer:
         """Take a complete line; return its kind: open, code, close, row, header, sep, text."""
         content = line[:-1]
         if self.fence is not None:
-            self.fixed += len(line)
+            self.fixed += _code_size(line)
             if self.fence.closed_by(content):
                 self.fence = None
                 return "close"
@@ -744,7 +850,7 @@ class _Sizer:
         fence = _fence_open(content)
         if fence is not None:
             self.fence = fence
-            self.fixed += len(line)
+            self.fixed += _code_size(line)
             return "open"
         if "|" in content:
             self.header = line
@@ -1161,13 +1267,13 @@ def stop_button_answer_id(message: dict[str, Any]) -> str | None:
     return None
 
 
-def _escape_mrkdwn(text: str) -> str:
-    """Escape & < > for mrkdwn text, keeping Slack tokens."""
+def _escape_mrkdwn(text: str, mentions: Mentions = NO_MENTIONS) -> str:
+    """Escape & < > for mrkdwn text; Slack tokens shown as ``mentions`` allows (``_tame``)."""
     out: list[str] = []
     begin = 0
     for token in _SLACK_TOKEN.finditer(text):
         out.append(_escape_plain(text[begin : token.start()]))
-        out.append(token[0])
+        out.append(_tame(token[0], mentions, markdown=False))
         begin = token.end()
     out.append(_escape_plain(text[begin:]))
     return "".join(out)
@@ -1215,7 +1321,7 @@ def _plain(md: str) -> str:
     Each rewrite runs only when its marker occurs: this runs on every streaming edit."""
     text = _FENCE_LINE.sub("", md) if _may_fence(md) else md
     if "](" in text:
-        text = _MD_LINK.sub(lambda m: m[1] or m[2], text)
+        text = _MD_LINK.sub(lambda m: m[2] if not m[1] or _misleading(m[1], m[2]) else m[1], text)
     if "**" in text or "__" in text or "~~" in text:
         text = _EMPHASIS.sub("", text)
     if "#" in text:
@@ -1225,8 +1331,10 @@ def _plain(md: str) -> str:
     return text.strip()
 
 
-def _fallback_text(md: str, limit: int = TEXT_FALLBACK_LIMIT) -> str:
-    return _truncate(_escape_mrkdwn(_plain(md)), limit)
+def _fallback_text(
+    md: str, limit: int = TEXT_FALLBACK_LIMIT, mentions: Mentions = NO_MENTIONS
+) -> str:
+    return _truncate(_escape_mrkdwn(_plain(md), mentions), limit)
 
 
 def _within(render: Callable[[str], str], body_md: str, room: int) -> str:
@@ -1259,13 +1367,16 @@ def thinking_payload(*, answer_id: str | None, label: str = "Thinking…") -> Sl
     return _status_payload(label, answer_id)
 
 
-def streaming_payload(body_md_prefix: str, *, answer_id: str | None) -> SlackPayload:
+def streaming_payload(
+    body_md_prefix: str, *, answer_id: str | None, mentions: Mentions = NO_MENTIONS
+) -> SlackPayload:
     """An intermediate edit: the answer so far, rendered safely, and the Stop button."""
-    shown = _within(render_partial, body_md_prefix, MARKDOWN_LIMIT)
+    shown = _within(partial(render_partial, mentions=mentions), body_md_prefix, MARKDOWN_LIMIT)
     blocks = [_markdown_block(shown if shown.strip() else "…")]
     if answer_id:
         blocks.append(_stop_block(answer_id))
-    return SlackPayload(text=_fallback_text(body_md_prefix) or "…", blocks=blocks)
+    text = _fallback_text(body_md_prefix, mentions=mentions)
+    return SlackPayload(text=text or "…", blocks=blocks)
 
 
 def final_payload(
@@ -1274,23 +1385,22 @@ def final_payload(
     footer: str | None,
     notes: Sequence[str] = (),
     answer_id: str | None = None,
+    mentions: Mentions = NO_MENTIONS,
 ) -> SlackPayload:
     """The finished message: body and notes, footer, then ``[interrupted…]`` if among the notes.
 
     No Stop button (``answer_id`` is accepted for symmetry with the other payloads). An empty body
-    is fine: then only the notes and the footer show.
+    is fine: then only the notes and the footer show. ``mentions`` applies to the notes too (a
+    refusal's explanation is Claude's text; ``stopped by <@U…>`` shows the name it gives).
     """
     del answer_id
+    show = partial(to_slack_markdown, mentions=mentions)
     ends = [_truncate(_one_line(note), 500) for note in notes if _is_interrupted_note(note)]
-    others = [
-        to_slack_markdown(_truncate(note, _NOTE_LIMIT))
-        for note in notes
-        if not _is_interrupted_note(note)
-    ]
-    notes_md = _truncate("\n\n".join(others), 2 * _NOTE_LIMIT)
-    ends_md = [to_slack_markdown(end) for end in ends]
+    plain_notes = [_truncate(note, _NOTE_LIMIT) for note in notes if not _is_interrupted_note(note)]
+    notes_md = _truncate("\n\n".join(map(show, plain_notes)), 2 * _NOTE_LIMIT)
+    ends_md = [show(end) for end in ends]
     room = MARKDOWN_LIMIT - len(notes_md) - sum(map(len, ends_md)) - 2
-    body = _within(to_slack_markdown, body_md.rstrip(), room) if body_md.strip() else ""
+    body = _within(show, body_md.rstrip(), room) if body_md.strip() else ""
     main = "\n\n".join(part for part in (body, notes_md) if part)
     if not main and not ends:
         main = _NO_TEXT_NOTE
@@ -1298,13 +1408,13 @@ def final_payload(
     if main:
         blocks.append(_markdown_block(main))
     if footer:
-        blocks.append(_context_block(_escape_mrkdwn(_truncate(footer, _NOTE_LIMIT))))
+        blocks.append(_context_block(_escape_mrkdwn(_truncate(footer, _NOTE_LIMIT), mentions)))
     blocks.extend(_markdown_block(end) for end in ends_md)
 
     tail = "\n".join([*([_truncate(footer, _NOTE_LIMIT)] if footer else []), *ends])
-    extras = "\n\n".join(_plain(note) for note in others)
-    fixed = _escape_mrkdwn("\n\n".join(part for part in (extras, tail) if part))
-    excerpt = _fallback_text(body_md, max(TEXT_FALLBACK_LIMIT - len(fixed) - 2, 0))
+    extras = "\n\n".join(_plain(note) for note in plain_notes)
+    fixed = _escape_mrkdwn("\n\n".join(part for part in (extras, tail) if part), mentions)
+    excerpt = _fallback_text(body_md, max(TEXT_FALLBACK_LIMIT - len(fixed) - 2, 0), mentions)
     text = "\n\n".join(part for part in (excerpt, fixed) if part) or _plain(_NO_TEXT_NOTE)
     return SlackPayload(text=_truncate(text, TEXT_FALLBACK_LIMIT), blocks=blocks)
 
@@ -1317,16 +1427,16 @@ def _closed(body_md: str) -> str:
     return body_md + ("" if body_md.endswith("\n") else "\n") + fence.closer
 
 
-def continued_payload(body_md: str) -> SlackPayload:
+def continued_payload(body_md: str, *, mentions: Mentions = NO_MENTIONS) -> SlackPayload:
     """A finished part of a long answer that goes on in the next message: no footer, a hint."""
-    body = _within(to_slack_markdown, _closed(body_md), MARKDOWN_LIMIT)
+    body = _within(partial(to_slack_markdown, mentions=mentions), _closed(body_md), MARKDOWN_LIMIT)
     return SlackPayload(
-        text=_fallback_text(body_md) or "…",
+        text=_fallback_text(body_md, mentions=mentions) or "…",
         blocks=[_markdown_block(body if body.strip() else "…"), _context_block(_CONTINUED_HINT)],
     )
 
 
-def error_payload(message: str) -> SlackPayload:
+def error_payload(message: str, *, mentions: Mentions = NO_MENTIONS) -> SlackPayload:
     """Replaces the placeholder when the answer failed before any text: one clear line.
 
     It is a notice, not an answer: a section block marked with NOTICE_BLOCK_ID (Slack keeps a
@@ -1334,13 +1444,14 @@ def error_payload(message: str) -> SlackPayload:
     becomes an assistant turn in the next conversation.
     """
     line = message.strip() or ":warning: Something went wrong. Please try again."
+    shown = _within(partial(to_slack_markdown, mentions=mentions), line, 2_000)
     return SlackPayload(
-        text=_fallback_text(line),
+        text=_fallback_text(line, mentions=mentions),
         blocks=[
             {
                 "type": "section",
                 "block_id": NOTICE_BLOCK_ID,
-                "text": {"type": "mrkdwn", "text": _within(to_slack_markdown, line, 2_000)},
+                "text": {"type": "mrkdwn", "text": shown},
             }
         ],
     )
@@ -1349,11 +1460,13 @@ def error_payload(message: str) -> SlackPayload:
 PLAIN_TEXT_LIMIT = 3_900  # per plain message: Slack refuses `text` over 4,000 characters
 
 
-def plain_pieces(md: str, limit: int = PLAIN_TEXT_LIMIT) -> list[str]:
+def plain_pieces(
+    md: str, limit: int = PLAIN_TEXT_LIMIT, *, mentions: Mentions = NO_MENTIONS
+) -> list[str]:
     """All of ``md`` as plain ``text`` pieces of at most ``limit`` characters, cut at
     paragraph, line or word boundaries and never inside an entity or a Slack token: what is
     sent when Slack refuses the rich payload, so nothing of the answer is cut off."""
-    text = _escape_mrkdwn(_plain(md)) or "…"
+    text = _escape_mrkdwn(_plain(md), mentions) or "…"
     pieces: list[str] = []
     while len(text) > limit:
         cut = max(text.rfind("\n\n", 0, limit), text.rfind("\n", 0, limit))
@@ -1419,10 +1532,10 @@ def _rich_inline(elements: list[dict[str, Any]], *, code: bool = False) -> str:
             out.append(f"<@{element.get('user_id', '')}>")
         elif kind == "channel":
             out.append(f"<#{element.get('channel_id', '')}>")
-        elif kind == "usergroup":
-            out.append(f"<!subteam^{element.get('usergroup_id', '')}>")
+        elif kind == "usergroup":  # read as plain text: Claude's echo must not broadcast
+            out.append(f"@{element.get('usergroup_id', '')}")
         elif kind == "broadcast":
-            out.append(f"<!{element.get('range', '')}>")
+            out.append(f"@{element.get('range', '')}")
         elif kind == "emoji":
             out.append(f":{element.get('name', '')}:")
         elif isinstance(element.get("text"), str):
@@ -1452,10 +1565,23 @@ def _rich_text(block: dict[str, Any]) -> str:
     return "\n".join(part.rstrip("\n") for part in parts)
 
 
+_BROADCAST_TOKEN = re.compile(
+    r"<!(?:(here|channel|everyone)|subteam\^([A-Z0-9]*))(?:\|@?([^<>\n]*))?>", re.IGNORECASE
+)
+
+
+def _no_broadcasts(text: str) -> str:
+    """Broadcast tokens read back as the plain text the renderer shows for them."""
+    if "<!" not in text:
+        return text
+    return _BROADCAST_TOKEN.sub(lambda m: "@" + (m[1] or (m[3] or "").strip() or m[2]), text)
+
+
 def visible_answer(message: dict[str, Any]) -> str:
     """The answer body of one of our messages (from conversations.replies), for the history:
     markdown blocks (else rich_text blocks, else ``text``) without footer, notes and
-    ``[interrupted…]``, with Slack's escapes undone."""
+    ``[interrupted…]``, with Slack's escapes undone, and never a live broadcast token (what
+    Claude reads here it may write again)."""
     blocks = [block for block in message.get("blocks") or [] if isinstance(block, dict)]
     if any(block.get("block_id") == NOTICE_BLOCK_ID for block in blocks):
         return ""
@@ -1465,8 +1591,8 @@ def visible_answer(message: dict[str, Any]) -> str:
         if block.get("type") == "markdown" and isinstance(block.get("text"), str)
     ]
     if markdown:
-        return _strip_notes(_unescape("\n\n".join(markdown)))
+        return _no_broadcasts(_strip_notes(_unescape("\n\n".join(markdown))))
     rich = [_rich_text(block) for block in blocks if block.get("type") == "rich_text"]
     if rich:
-        return _strip_notes("\n\n".join(rich))
-    return _strip_notes(_unescape(str(message.get("text") or "")))
+        return _no_broadcasts(_strip_notes("\n\n".join(rich)))
+    return _no_broadcasts(_strip_notes(_unescape(str(message.get("text") or ""))))

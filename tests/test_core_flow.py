@@ -99,8 +99,8 @@ async def test_thread_becomes_conversation_with_roles_labels_and_no_footer() -> 
     assert "Paris is the capital of France." in assistant_text
     assert "Tokens:" not in assistant_text and "[interrupted" not in assistant_text
     last_user = " ".join(b["text"] for b in messages[2]["content"])
-    assert "bob: I thought it was Lyon" in last_user  # other people are labelled
-    assert last_user.rstrip().endswith("alice: and how many people live there?")
+    assert "[U0BOB (bob)]: I thought it was Lyon" in last_user  # labelled by Slack ID
+    assert last_user.rstrip().endswith("[U0ALICE (alice)]: and how many people live there?")
     assert "<@UBOT>" not in last_user  # the bot's own mention is stripped
     # The second read of the thread asked Slack only for what came after the cached messages.
     reads = slack.calls_to("conversations.replies")

@@ -14,6 +14,7 @@ from bot.render import (
     NOTICE_BLOCK_ID,
     STOP_ACTION_ID,
     TEXT_FALLBACK_LIMIT,
+    Mentions,
     Usage,
     continued_payload,
     error_payload,
@@ -41,12 +42,99 @@ def test_control_characters_are_escaped_outside_code() -> None:
     assert to_slack_markdown("if a < b && c > d") == "if a &lt; b &amp;&amp; c &gt; d"
 
 
-def test_slack_tokens_keep_working() -> None:
+def test_channel_links_dates_and_links_keep_working() -> None:
     tokens = (
-        "<@U123> <@U123|ana> <#C42> <#C42|general> <!here> <!channel> <!everyone> "
-        "<!subteam^S77> <https://example.com/a?b=1|the docs> <https://example.com>"
+        "<#C42> <#C42|general> <!date^1392734382^{date_short}|Feb 18, 2014> "
+        "<https://example.com/a?b=1|the docs> <https://example.com> <mailto:a@b.io|mail me>"
     )
     assert to_slack_markdown(f"Hi {tokens} & bye") == f"Hi {tokens} &amp; bye"
+
+
+def test_broadcasts_from_claude_are_plain_text() -> None:
+    md = "Hey <!channel>, <!here> and <!here|here> and <!everyone>; ping <!subteam^S77|@oncall>"
+    expected = "Hey @channel, @here and @here and @everyone; ping @oncall"
+    assert to_slack_markdown(md) == expected
+    assert to_slack_markdown("<!subteam^S77>") == "@S77"
+    live = Mentions(live_users=True)
+    assert to_slack_markdown(md, mentions=live) == expected  # never live, whatever the setting
+
+
+def test_user_mentions_show_the_name_without_notifying_unless_allowed() -> None:
+    md = "Ask <@U0ALICE> or <@U0BOB|bobby>"
+    assert to_slack_markdown(md) == "Ask @U0ALICE or @U0BOB"
+    names = {"U0ALICE": "alice", "U0BOB": "Bob Builder"}
+    assert to_slack_markdown(md, mentions=Mentions(names)) == "Ask @alice or @Bob Builder"
+    assert to_slack_markdown(md, mentions=Mentions(names, live_users=True)) == md
+
+
+def test_a_display_name_cannot_smuggle_tokens_or_markup() -> None:
+    names = {"U1": "<!channel> [x](https://evil.example)\n*admin*", "U2": "x" * 200}
+    shown = to_slack_markdown("<@U1> and <@U2>", mentions=Mentions(names))
+    assert shown.startswith("@&lt;!channel&gt; \\[x\\](https://evil.example) \\*admin\\* and @xxx")
+    assert len(shown) < 150  # a name is capped
+    assert final_payload("<@U1>", footer=None, mentions=Mentions(names)).text == (
+        "@&lt;!channel&gt; [x](https://evil.example) *admin*"
+    )
+
+
+def test_tokens_in_code_are_shown_but_never_live() -> None:
+    joiner = "\u2060"
+    md = "Type `<!here>` or:\n\n```\n<!channel> <@U1> <!subteam^S1>\n```\n"
+    assert to_slack_markdown(md) == (
+        f"Type `<{joiner}!here>` or:\n\n```\n<{joiner}!channel> <{joiner}@U1> "
+        f"<{joiner}!subteam^S1>\n```\n"
+    )
+    table = to_slack_markdown("| a | b |\n|---|---|\n| <!here> | <@U1> |")
+    assert "<!" not in table and "<@" not in table
+    assert f"<{joiner}!here> | <{joiner}@U1>" in table
+
+
+@pytest.mark.parametrize(
+    ("md", "shown"),
+    [
+        (
+            "<https://evil.example/login|https://bank.example/login>",
+            "<https://evil.example/login>",
+        ),
+        (
+            "[https://bank.example](https://evil.example/x)",
+            "[https://evil.example/x](https://evil.example/x)",
+        ),
+        (
+            "[www.bank.example](https://evil.example)",
+            "[https://evil.example](https://evil.example)",
+        ),
+        (
+            "[`https://bank.example`](https://evil.example)",
+            "[https://evil.example](https://evil.example)",
+        ),
+        ("[https://a.io/docs](https://a.io/docs/v2)", "[https://a.io/docs](https://a.io/docs/v2)"),
+        ("<https://a.io/x|https://a.io>", "<https://a.io/x|https://a.io>"),
+        ("[main.py](https://github.com/o/r/main.py)", "[main.py](https://github.com/o/r/main.py)"),
+    ],
+)
+def test_a_link_labelled_with_another_hosts_url_shows_where_it_goes(md: str, shown: str) -> None:
+    assert to_slack_markdown(md) == shown
+
+
+def test_every_payload_neutralises_what_claude_wrote() -> None:
+    hostile = "<!channel> <@U1> <!subteam^S1|@all> [https://bank.example](https://evil.example)"
+    payloads = [
+        streaming_payload(hostile, answer_id="a"),
+        final_payload(
+            hostile,
+            footer="Tokens: 1 in, 1 out",
+            notes=[f"_Claude declined to answer._ {hostile}", interrupted_note(hostile)],
+        ),
+        continued_payload(hostile),
+        error_payload(hostile),
+    ]
+    for payload in payloads:
+        dumped = str(payload.as_kwargs())
+        assert "<!" not in dumped and "<@" not in dumped
+        assert "@channel" in dumped
+        for block in payload.blocks:
+            assert "bank.example" not in str(block)  # plain text of the fallback may say it
 
 
 def test_code_is_never_touched() -> None:
@@ -421,14 +509,22 @@ def test_final_payload_has_body_notes_footer_and_no_stop() -> None:
     assert payload.text.endswith("Tokens: 1,234 in, 567 out")
 
 
+def test_a_note_is_escaped_once_in_the_text_fallback() -> None:
+    payload = final_payload("x", footer=None, notes=["_Claude declined to answer._ a & b"])
+    assert payload.text == "x\n\n_Claude declined to answer._ a &amp; b"
+
+
 def test_interrupted_is_the_last_line_after_the_footer() -> None:
     footer = format_footer(Usage(input_tokens=10, output_tokens=5))
     payload = final_payload(
-        "Partial answ", footer=footer, notes=[interrupted_note("stopped by <@U1>")]
+        "Partial answ",
+        footer=footer,
+        notes=[interrupted_note("stopped by <@U1>")],
+        mentions=Mentions({"U1": "ana"}),
     )
     assert _types(payload) == ["markdown", "context", "markdown"]
-    assert payload.blocks[-1]["text"] == "[interrupted: stopped by <@U1>]"
-    assert payload.text.splitlines()[-1] == "[interrupted: stopped by <@U1>]"
+    assert payload.blocks[-1]["text"] == "[interrupted: stopped by @ana]"
+    assert payload.text.splitlines()[-1] == "[interrupted: stopped by @ana]"
     assert payload.text.splitlines()[-2] == footer
 
 
@@ -499,13 +595,42 @@ def _as_message(payload: render.SlackPayload) -> dict[str, Any]:
 def test_visible_answer_round_trips_the_final_message() -> None:
     body = "Use `a<b` & **care**: x > y.\n\n- one\n- two <@U1>\n\n```\nif (a && b) {}\n```"
     footer = format_footer(Usage(input_tokens=9, output_tokens=9), model="claude-sonnet-5-5")
+    live = Mentions(live_users=True)
     for notes in (
         [],
         ["_(truncated: reached the output limit)_"],
         ["_Claude declined to answer._ Because.", interrupted_note("shutdown")],
     ):
-        message = _as_message(final_payload(body, footer=footer, notes=notes))
+        message = _as_message(final_payload(body, footer=footer, notes=notes, mentions=live))
         assert visible_answer(message) == body
+    shown = _as_message(final_payload(body, footer=footer, mentions=Mentions({"U1": "ana"})))
+    assert visible_answer(shown) == body.replace("<@U1>", "@ana")
+
+
+def test_visible_answer_never_reads_back_a_live_broadcast() -> None:
+    """What Claude reads in the history it may write again: broadcasts come back as text."""
+    message = {"text": "&lt;!channel&gt; <!here> <!subteam^S1|@oncall> <!subteam^S2>"}
+    assert visible_answer(message) == "@channel @here @oncall @S2"
+    markdown = {"blocks": [{"type": "markdown", "text": "a &lt;!everyone&gt; b"}]}
+    assert visible_answer(markdown) == "a @everyone b"
+    rich = {
+        "blocks": [
+            {
+                "type": "rich_text",
+                "elements": [
+                    {
+                        "type": "rich_text_section",
+                        "elements": [
+                            {"type": "broadcast", "range": "channel"},
+                            {"type": "text", "text": " and "},
+                            {"type": "usergroup", "usergroup_id": "S1"},
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
+    assert visible_answer(rich) == "@channel and @S1"
 
 
 def test_visible_answer_of_an_interrupted_empty_answer_is_empty() -> None:

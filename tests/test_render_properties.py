@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from typing import Any
@@ -12,16 +13,20 @@ from hypothesis import strategies as st
 from bot.render import (
     MARKDOWN_LIMIT,
     TEXT_FALLBACK_LIMIT,
+    Mentions,
     Usage,
     continued_payload,
+    error_payload,
     final_payload,
     format_footer,
     interrupted_note,
     join_parts,
     next_cut,
+    part_text,
     placeholder_payload,
     render_partial,
     split_answer,
+    stop_reason_note,
     streaming_payload,
     to_slack_markdown,
     visible_answer,
@@ -354,6 +359,109 @@ def test_every_payload_is_within_slack_limits(md: str, copies: int, interrupted:
     SHORT_WORD_ANSWERS.filter(lambda md: "|---" not in md and "|:-" not in md and "|--:" not in md)
 )
 def test_the_history_reads_back_what_was_written(md: str) -> None:
+    """Up to what was neutralised: broadcasts read back as text, tokens in code stay broken."""
     footer = format_footer(Usage(input_tokens=5, output_tokens=7))
-    message = final_payload(md, footer=footer, notes=[interrupted_note("x")]).as_kwargs()
-    assert visible_answer(message) == md.strip()
+    live = Mentions(live_users=True)
+    message = final_payload(md, footer=footer, notes=[interrupted_note("x")], mentions=live)
+    shown = md.replace("<!here>", "@here").replace("<!subteam^S1>", "@S1")
+    assert visible_answer(message.as_kwargs()) == shown.replace("<@U1>", "<\u2060@U1>").strip()
+
+
+# -- nothing Claude writes broadcasts ------------------------------------------------------------
+
+HOSTILE = st.sampled_from(
+    [
+        "<!channel>",
+        "<!here>",
+        "<!here|here>",
+        "<!everyone>",
+        "<!channel|@channel>",
+        "<!subteam^S0ONCALL>",
+        "<!subteam^S0ONCALL|@oncall>",
+        "<!CHANNEL>",
+        "<@U0ALICE>",
+        "<@U0ALICE|alice>",
+        "<@W0BOB>",
+        "&lt;!channel&gt;",
+        "\\<!here>",
+        "<https://evil.example|https://bank.example>",
+        "[https://bank.example](https://evil.example)",
+        "`<!here>`",
+        "``<@U0ALICE> <!subteam^S1>``",
+        "\n```sh\n<!channel> <@U0ALICE>\n",
+        "\n| <!everyone> | <@W0BOB> |\n",
+        "<#C1|general>",
+        "<!date^1392734382^{date}|today>",
+        "<",
+        ">",
+        "!",
+        "@",
+        "&",
+        "|",
+        "^",
+        "channel",
+        "here",
+        "subteam^S1",
+        "`",
+        "```",
+        "\n```\n",
+        "~~~\n",
+        "\n",
+        "\n\n",
+        " ",
+        "[",
+        "](",
+        ")",
+        "\\",
+        "*",
+        "_",
+        "> ",
+        "- ",
+        "| a | b |\n|---|---|\n| ",
+    ]
+)
+HOSTILE_TEXT = st.lists(st.one_of(HOSTILE, HOSTILE, st.text(max_size=6)), max_size=60).map("".join)
+HOSTILE_NAMES = st.dictionaries(
+    st.sampled_from(["U0ALICE", "W0BOB", "U1"]),
+    st.one_of(st.sampled_from(["<!channel>", "x <@U0ALICE> y", "[a](https://e.io)"]), st.text()),
+)
+BROADCAST = re.compile(r"<!(channel|here|everyone|subteam)", re.IGNORECASE)
+USER_MENTION = re.compile(r"<@[UW]", re.IGNORECASE)
+
+
+def _assert_harmless(payload: Any, mentions: Mentions) -> None:
+    """No string anywhere in the payload holds a live broadcast (or a live user mention, unless
+    the operator allows them)."""
+    dumped = json.dumps(payload.as_kwargs(), ensure_ascii=False)
+    assert not BROADCAST.search(dumped), dumped
+    assert mentions.live_users or not USER_MENTION.search(dumped), dumped
+
+
+@SETTINGS
+@given(HOSTILE_TEXT, HOSTILE_NAMES, st.booleans(), st.data())
+def test_no_payload_ever_broadcasts(
+    md: str, names: dict[str, str], live_users: bool, data: st.DataObject
+) -> None:
+    mentions = Mentions(names, live_users=live_users)
+    cut = data.draw(st.integers(0, len(md)))
+    start = data.draw(st.integers(0, cut))
+    limit = data.draw(st.sampled_from([40, 120, 1_000]))
+    footer = format_footer(Usage(input_tokens=1, output_tokens=2), model=md[:40])
+    notes = [stop_reason_note("refusal", {"explanation": md}) or "", interrupted_note(md)]
+    payloads = [
+        streaming_payload(md[:cut], answer_id="a1", mentions=mentions),
+        streaming_payload(part_text(md, start, cut), answer_id="a1", mentions=mentions),
+        continued_payload(part_text(md, start, cut), mentions=mentions),
+        final_payload(md, footer=footer, notes=notes, mentions=mentions),
+        final_payload(part_text(md, start), footer=None, mentions=mentions),
+        error_payload(md, mentions=mentions),
+        placeholder_payload(md, answer_id="a1"),
+    ]
+    parts = split_answer(md, limit)
+    payloads += [continued_payload(part, mentions=mentions) for part in parts[:-1]]
+    payloads.append(final_payload(parts[-1], footer=footer, mentions=mentions))
+    for payload in payloads:
+        _assert_harmless(payload, mentions)
+    for shown in (render_partial(md[:cut], mentions=mentions), to_slack_markdown(md)):
+        assert not BROADCAST.search(shown)
+    assert not BROADCAST.search(visible_answer(payloads[3].as_kwargs()))
