@@ -281,6 +281,8 @@ class AnswerMessage:
         failure is idempotent. When Slack refuses the payload itself, the answer goes out as
         plain text instead: `plain` holds all of it in pieces, the first for this message and
         the rest posted after it, so a rendering problem never costs the answer."""
+        if self.plain and plain:  # Slack already refused this message's rich payload
+            return await self._deliver_plain(plain, kind, deadline=deadline)
         asked_at = self.clock()  # retries keep their place in the budget's arrival order
         give_up_at = asked_at + deadline
         backoff = 0.5
@@ -296,7 +298,7 @@ class AnswerMessage:
                     return Sent(Delivery.GAVE_UP)
                 await self._pause(0.1)  # a must-send edit the budget did not serve: ask again
             except SlackFailure as e:
-                if e.refusal is Refusal.PAYLOAD and plain and not self.plain:
+                if e.refusal is Refusal.PAYLOAD and plain:
                     self.log.error("payload refused; sending plain text", extra={"error": e.error})
                     return await self._deliver_plain(plain, kind, deadline=deadline)
                 if e.permanent:
@@ -311,6 +313,8 @@ class AnswerMessage:
     async def _deliver_plain(
         self, pieces: Sequence[str], kind: EditKind, *, deadline: float
     ) -> Sent:
+        """The first piece replaces this message's content, the others follow it as messages
+        of the same part (finished: plain text never carries a Stop button)."""
         self.plain = True
         first = render.SlackPayload(text=pieces[0], blocks=[])
         sent = await self.deliver(first, kind, deadline=deadline)

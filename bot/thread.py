@@ -65,10 +65,12 @@ class ThreadReader:
     async def names(self, user_ids: Sequence[str]) -> dict[str, str]:
         """Display names for labelling turns; a failed lookup leaves the person unnamed."""
         now = self.clock()
+        found: dict[str, str] = {}
         for user_id in user_ids:
             known = self._names.get(user_id)
             if known is not None and known[1] > now:
                 self._names.move_to_end(user_id)
+                found[user_id] = known[0]
                 continue
             with contextlib.suppress(SlackFailure):
                 data = await self.slack.call("users.info", user=user_id)
@@ -76,7 +78,9 @@ class ThreadReader:
                 profile = user.get("profile") or {}
                 name = profile.get("display_name") or user.get("real_name") or user.get("name")
                 if name:
+                    found[user_id] = str(name)
                     self._names[user_id] = (str(name), now + NAME_CACHE_SECONDS)
+                    self._names.move_to_end(user_id)
                     while len(self._names) > MAX_NAMES:
                         self._names.popitem(last=False)
-        return {u: self._names[u][0] for u in user_ids if u in self._names}
+        return found
