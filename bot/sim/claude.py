@@ -24,6 +24,7 @@ it (they combine):
 ``[sim:drop]``         the connection is cut after 3 text deltas
 ``[sim:stall]``        the stream goes silent (no pings) after 3 text deltas
 ``[sim:overloaded]``   HTTP 529 ``overloaded_error`` on every attempt
+``[sim:overloaded N]`` HTTP 529 on the first N attempts only (the SDK retries, then it answers)
 =====================  =============================================================
 """
 
@@ -219,6 +220,8 @@ def default_script(body: dict[str, Any], *, chunk_delay: float = 0.0) -> Script:
         script.silence_after = _FAULT_AFTER
     if "overloaded" in directives:
         script.http_error = (529, "overloaded_error")
+        if directives["overloaded"]:  # only the first N attempts: the SDK's retry gets through
+            script.http_error_times = int(directives["overloaded"])
     return script
 
 
@@ -320,6 +323,7 @@ class ClaudeSim:
         self._queue: deque[Script] = deque()
         self._current: Script | None = None
         self._failures = 0
+        self._default_failures: dict[str, int] = {}  # conversation -> failed attempts so far
         self._open_streams = 0
         self._ids = 0
         self._changed = asyncio.Event()
@@ -416,18 +420,28 @@ class ClaudeSim:
 
         A queued script stays at the head of the queue until it has failed `http_error_times`
         consecutive requests (SDK retries included), then answers the next one. A default
-        script is made anew for every request and fails while the failures so far in a row
-        are fewer than its `http_error_times`.
+        script is made anew for every request and fails while the failures so far for the same
+        conversation are fewer than its `http_error_times` (counted per conversation, so
+        concurrent questions do not share a count).
         """
         if self._current is None and self._queue:
             self._current = self._queue.popleft()
             self._failures = 0
-        script = self._current or self._default_script(body)
-        if script.http_error is not None and self._failures < script.http_error_times:
-            self._failures += 1
+        if self._current is not None:
+            script = self._current
+            if script.http_error is not None and self._failures < script.http_error_times:
+                self._failures += 1
+                return script, True
+            self._current = None
+            self._failures = 0
+            return script, False
+        script = self._default_script(body)
+        key = json.dumps(body.get("messages"), sort_keys=True)
+        failed = self._default_failures.get(key, 0)
+        if script.http_error is not None and failed < script.http_error_times:
+            self._default_failures[key] = failed + 1
             return script, True
-        self._current = None
-        self._failures = 0
+        self._default_failures.pop(key, None)
         return script, False
 
     def _default_script(self, body: dict[str, Any]) -> Script:

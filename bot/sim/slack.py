@@ -348,6 +348,11 @@ class SlackSim:
         self._limits[method] = (per_minute, burst)
         self._buckets = {k: b for k, b in self._buckets.items() if k[1] != method}
 
+    def clear_rate_limit(self, method: str) -> None:
+        """Lift a rate limit set with `set_rate_limit` (its bucket is forgotten too)."""
+        self._limits.pop(method, None)
+        self._buckets = {k: v for k, v in self._buckets.items() if k[1] != method}
+
     def add_user(
         self,
         user_id: str,
