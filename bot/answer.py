@@ -26,15 +26,17 @@ import anthropic
 
 from bot import render
 from bot.budget import EditBudget
-from bot.claude import ClaudeFailure, StreamState, describe_failure, stream_answer
+from bot.claude import StreamState, stream_answer
+from bot.closing import Closing, FooterFacts, closing
 from bot.config import Settings
 from bot.conversation import Conversation, build_conversation
 from bot.lease import Lease
 from bot.lifecycle import Outcome, Phase, StopKind, StopRequest, advance
 from bot.logs import ContextLog
-from bot.message import AnswerMessage, AnswerRef, Delivery, Sent
+from bot.message import AnswerMessage, AnswerRef, Sent
 from bot.metrics import Metrics
-from bot.pacing import EditKind, MessagePacer, PacingPolicy, PublishView, plan_edit
+from bot.pacing import EditKind, MessagePacer, PacingPolicy
+from bot.publisher import Publisher
 from bot.question import BotIdentity, Question
 from bot.slackapi import Refusal, SlackCalls, SlackFailure
 from bot.store import AnswerRecord, Registration, Store, StoreError
@@ -45,7 +47,6 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 
 THREAD_WAIT_POLL_SECONDS = 0.25  # a follow-up question re-checks its thread this often
-THINKING_LABEL = "Thinking…"
 # A short line in the thread when Slack still takes one (by `Refusal` value).
 REFUSAL_NOTICES = {
     str(Refusal.MESSAGE_GONE): "The answer stopped because its message was deleted.",
@@ -90,11 +91,8 @@ class Answer:
         self.ending = asyncio.Event()  # the stream ended, or a stop was requested
         self.hurry = asyncio.Event()  # the process is going away: wait for nothing any more
         self.state = StreamState()
-        self.failure: ClaudeFailure | None = None
         self.stream_error: BaseException | None = None
         self.dropped_turns = 0
-        self.first_shown = False
-        self.thinking_shown = False
         settings = services.settings
         token = f"{services.incarnation}:{uuid.uuid4().hex[:12]}"
         record = AnswerRecord(
@@ -142,7 +140,23 @@ class Answer:
             hurry=self.hurry,
         )
         self.message.mentions = render.Mentions(live_users=settings.allow_user_mentions)
-        self.pacer = MessagePacer(services.policy)
+        self.publisher = Publisher(
+            q=q,
+            state=self.state,
+            message=self.message,
+            budget=self.budget,
+            lease=self.lease,
+            pacer=MessagePacer(services.policy),
+            slack=services.slack,
+            metrics=services.metrics,
+            clock=services.clock,
+            log=self.log,
+            placeholder_text=settings.placeholder_text,
+            interval=services.policy.interval,
+            ending=self.ending,
+            wanted=self._wanted,
+            on_stop=self.request_stop,
+        )
 
     # -- stopping --------------------------------------------------------------------------------
 
@@ -255,7 +269,7 @@ class Answer:
 
     async def _stream_and_publish(self, children: asyncio.TaskGroup) -> None:
         stream = children.create_task(self._stream(), name=f"stream-{self.answer_id}")
-        await self._publish()
+        await self.publisher.run()
         if not stream.done():
             stream.cancel()  # a stop: the answer's own child, closed with its connection
         await asyncio.wait({stream})
@@ -340,173 +354,33 @@ class Answer:
             names=known, live_users=self.s.settings.allow_user_mentions
         )
 
-    # -- publishing ------------------------------------------------------------------------------
-
-    async def _publish(self) -> None:
-        """Paced edits while the stream runs, until it ends or a stop is requested."""
-        st = self.state
-        retry_in: float | None = None
-        while not self.ending.is_set():
-            if retry_in is None:
-                await st.changed.wait()
-            else:
-                await self._nap(retry_in)
-            st.changed.clear()
-            retry_in = None
-            if self.ending.is_set():
-                break
-            plan = plan_edit(
-                PublishView(
-                    now=self.s.clock(),
-                    text_length=st.length,
-                    shown_upto=self.message.shown_upto,
-                    deltas=st.deltas,
-                    first_shown=self.first_shown,
-                    thinking=st.thinking,
-                    thinking_shown=self.thinking_shown,
-                ),
-                self.pacer,
-            )
-            if plan.kind is None:
-                continue
-            if plan.kind is EditKind.STATUS:
-                self.thinking_shown = True
-                await self._show_thinking()
-                continue
-            if plan.wait > 0:
-                retry_in = plan.wait
-                continue
-            not_before = await self._edit_streaming(plan.kind)
-            if not_before > 0:
-                retry_in = min(max(not_before, 0.02), 5.0)
-
-    async def _nap(self, seconds: float) -> None:
-        """Pacing waits ignore new deltas (they don't move the next edit) but not the end."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self.ending.wait()
-
-    async def _edit_streaming(self, kind: EditKind) -> float:
-        """Show the newest text: 0.0 when shown, else seconds before trying again."""
-        st = self.state
-        text = st.text()
-        self.lease.note(text=text)  # recorded with the budget's token, before Slack shows it
-        wanted = self._wanted
-        if kind is EditKind.FIRST:
-            wanted = lambda: self._wanted() and not st.done.is_set()  # noqa: E731
-        wait = await self.budget.take(
-            kind, unshown_since=st.changed_at, wanted=wanted, woken=self.ending
-        )
-        if wait > 0:
-            return wait
-        st.changed_at = None
-        try:
-            sent = await self.message.continue_long(text)
-            if not sent.delivered:
-                self._refused(sent)
-                return 1.0
-            part = render.part_text(text, self.message.offset)
-            mentions = self.message.mentions
-            payload = render.streaming_payload(part, answer_id=self.answer_id, mentions=mentions)
-            if self.message.plain:
-                plain = render.plain_pieces(part, mentions=mentions)[0]
-                payload = render.SlackPayload(text=plain, blocks=[])
-            self.pacer.sent(self.s.clock(), st.deltas)
-            await self.message.update(payload, kind, budget_taken=True)
-        except SlackFailure as e:
-            if st.changed_at is None:
-                st.changed_at = self.s.clock()
-            if e.refusal is Refusal.PAYLOAD:
-                self.message.plain = True
-                self.log.warning("payload refused; streaming plain text", extra={"error": e.error})
-            elif e.permanent:
-                self._refused(Sent(Delivery.REFUSED, e))
-            return e.retry_after or self.s.policy.interval or 1.0
-        self.message.shown_upto = len(text)
-        if kind is EditKind.FIRST:
-            self.first_shown = True
-            self.s.metrics.time_to_first_text.observe(self.s.clock() - self.q.received_at)
-        return 0.0
-
-    def _refused(self, sent: Sent) -> None:
-        """Slack will never take this message again: stop now, spend nothing more."""
-        if sent.refusal is None:
-            return
-        error = sent.failure.error if sent.failure else ""
-        self.request_stop(StopRequest(StopKind.SLACK_REFUSED, str(sent.refusal), error))
-
-    async def _show_thinking(self) -> None:
-        """Say that Claude is thinking: in the thread's status, and in the message unless the
-        placeholder already says so (that edit would spend a budget token on nothing)."""
-        if self.s.settings.placeholder_text != THINKING_LABEL:
-            payload = render.thinking_payload(answer_id=self.answer_id, label=THINKING_LABEL)
-            with contextlib.suppress(SlackFailure):
-                await self.message.update(payload, EditKind.STATUS, wanted=self._wanted)
-        with contextlib.suppress(SlackFailure):
-            await self.s.slack.call(
-                "assistant.threads.setStatus",
-                channel_id=self.q.channel,
-                thread_ts=self.q.thread_ts,
-                status="is thinking…",
-            )
-
     # -- the end ---------------------------------------------------------------------------------
 
-    def _closing(self) -> tuple[Outcome, str | None, list[str], str]:
-        """(outcome, footer, notes, text) of the final message, from how the stream ended."""
-        st = self.state
-        text = st.text()
-        stop = self.stop
-        interrupted: str | None = None
-        if stop is not None:
-            interrupted = stop.reason
-        elif self.stream_error is not None:
-            self.failure = describe_failure(
-                self.stream_error,
-                started=st.events > 0,
-                mid_answer=st.length > 0,
-                idle_timeout=self.s.settings.stream_idle_timeout_seconds,
-            )
-            self.s.metrics.claude_errors.labels(self.failure.error_type).inc()
+    def _closing(self) -> Closing:
+        """How this answer ends (decided in `closing`), logged and counted here."""
+        settings = self.s.settings
+        ending = closing(
+            self.state,
+            stop=self.stop,
+            stream_error=self.stream_error,
+            idle_timeout=settings.stream_idle_timeout_seconds,
+            facts=FooterFacts(
+                model=settings.claude_model,
+                elapsed=self.s.clock() - self.q.received_at,
+                show_cost=settings.show_cost,
+                dropped_turns=self.dropped_turns,
+            ),
+        )
+        if ending.failure is not None:
+            self.s.metrics.claude_errors.labels(ending.failure.error_type).inc()
             self.log.warning(
                 "claude stream failed",
-                extra={"error_type": self.failure.error_type, "error": repr(self.stream_error)},
+                extra={"error_type": ending.failure.error_type, "error": repr(self.stream_error)},
             )
-            if not text:
-                return Outcome.FAILED, None, [f":warning: {self.failure.reason}"], ""
-            interrupted = self.failure.reason
-        elif st.stop_reason is None:
+        if ending.ended_early:
             self.s.metrics.claude_errors.labels("no_message_delta").inc()
             self.log.warning("claude stream ended without message_delta")
-            interrupted = "Claude's answer ended early"
-        notes: list[str] = []
-        note = render.stop_reason_note(st.stop_reason, st.stop_details)
-        if interrupted is None and note:
-            notes.append(note)
-        if interrupted is not None:
-            notes.append(render.interrupted_note(interrupted))
-        if interrupted is None:
-            outcome = Outcome.COMPLETED
-        elif stop is not None:
-            outcome = stop.outcome
-        else:
-            outcome = Outcome.INTERRUPTED
-        return outcome, self._footer(), notes, text
-
-    def _footer(self) -> str | None:
-        st = self.state
-        if st.usage is None:
-            return None
-        settings = self.s.settings
-        model = st.model or settings.claude_model
-        cost = render.estimate_cost(st.usage, model) if settings.show_cost else None
-        return render.format_footer(
-            st.usage,
-            elapsed=self.s.clock() - self.q.received_at,
-            model=model,
-            cost_usd=cost,
-            dropped_turns=self.dropped_turns,
-        )
+        return ending
 
     async def _end(self) -> Outcome:
         stop = self.stop
@@ -516,7 +390,8 @@ class Answer:
             return stop.outcome
         if stop is not None and stop.kind is StopKind.SLACK_REFUSED:
             return await self._undeliverable(stop)
-        outcome, footer, notes, text = self._closing()
+        ending = self._closing()
+        outcome, footer, notes, text = ending.outcome, ending.footer, ending.notes, ending.text
         self._advance(Phase.FINISHING)
         # Recorded with the final edit's budget token: whoever finishes writes this same text.
         self.lease.note(text=text, phase=Phase.FINISHING, footer=footer or "", notes=tuple(notes))
@@ -530,7 +405,9 @@ class Answer:
             )
         else:
             sent = await self.message.finish(text, footer=footer, notes=notes)
-        if self.thinking_shown:  # an edit may not clear Slack's thread status; clear it ourselves
+        if (
+            self.publisher.thinking_shown
+        ):  # an edit may not clear Slack's thread status; clear it ourselves
             with contextlib.suppress(SlackFailure):
                 await self.s.slack.call(
                     "assistant.threads.setStatus",
@@ -541,7 +418,9 @@ class Answer:
         if not sent.delivered:
             return await self._final_not_delivered(sent)
         self._advance(Phase.FINISHED)
-        if text and not self.first_shown:  # the whole answer arrived before the first edit
+        if (
+            text and not self.publisher.first_shown
+        ):  # the whole answer arrived before the first edit
             self.s.metrics.time_to_first_text.observe(self.s.clock() - self.q.received_at)
         if self.state.usage is not None:
             self.s.metrics.tokens.labels("in").inc(self.state.usage.total_input)

@@ -36,6 +36,7 @@ from bot.metrics import Metrics
 from bot.pacing import PacingPolicy
 from bot.question import BotIdentity
 from bot.reply import HURRY_SECONDS, Replier
+from bot.retry import Backoff
 from bot.slackapi import SlackCalls, SlackFailure
 from bot.store import InstrumentedStore, MemoryStore, RedisStore, Store, StoreError
 
@@ -158,12 +159,10 @@ class SlackStream:
         )
         self.bolt = AsyncApp(
             client=self.slack_client,
-            signing_secret=(
-                settings.slack_signing_secret.get_secret_value()
-                if settings.slack_signing_secret
-                else None
-            ),
-            request_verification_enabled=settings.slack_signing_secret is not None,
+            # Signatures are checked once, before Bolt sees a request (`slack_http`); Socket
+            # Mode has none. An empty secret keeps Bolt from reading SLACK_SIGNING_SECRET.
+            signing_secret="",
+            request_verification_enabled=False,
             # Listeners only hand the event to a tracked task (`ask`), so running them before
             # the ack costs nothing and no acknowledged event is left untracked.
             process_before_response=True,
@@ -212,7 +211,7 @@ class SlackStream:
         self.ready = True
 
     async def _learn_identity(self) -> BotIdentity:
-        delay = 0.5
+        backoff = Backoff()
         while True:
             try:
                 data = await self.slack.call("auth.test")
@@ -220,8 +219,7 @@ class SlackStream:
                 if e.permanent:
                     raise
                 log.warning("auth.test failed; retrying", extra={"error": e.error})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                await asyncio.sleep(backoff.delay(e.retry_after) or backoff.cap)
                 continue
             return BotIdentity(
                 user_id=str(data.get("user_id") or ""),
@@ -280,18 +278,17 @@ class SlackStream:
 
     async def _forward_cancels(self) -> None:
         """Stop signals from any replica, delivered to the answers streaming here."""
-        backoff = 0.5
+        backoff = Backoff()
         while not self._stopped.is_set():
             try:
                 async for answer_id, user in self.store.cancel_signals():
                     self.replier.stop(answer_id, stopped_by(user))
-                    backoff = 0.5
+                    backoff.reset()
             except StoreError as e:
                 log.warning("cancel signals interrupted; resubscribing", extra={"error": str(e)})
             if self._stopped.is_set():
                 return
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+            await asyncio.sleep(backoff.delay() or backoff.cap)
 
     # -- Dispatcher (called by the Bolt listeners) ---------------------------------------------
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from bot.lifecycle import Phase, StopKind, StopRequest, stopped_by
 from bot.logs import ContextLog
 from bot.metrics import Metrics
+from bot.retry import Backoff
 from bot.store import (
     AnswerRecord,
     Checkpoint,
@@ -278,20 +279,19 @@ class Lease:
         self.release()
         if not self.registered or not self.held:
             return False
-        delay, waited = 0.25, 0.0
+        backoff = Backoff.within(FINISH_RETRY_SECONDS, first=0.25, cap=5.0)
         while True:
             try:
                 state = await self.store.finish(self.answer_id, self.token, outcome=outcome)
             except StoreError as e:
-                if waited >= FINISH_RETRY_SECONDS:
+                wait = backoff.delay()
+                if wait is None:
                     self.log.error(
                         "answer finished, but the store could not record it",
                         extra={"error": str(e)},
                     )
                     return False
-                await asyncio.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(wait)
                 continue
             return state is LeaseState.HELD
 

@@ -99,6 +99,9 @@ def build_manifest(
         interactivity["request_url"] = endpoint
 
     return {
+        # Without it Slack reads the manifest as version 1 (the schema it is validated against
+        # here is 2.0.0).
+        "_metadata": {"major_version": 2},
         "display_information": {
             "name": name,
             "description": "Ask Claude in any thread; the answer streams live into the reply.",

@@ -32,6 +32,7 @@ from bot.lease import Lease
 from bot.logs import ContextLog
 from bot.metrics import Metrics
 from bot.pacing import EditKind
+from bot.retry import Backoff
 from bot.slackapi import Refusal, SlackCalls, SlackFailure
 
 Clock = Callable[[], float]
@@ -188,8 +189,7 @@ class AnswerMessage:
         """Post the current part's message (placeholder or continuation), retried (honouring
         Retry-After) until `deadline` seconds have passed. After a failure that may have taken
         effect the part is looked for in the thread first, so it is never posted twice."""
-        give_up_at = self.clock() + deadline
-        backoff = 0.5
+        backoff = Backoff.within(deadline, clock=self.clock)
         if self.adopt and (found := await self._find_part(self.part)):
             self._posted(found)  # a janitor finishing what a dead replica had posted
             return DELIVERED
@@ -205,11 +205,10 @@ class AnswerMessage:
             except SlackFailure as e:
                 if e.permanent:
                     return Sent(Delivery.REFUSED, e)
-                wait = e.retry_after or backoff
-                if self.clock() + wait > give_up_at or self._hurried():
+                wait = backoff.delay(e.retry_after)
+                if wait is None or self._hurried():
                     return Sent(Delivery.GAVE_UP, e)
                 await self._pause(wait)
-                backoff = min(backoff * 2, 10.0)
                 if e.may_have_taken_effect and (found := await self._find_part(self.part)):
                     self.log.warning("the message was posted after all; using it")
                     self._posted(found)
@@ -284,8 +283,7 @@ class AnswerMessage:
         if self.plain and plain:  # Slack already refused this message's rich payload
             return await self._deliver_plain(plain, kind, deadline=deadline)
         asked_at = self.clock()  # retries keep their place in the budget's arrival order
-        give_up_at = asked_at + deadline
-        backoff = 0.5
+        backoff = Backoff.within(deadline, clock=self.clock)
 
         def still_wanted() -> bool:
             return wanted() and (self.lease is None or self.lease.held)
@@ -294,7 +292,7 @@ class AnswerMessage:
             try:
                 if await self.update(payload, kind, asked_at=asked_at, wanted=still_wanted):
                     return DELIVERED
-                if not still_wanted() or self.clock() > give_up_at:
+                if not still_wanted() or backoff.expired:
                     return Sent(Delivery.GAVE_UP)
                 await self._pause(0.1)  # a must-send edit the budget did not serve: ask again
             except SlackFailure as e:
@@ -304,11 +302,11 @@ class AnswerMessage:
                 if e.permanent:
                     self.log.error("edit refused for good", extra={"error": e.error})
                     return Sent(Delivery.REFUSED, e)
-                if self.clock() > give_up_at or self._hurried():
+                wait = backoff.delay(e.retry_after)
+                if wait is None or self._hurried():
                     self.log.error("edit gave up after retries", extra={"error": e.error})
                     return Sent(Delivery.GAVE_UP, e)
-                await self._pause(e.retry_after or backoff)
-                backoff = min(backoff * 2, 10.0)
+                await self._pause(wait)
 
     async def _deliver_plain(
         self, pieces: Sequence[str], kind: EditKind, *, deadline: float

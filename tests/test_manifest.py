@@ -394,3 +394,12 @@ def test_http_mode_needs_a_url_and_socket_mode_ignores_it() -> None:
 def test_names_slack_would_reject_are_refused(name: str, bot_name: str) -> None:
     with pytest.raises(ValueError, match="characters"):
         build_manifest(url=None, socket=True, name=name, bot_name=bot_name)
+
+
+def test_the_manifest_declares_the_schema_version_it_is_written_for() -> None:
+    """Without `_metadata.major_version: 2` Slack reads a manifest as version 1."""
+    for socket in (False, True):
+        manifest = build_manifest(url=None if socket else "https://bot.example.com", socket=socket)
+        assert manifest["_metadata"] == {"major_version": 2}
+    for path in checked_in_manifests():
+        assert yaml.safe_load(path.read_text())["_metadata"] == {"major_version": 2}

@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
 from bot.pacing import COMPETING_WINDOW_SECONDS
+from bot.retry import Backoff
 from bot.store import lua
 from bot.store.contract import (
     AnswerRecord,
@@ -312,12 +313,12 @@ class RedisStore:
         return self._listen()
 
     async def _listen(self) -> AsyncIterator[tuple[str, str]]:
-        backoff = 0.1
+        backoff = Backoff(first=0.1, cap=5.0)
         while not self._closed.is_set():
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(self._keys.cancel_channel)
-                backoff = 0.1
+                backoff.reset()
                 while not self._closed.is_set():
                     # A read timeout below the client's socket timeout: an idle subscription
                     # returns None here instead of failing and resubscribing every 2 s.
@@ -334,9 +335,8 @@ class RedisStore:
                     closer: Any = pubsub.aclose  # typed only from redis 8.2
                     await closer()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(backoff):
+                async with asyncio.timeout(backoff.delay()):
                     await self._closed.wait()
-            backoff = min(backoff * 2, 5.0)
 
     @staticmethod
     def _parse_signal(message: Mapping[str, Any] | None) -> tuple[str, str] | None:
