@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import anthropic
 
 from bot import render
-from bot.budget import EditBudget
 from bot.claude import StreamState, stream_answer
 from bot.closing import Closing, FooterFacts, closing
 from bot.config import Settings
@@ -117,34 +116,23 @@ class Answer:
             on_stop=self.request_stop,
             log=self.log,
         )
-        self.budget = EditBudget(
-            store=services.store,
-            settings=settings,
-            metrics=services.metrics,
-            policy=services.policy,
-            team_id=q.team_id,
-            answer_id=self.answer_id,
-            lease=self.lease,
-            clock=services.clock,
-            log=self.log,
-            hurry=self.hurry,
-        )
         self.message = AnswerMessage(
             slack=services.slack,
-            budget=self.budget,
+            store=services.store,
+            settings=settings,
+            policy=services.policy,
             lease=self.lease,
-            ref=AnswerRef(self.answer_id, q.team_id, q.channel, q.thread_ts, q.ts),
+            ref=AnswerRef.of(record),
             metrics=services.metrics,
             log=self.log,
             clock=services.clock,
             hurry=self.hurry,
         )
-        self.message.mentions = render.Mentions(live_users=settings.allow_user_mentions)
         self.publisher = Publisher(
             q=q,
             state=self.state,
             message=self.message,
-            budget=self.budget,
+            budget=self.message.budget,
             lease=self.lease,
             pacer=MessagePacer(services.policy),
             slack=services.slack,

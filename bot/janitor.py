@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable
 
 from bot import render
-from bot.budget import EditBudget
 from bot.config import Settings
 from bot.lease import Lease
 from bot.lifecycle import RECOVERY_REASON, Outcome, Phase, StopRequest
@@ -172,29 +171,13 @@ class Janitor:
     ) -> Outcome | None:
         """Finish the answer's messages; the outcome for its tombstone, or None to leave the
         claim to lapse (a later sweep tries again)."""
-        budget = EditBudget(
-            store=self.store,
-            settings=self.settings,
-            metrics=self.metrics,
-            policy=self.policy,
-            team_id=record.team_id,
-            answer_id=record.answer_id,
-            lease=lease,
-            clock=self.clock,
-            log=answer_log,
-            hurry=self.hurry,
-        )
         message = AnswerMessage(
             slack=self.slack,
-            budget=budget,
+            store=self.store,
+            settings=self.settings,
+            policy=self.policy,
             lease=lease,
-            ref=AnswerRef(
-                record.answer_id,
-                record.team_id,
-                record.channel,
-                record.thread_ts,
-                record.question_ts,
-            ),
+            ref=AnswerRef.of(record),
             metrics=self.metrics,
             log=answer_log,
             clock=self.clock,
@@ -204,7 +187,6 @@ class Janitor:
             ts=record.message_ts,
         )
         message.adopt = True
-        message.mentions = render.Mentions(live_users=self.settings.allow_user_mentions)
         current = [p for p in await message.find() if p.part == record.part]
         if current and current[0].final:
             answer_log.info(

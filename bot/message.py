@@ -28,12 +28,14 @@ from typing import Any
 
 from bot import render
 from bot.budget import EditBudget
+from bot.config import Settings
 from bot.lease import Lease
 from bot.logs import ContextLog
 from bot.metrics import Metrics
-from bot.pacing import EditKind
+from bot.pacing import EditKind, PacingPolicy
 from bot.retry import Backoff
 from bot.slackapi import Refusal, SlackCalls, SlackFailure
+from bot.store import AnswerRecord, Store
 
 Clock = Callable[[], float]
 
@@ -87,6 +89,12 @@ class AnswerRef:
     thread_ts: str
     question_ts: str
 
+    @classmethod
+    def of(cls, record: AnswerRecord) -> AnswerRef:
+        return cls(
+            record.answer_id, record.team_id, record.channel, record.thread_ts, record.question_ts
+        )
+
 
 @dataclass(frozen=True)
 class PostedPart:
@@ -126,7 +134,9 @@ class AnswerMessage:
         self,
         *,
         slack: SlackCalls,
-        budget: EditBudget,
+        store: Store,
+        settings: Settings,
+        policy: PacingPolicy,
         lease: Lease | None,
         ref: AnswerRef,
         metrics: Metrics,
@@ -138,7 +148,6 @@ class AnswerMessage:
         ts: str = "",
     ) -> None:
         self.slack = slack
-        self.budget = budget
         self.lease = lease
         self.ref = ref
         self.metrics = metrics
@@ -146,6 +155,18 @@ class AnswerMessage:
         self.clock = clock
         # Set when the process is going away: retries stop waiting, and stop soon.
         self.hurry = hurry or asyncio.Event()
+        self.budget = EditBudget(
+            store=store,
+            settings=settings,
+            metrics=metrics,
+            policy=policy,
+            team_id=ref.team_id,
+            answer_id=ref.answer_id,
+            lease=lease,
+            clock=clock,
+            log=log,
+            hurry=self.hurry,
+        )
         self.part = part
         self.offset = offset
         self.ts = ts
@@ -157,7 +178,7 @@ class AnswerMessage:
         self.posted: list[str] = []  # every message this object posted (to remove a duplicate)
         # Who Claude may mention, by name, and whether a mention notifies (the operator's
         # choice); the answer fills in names once it has read the thread.
-        self.mentions = render.Mentions()
+        self.mentions = render.Mentions(live_users=settings.allow_user_mentions)
         self._hurried_tries = 0
 
     # -- finding -------------------------------------------------------------------------------
