@@ -102,14 +102,25 @@ def _truncate(text: str, limit: int) -> str:
     room = limit - 1
     cut = max(text.rfind(" ", 0, room + 1), text.rfind("\n", 0, room + 1))
     if cut < room // 2:
-        cut = room
-        while 0 < cut < len(text) and not grapheme_break(text, cut):
-            cut -= 1
+        cut = _cluster_boundary(text, room)
+    return text[: _outside_escapes(text, cut, floor=0)].rstrip() + "…"
+
+
+def _cluster_boundary(text: str, cut: int) -> int:
+    """``cut``, or the start of the grapheme cluster it would split (a cut with no word break)."""
+    while 0 < cut < len(text) and not grapheme_break(text, cut):
+        cut -= 1
+    return cut
+
+
+def _outside_escapes(text: str, cut: int, *, floor: int) -> int:
+    """``cut``, or the start of an entity (``&lt;``) or Slack token (``<…>``) it would split when
+    that starts at ``floor`` or later: plain text is cut between them, never inside."""
     for opening, closing in (("&", ";"), ("<", ">")):
         at = text.rfind(opening, 0, cut)
-        if at >= 0 and closing not in text[at:cut]:
+        if at >= floor and closing not in text[at:cut]:
             cut = at
-    return text[:cut].rstrip() + "…"
+    return cut
 
 
 _FENCE_LINE = re.compile(r"^[ \t]*(?:`{3,}|~{3,}).*\n?", re.MULTILINE)
@@ -275,13 +286,8 @@ def plain_pieces(
         if cut < limit // 2:
             cut = text.rfind(" ", 0, limit)
         if cut < limit // 2:
-            cut = limit
-            while 0 < cut < len(text) and not grapheme_break(text, cut):
-                cut -= 1
-        for opening, closing in (("&", ";"), ("<", ">")):
-            at = text.rfind(opening, 0, cut)
-            if at > 0 and closing not in text[at:cut]:
-                cut = at
+            cut = _cluster_boundary(text, limit)
+        cut = _outside_escapes(text, cut, floor=1)  # floor 1: every piece holds something
         pieces.append(text[:cut].rstrip())
         text = text[cut:].lstrip()
     pieces.append(text)
