@@ -86,8 +86,12 @@ def stop_reason_note(stop_reason: str | None, stop_details: dict[str, Any] | Non
 
 
 # A line the bot may have ended an answer with: a note above, the footer or the interrupted note.
+# The bot writes `[interrupted: reason]`, but reading a thread back it recognises every form the
+# operating contract allows: `[interrupted]` and `_[interrupted]_`, each alone or followed by a
+# reason (`_[interrupted]_ (reason)`; also how Slack's rich text reads an italic note back).
 NOTE_LINE = re.compile(
-    r"\[interrupted(?:: .*)?\]"
+    r"\[interrupted: .*\]"
+    r"|(?:\[interrupted\]|_\[interrupted\]_)(?: .*)?"
     r"|Tokens: [\d,]+ in, [\d,]+ out.*"
     r"|_\((?:truncated: |stopped: |paused by Claude|answer cut short|no answer text).*\)_"
     r"|_Claude declined to answer\._.*"

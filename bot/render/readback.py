@@ -2,8 +2,8 @@
 
 Slack returns a message's blocks as posted, or a markdown block stored as ``rich_text``, or only
 the ``text`` fallback; each is read back to the answer's Markdown without what the bot added
-(footer, notes, ``[interrupted…]``) and without a live broadcast token, since what Claude reads
-here it may write again.
+(footer, notes, the interrupted note in any wording) and without a live broadcast token, since
+what Claude reads here it may write again.
 """
 
 from __future__ import annotations
@@ -101,9 +101,9 @@ def _no_broadcasts(text: str) -> str:
 
 def visible_answer(message: dict[str, Any]) -> str:
     """The answer body of one of our messages (from conversations.replies), for the history:
-    markdown blocks (else rich_text blocks, else ``text``) without footer, notes and
-    ``[interrupted…]``, with Slack's escapes undone, and never a live broadcast token (what
-    Claude reads here it may write again)."""
+    markdown blocks (else rich_text blocks, else ``text``) without footer, notes and the
+    interrupted note in any wording (``NOTE_LINE``), with Slack's escapes undone, and never a
+    live broadcast token (what Claude reads here it may write again)."""
     blocks = [block for block in message.get("blocks") or [] if isinstance(block, dict)]
     if any(block.get("block_id") == NOTICE_BLOCK_ID for block in blocks):
         return ""
