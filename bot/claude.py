@@ -20,8 +20,8 @@ import anthropic
 import httpx2
 from anthropic.types import MessageParam, RawMessageStreamEvent
 
-from bot import render
 from bot.config import Settings
+from bot.usage import Usage
 
 Clock = Callable[[], float]
 
@@ -35,7 +35,7 @@ class StreamState:
     deltas: int = 0
     events: int = 0  # any event at all: the stream has started once this is above 0
     thinking: bool = False
-    usage: render.Usage | None = None
+    usage: Usage | None = None
     model: str = ""
     stop_reason: str | None = None
     stop_details: dict[str, Any] | None = None
@@ -79,19 +79,19 @@ def fold_event(state: StreamState, event: RawMessageStreamEvent, now: float) -> 
             state.changed.set()
     elif event.type == "message_start":
         state.model = getattr(event.message, "model", None) or ""
-        state.usage = _usage(getattr(event.message, "usage", None), render.Usage())
+        state.usage = _usage(getattr(event.message, "usage", None), Usage())
     elif event.type == "message_delta":
         state.stop_reason = getattr(event.delta, "stop_reason", None)
         details = getattr(event.delta, "stop_details", None)
         state.stop_details = details.model_dump() if details is not None else None
-        state.usage = _usage(getattr(event, "usage", None), state.usage or render.Usage())
+        state.usage = _usage(getattr(event, "usage", None), state.usage or Usage())
 
 
-def _usage(counts: Any, before: render.Usage) -> render.Usage:
+def _usage(counts: Any, before: Usage) -> Usage:
     """`before` updated with the counts an event carries (absent or None: unchanged)."""
     if counts is None:
         return before
-    return render.Usage(
+    return Usage(
         input_tokens=getattr(counts, "input_tokens", None) or before.input_tokens,
         output_tokens=getattr(counts, "output_tokens", None) or before.output_tokens,
         cache_creation_input_tokens=getattr(counts, "cache_creation_input_tokens", None)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from bot import render
 from bot.claude import ClaudeFailure, StreamState, describe_failure
 from bot.lifecycle import Outcome, StopRequest
+from bot.usage import estimate_cost
 
 ENDED_EARLY = "Claude's answer ended early"
 
@@ -86,7 +87,7 @@ def footer(state: StreamState, facts: FooterFacts) -> str | None:
     if state.usage is None:
         return None
     model = state.model or facts.model
-    cost = render.estimate_cost(state.usage, model) if facts.show_cost else None
+    cost = estimate_cost(state.usage, model) if facts.show_cost else None
     return render.format_footer(
         state.usage,
         elapsed=facts.elapsed,

@@ -202,6 +202,31 @@ def test_footer_interrupted_note_and_placeholders_are_not_sent() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "note",
+    [
+        "[interrupted]",
+        "[interrupted: connection lost]",
+        "_[interrupted]_",
+        "_[interrupted]_ (connection lost)",
+    ],
+)
+def test_an_interrupted_note_in_any_wording_is_not_sent(note: str) -> None:
+    """Every wording the operating contract allows for an earlier answer's last line."""
+    text = f"and then\n\nTokens: 1,234 in, 56 out\n{note}"
+    thread = [
+        human(1, "UALICE", "tell me a story"),
+        own(2, text),
+        own(3, "and so on", blocks=[{"type": "markdown", "text": f"and so on\n\n{note}"}]),
+        human(4, "UBOB", "<@UBOT> the end?"),
+    ]
+    assert shape(build(thread, assistant_text=None)) == [
+        ("user", ["[UALICE (Alice)]: tell me a story"]),
+        ("assistant", ["and then", "and so on"]),
+        ("user", ["[UBOB (Bob)]: the end?"]),
+    ]
+
+
 def test_with_the_real_renderer_only_the_answer_body_is_sent() -> None:
     def posted(n: int, payload: render.SlackPayload) -> dict[str, Any]:
         return own(n, payload.text, blocks=payload.blocks)

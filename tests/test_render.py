@@ -643,6 +643,46 @@ def test_visible_answer_falls_back_to_text() -> None:
     assert visible_answer(message) == "x < y & z"
 
 
+INTERRUPTED_FORMS = [
+    "[interrupted]",
+    "[interrupted: the connection dropped]",
+    "[interrupted] the connection dropped",
+    "_[interrupted]_",
+    "_[interrupted]_ (the connection dropped)",
+]
+
+
+@pytest.mark.parametrize("note", INTERRUPTED_FORMS)
+def test_visible_answer_drops_the_interrupted_note_in_every_wording(note: str) -> None:
+    """The bot writes `[interrupted: reason]`; reading back it knows every form the operating
+    contract allows as a message's last line: after a footer, in its own block, or alone."""
+    assert visible_answer({"text": f"x &lt; y\n\nTokens: 12 in, 3 out · 1.0 s\n{note}"}) == "x < y"
+    blocks = [{"type": "markdown", "text": "x &lt; y"}, {"type": "markdown", "text": note}]
+    assert visible_answer({"blocks": blocks}) == "x < y"
+    assert visible_answer({"text": note}) == ""
+
+
+@pytest.mark.parametrize("reason", ["", " (stopped by @ana)"])
+def test_visible_answer_drops_an_italic_interrupted_note_read_as_rich_text(reason: str) -> None:
+    note = [{"type": "text", "text": "[interrupted]", "style": {"italic": True}}]
+    if reason:
+        note.append({"type": "text", "text": reason})
+    sections = [[{"type": "text", "text": "Half an answer\n"}], note]
+    elements = [{"type": "rich_text_section", "elements": section} for section in sections]
+    message = {"blocks": [{"type": "rich_text", "elements": elements}]}
+    assert visible_answer(message) == "Half an answer"
+
+
+def test_visible_answer_keeps_text_that_only_looks_like_an_interrupted_note() -> None:
+    for body in (
+        "The job was [interrupted] twice.",
+        "[interrupted]: a label of Claude's",
+        "_[interrupted]",
+        "[interrupted]\nand then it went on",
+    ):
+        assert visible_answer({"text": body}) == body
+
+
 def test_visible_answer_reads_rich_text_blocks() -> None:
     message = {
         "text": "fallback",

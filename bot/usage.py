@@ -1,0 +1,64 @@
+"""What one Claude answer used, in tokens, and what that cost.
+
+Pure data and arithmetic: the fold of Claude's stream fills a `Usage`, the footer shows it and
+`estimate_cost` prices it. Kept apart from rendering so that a price change touches no Slack code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Claude's token counts for one answer, as its stream reports them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    @property
+    def total_input(self) -> int:
+        """Everything the prompt cost in tokens: uncached input, cache writes and cache reads."""
+        return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+
+
+# $ per million tokens, input / output (platform.claude.com pricing, late 2026).
+_PRICES: dict[str, tuple[float, float]] = {
+    "claude-fable-5-1": (10.0, 50.0),
+    "claude-opus-5-5": (4.0, 20.0),
+    "claude-sonnet-5-5": (2.0, 10.0),
+    "claude-haiku-5-5": (0.10, 0.50),
+    "claude-opus-4-8": (5.0, 25.0),
+    "claude-opus-4-7": (5.0, 25.0),
+    "claude-opus-4-6": (5.0, 25.0),
+    "claude-opus-4-5": (5.0, 25.0),
+    "claude-sonnet-4-6": (3.0, 15.0),
+    "claude-sonnet-4-5": (3.0, 15.0),
+    "claude-haiku-4-5": (1.0, 5.0),
+}
+# Haiku 5.5 costs more once the prompt passes 100K tokens.
+_LONG_PROMPT_PRICES: dict[str, tuple[int, float, float]] = {
+    "claude-haiku-5-5": (100_000, 0.50, 2.50),
+}
+_CACHE_WRITE, _CACHE_READ = 1.25, 0.1
+
+
+def estimate_cost(usage: Usage, model: str) -> float | None:
+    """Approximate $ cost of one answer; None for a model not in the price table. Dated ids
+    (``claude-haiku-4-5-20251001``) match their base id."""
+    base = next((key for key in _PRICES if model == key or model.startswith(key + "-")), None)
+    if base is None:
+        return None
+    price_in, price_out = _PRICES[base]
+    threshold, long_in, long_out = _LONG_PROMPT_PRICES.get(base, (0, price_in, price_out))
+    if threshold and usage.total_input > threshold:
+        price_in, price_out = long_in, long_out
+    dollars = (
+        usage.input_tokens * price_in
+        + usage.cache_creation_input_tokens * price_in * _CACHE_WRITE
+        + usage.cache_read_input_tokens * price_in * _CACHE_READ
+        + usage.output_tokens * price_out
+    )
+    return dollars / 1_000_000
