@@ -7,7 +7,7 @@ import httpx2
 from bot.claude import StreamState
 from bot.closing import FooterFacts, closing
 from bot.lifecycle import Outcome, shutdown, stopped_by
-from bot.render import Usage
+from bot.usage import Usage
 
 FACTS = FooterFacts(model="claude-sonnet-5-5", elapsed=2.0, show_cost=False)
 CUT = httpx2.RemoteProtocolError("peer closed connection")
