@@ -51,9 +51,9 @@ from bot.config import DEFAULT_SYSTEM_PROMPT, Settings
 from bot.render import STOP_ACTION_ID
 from bot.sim.claude import ClaudeSim, Script
 from bot.sim.events import mention_envelope, sign
+from bot.sim.redis import RedisServer, RedisUnavailable
 from bot.sim.slack import SimMessage, SlackSim
 from tests.harness import SECRET
-from tests.redis_server import RedisServer
 from tests.replica import Replica
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -453,10 +453,10 @@ class Rig:
     """Redis, the simulators, one bot process at a time, and a Slack-like event poster."""
 
     def __init__(self, slack_latency: float) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not on PATH: the benchmark needs a throwaway one")
-        self.redis_server = RedisServer(binary=binary)  # a free port, never 6379
+        try:
+            self.redis_server = RedisServer.local()  # a free port, never 6379
+        except RedisUnavailable as e:
+            raise SystemExit(f"{e}: the benchmark needs a throwaway Redis") from None
         self.sims = Sims(slack_latency)
         self._redis: redis.asyncio.Redis | None = None
         self.redis_pid = 0

@@ -48,9 +48,9 @@ from bot.config import Settings
 from bot.pacing import PacingPolicy
 from bot.sim.claude import ClaudeSim, Script
 from bot.sim.events import EventPoster, mention_envelope
+from bot.sim.redis import RedisServer, RedisUnavailable
 from bot.sim.settings import SIM_SIGNING_SECRET, sim_settings
 from bot.sim.slack import JsonDict, SlackSim
-from tests.redis_server import RedisServer
 
 # What Slack allows (emulated by SlackSim) and how Claude streams.
 SLACK_UPDATES_PER_MINUTE = 50.0
@@ -271,10 +271,11 @@ def _question_index(body: JsonDict) -> int | None:
 @contextlib.contextmanager
 def redis_server() -> Iterator[str | None]:
     """A throwaway redis-server on a free loopback port (never 6379); None without the binary."""
-    if shutil.which("redis-server") is None:
+    try:
+        server = RedisServer.local()
+    except RedisUnavailable:
         yield None
         return
-    server = RedisServer(binary=shutil.which("redis-server"))
     server.start()
     try:
         yield server.url

@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 
 from bot.sim.events import EventPoster
+from bot.sim.redis import free_port
 from tests.harness import SECRET
-from tests.redis_server import free_port
 
 READY_TIMEOUT = 20.0
 

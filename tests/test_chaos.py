@@ -23,9 +23,9 @@ import pytest
 from bot.lifecycle import RECOVERY_REASON
 from bot.sim.claude import default_script
 from bot.sim.events import mention_envelope
+from bot.sim.redis import RedisServer
 from bot.sim.slack import LOST_RESPONSE, SimMessage, SlackSim
 from tests.harness import CHANNEL, TEAM, simulators
-from tests.redis_server import RedisServer
 from tests.replica import Replica
 
 SEED = 20261205

@@ -18,10 +18,10 @@ import pytest
 from bot.app import SlackStream, start_http
 from bot.lifecycle import RECOVERY_REASON, Phase
 from bot.sim.claude import Script
+from bot.sim.redis import RedisServer
 from bot.sim.slack import SimMessage, SlackSim
 from bot.store import AnswerRecord, MemoryStore
 from tests.harness import ALICE, CHANNEL, TEAM, settings_for, simulators
-from tests.redis_server import RedisServer
 from tests.replica import Replica
 from tests.test_replicas import ask, replicas
 

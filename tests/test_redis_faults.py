@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from bot.sim.claude import Script
+from bot.sim.redis import RedisServer
 from bot.sim.slack import SimMessage, SlackSim
 from tests.harness import ALICE, BOB, CHANNEL, simulators
-from tests.redis_server import RedisServer
 from tests.replica import Replica
 from tests.test_replicas import ask, final, replicas
 
