@@ -43,6 +43,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
 import redis.asyncio as aioredis
 
+from bench import peers
 from bot.app import SlackStream, start_http
 from bot.config import Settings
 from bot.pacing import PacingPolicy
@@ -118,8 +119,8 @@ VARIANTS = {
             edits_per_minute=SLACK_UPDATES_PER_MINUTE,
             edit_burst=SLACK_UPDATE_BURST,
         ),
-        Variant("every-20", PacingPolicy.every_20_deltas, baseline="every 20 chunks"),
-        Variant("per-second", PacingPolicy.one_per_second, baseline="1 per second"),
+        Variant("every-20", peers.every_20_deltas, baseline="every 20 chunks"),
+        Variant("per-second", peers.one_per_second, baseline="1 per second"),
     )
 }
 
