@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
-import platform
 import re
 import shutil
 import signal
@@ -47,6 +45,7 @@ import aiohttp
 import redis.asyncio
 from aiohttp import web
 
+from bench.common import RESULTS, ROOT, machine, markdown_table, percentile, write_json, write_text
 from bot.config import DEFAULT_SYSTEM_PROMPT, Settings
 from bot.render import STOP_ACTION_ID
 from bot.sim.claude import ClaudeSim, Script
@@ -56,8 +55,6 @@ from bot.sim.slack import SimMessage, SlackSim
 from tests.harness import SECRET
 from tests.replica import Replica
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 CHANNEL = "C0BENCH"
 BOT_USER = "UBOT"
 TEAM_SIZE = 50  # answers per simulated workspace: the bot's default cap per workspace
@@ -426,14 +423,6 @@ def rss_bytes(pid: int, field: str = "VmRSS") -> int:
     raise RuntimeError(f"no {field} for {pid}")
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-
 # --------------------------------------------------------------------------------------------
 # The rig: redis, simulators, one bot at a time, and a Slack-like event poster
 # --------------------------------------------------------------------------------------------
@@ -756,11 +745,6 @@ def _find_py_spy() -> str | None:
     return found or (str(beside) if beside.exists() else None)
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def _read_optional(path: str) -> str | None:
     file = Path(path)
     return file.read_text() if file.exists() else None
@@ -787,7 +771,7 @@ async def profiled(
         if raw is None:
             return {"skipped": f"py-spy wrote no profile: {err.decode().strip()[-300:]}"}
         if keep is not None:
-            _write(keep, raw)
+            write_text(keep, raw)
         return summarize_profile(raw)
 
 
@@ -1080,29 +1064,6 @@ QUICK = Plan(
 PHASES = ("cpu", "profile", "redis", "memory", "concurrency")
 
 
-def machine(rig: Rig) -> dict[str, Any]:
-    from importlib.metadata import version
-
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu_model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "redis": rig.redis_version,
-        "packages": {
-            p: version(p) for p in ("anthropic", "slack-sdk", "slack-bolt", "aiohttp", "redis")
-        },
-    }
-
-
 def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -1113,7 +1074,7 @@ async def benchmark(
     rig = Rig(slack_latency)
     await rig.start()
     results: dict[str, Any] = {
-        "machine": machine(rig),
+        "machine": machine(redis=rig.redis_version),
         "bot_settings": BOT_ENV,
         "slack_latency_seconds": slack_latency,
         "plan": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(plan).items()},
@@ -1166,12 +1127,6 @@ async def benchmark(
     return results
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def report_sections(r: dict[str, Any]) -> list[str]:
     """The figures as Markdown tables (printed, and the body of overhead.md)."""
     out: list[str] = []
@@ -1179,7 +1134,7 @@ def report_sections(r: dict[str, Any]) -> list[str]:
         out += [
             "## CPU per streamed delta: bot versus bare SDK loop",
             "",
-            _table(
+            markdown_table(
                 ["workload", "answers", "bot µs/delta", "bot CPU s"]
                 + [f"bare `{BARE_LOOPS[k]}` µs/delta (ratio)" for k in BARE_LOOPS]
                 + ["edits/answer", "Slack calls/answer", "(bot − bare) ms per Slack call"]
@@ -1212,7 +1167,7 @@ def report_sections(r: dict[str, Any]) -> list[str]:
         out += [
             "## Redis commands per answer",
             "",
-            _table(
+            markdown_table(
                 [
                     "case",
                     "workload",
@@ -1254,7 +1209,7 @@ def report_sections(r: dict[str, Any]) -> list[str]:
         out += [
             "## Memory per in-flight answer",
             "",
-            _table(
+            markdown_table(
                 ["answers held", "bot RSS MiB", "KiB per answer", "peak RSS so far MiB"],
                 [["0 (after warm-up)", m["baseline_rss_mib"], "", ""]]
                 + [
@@ -1276,7 +1231,7 @@ def report_sections(r: dict[str, Any]) -> list[str]:
         out += [
             "## Concurrent answers versus event acknowledgement",
             "",
-            _table(
+            markdown_table(
                 [
                     "in flight",
                     "events/s",
@@ -1343,15 +1298,15 @@ def report_sections(r: dict[str, Any]) -> list[str]:
             "",
             "CPU by component (the innermost non-stdlib frame of each sample):",
             "",
-            _table(["component", "%"], p["components_percent"]),
+            markdown_table(["component", "%"], p["components_percent"]),
             "",
             "Bot functions by inclusive time:",
             "",
-            _table(["frame", "%"], p["bot_inclusive_percent"]),
+            markdown_table(["frame", "%"], p["bot_inclusive_percent"]),
             "",
             "Top frames by self time:",
             "",
-            _table(["frame", "%"], p["self_percent"]),
+            markdown_table(["frame", "%"], p["self_percent"]),
             "",
         ]
     return out
@@ -1366,7 +1321,7 @@ def render_markdown(r: dict[str, Any], command: str) -> str:
     head = [
         "# Cost of the bot itself (`bench/overhead.py`)",
         "",
-        f"Measured {r['date']} on {m['nproc']} × {m['cpu']}, Linux {m['kernel']}, "
+        f"Measured {r['date']} on {m['nproc']} × {m['cpu_model']}, Linux {m['kernel']}, "
         f"Python {m['python']}, Redis {m['redis']}; "
         + ", ".join(f"{k} {v}" for k, v in m["packages"].items())
         + ".",
@@ -1424,7 +1379,11 @@ def summary(r: dict[str, Any]) -> list[str]:
             [f"concurrent answers at {c['deltas_per_second_each']:g} deltas/s with ack p99 "
              "< 250 ms", largest, f"≥ {CONCURRENCY_TARGET}"]
         )  # fmt: skip
-    return ["## Summary", "", _table(["figure", "measured", "target"], rows), ""] if rows else []
+    return (
+        ["## Summary", "", markdown_table(["figure", "measured", "target"], rows), ""]
+        if rows
+        else []
+    )
 
 
 def main() -> None:
@@ -1480,9 +1439,8 @@ def main() -> None:
     print("\n".join(summary(results) + report_sections(results)))
     out = args.out or (RESULTS if not args.quick and set(phases) == set(PHASES) else None)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "overhead.json").write_text(json.dumps(results, indent=2) + "\n")
-        (out / "overhead.md").write_text(render_markdown(results, results["command"]))
+        write_json(out / "overhead.json", results, indent=2)
+        write_text(out / "overhead.md", render_markdown(results, results["command"]))
         _log(f"wrote {out / 'overhead.md'} and {out / 'overhead.json'}")
 
 

@@ -23,8 +23,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import platform
 import random
 import re
 import shlex
@@ -44,6 +42,7 @@ import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
 import redis.asyncio as aioredis
 
 from bench import peers
+from bench.common import RESULTS, ROOT, machine, markdown_table, percentile, write_json, write_text
 from bot.app import SlackStream, start_http
 from bot.config import Settings
 from bot.pacing import PacingPolicy
@@ -74,7 +73,6 @@ ALL_N = (1, 5, 20, 50)
 TEAM, CHANNEL, BOT_USER = "T0001", "C0BENCH", "UBOT"
 TAG = re.compile(r"bench question (\d+)")
 DEFAULT_SEED = 20_261_125
-RESULTS = Path(__file__).resolve().parent / "results"
 
 log = logging.getLogger("bench.pacing")
 
@@ -543,14 +541,6 @@ def measure(o: Observed) -> Measured:
     )
 
 
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile; NEVER sorts last, so it shows when more than 1 - p fall there."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
-
-
 @dataclass
 class Summary:
     variant: str
@@ -675,49 +665,70 @@ def _seconds(value: float) -> str:
 
 
 def table(summaries: Sequence[Summary]) -> str:
-    head = (
-        "| N | policy | finished | first text p50 / p99 (s) | final p50 / p99 (s) "
-        "| staleness p50 / p99 / max (s) | edits per answer (tried) | 429s (% of updates) "
-        "| finals lost | false [interrupted] |"
-    )
-    rows = [head, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for s in summaries:
-        rows.append(
-            f"| {s.n} | {s.name} | {s.finished}/{s.n} "
-            f"| {_seconds(s.first_text_p50)} / {_seconds(s.first_text_p99)} "
-            f"| {_seconds(s.final_p50)} / {_seconds(s.final_p99)} "
-            f"| {_seconds(s.staleness_p50)} / {_seconds(s.staleness_p99)} / "
-            f"{_seconds(s.staleness_max)} "
-            f"| {s.edits_per_answer:.1f} ({s.edit_attempts_per_answer:.1f}) "
-            f"| {s.rate_limited} ({s.rate_limited_pct:.1f} %) | {s.finals_lost} "
-            f"| {s.false_interruptions} |"
-        )
-    return "\n".join(rows)
+    header = [
+        "N",
+        "policy",
+        "finished",
+        "first text p50 / p99 (s)",
+        "final p50 / p99 (s)",
+        "staleness p50 / p99 / max (s)",
+        "edits per answer (tried)",
+        "429s (% of updates)",
+        "finals lost",
+        "false [interrupted]",
+    ]
+    rows = [
+        [
+            s.n,
+            s.name,
+            f"{s.finished}/{s.n}",
+            f"{_seconds(s.first_text_p50)} / {_seconds(s.first_text_p99)}",
+            f"{_seconds(s.final_p50)} / {_seconds(s.final_p99)}",
+            " / ".join(map(_seconds, (s.staleness_p50, s.staleness_p99, s.staleness_max))),
+            f"{s.edits_per_answer:.1f} ({s.edit_attempts_per_answer:.1f})",
+            f"{s.rate_limited} ({s.rate_limited_pct:.1f} %)",
+            s.finals_lost,
+            s.false_interruptions,
+        ]
+        for s in summaries
+    ]
+    return markdown_table(header, rows, "rlrrrrrrrr")
 
 
 def conditions_table(summaries: Sequence[Summary]) -> str:
     """How the run itself went: a saturated event loop or a slow stream would skew the rest."""
-    rows = [
-        "| N | policy | bot budget (/min, burst) | stream chars/s (p50) | text never shown "
-        "| loop lag p99 / max (ms) | runs at once | run (s) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    header = [
+        "N",
+        "policy",
+        "bot budget (/min, burst)",
+        "stream chars/s (p50)",
+        "text never shown",
+        "loop lag p99 / max (ms)",
+        "runs at once",
+        "run (s)",
     ]
-    for s in summaries:
-        budget = (
-            f"{s.bot_edits_per_minute:g}, {s.bot_edit_burst:g}"
-            if VARIANTS[s.variant].shared
-            else "none"
-        )
-        rows.append(
-            f"| {s.n} | {s.name} | {budget} | {s.stream_chars_per_second:.0f} "
-            f"| {s.never_shown_pct:.1f} % | {1000 * s.loop_lag_p99:.0f} / "
-            f"{1000 * s.loop_lag_max:.0f} | {s.side_by_side} | {s.wall_seconds:.0f} |"
-        )
-    return "\n".join(rows)
+    rows = [
+        [
+            s.n,
+            s.name,
+            (
+                f"{s.bot_edits_per_minute:g}, {s.bot_edit_burst:g}"
+                if VARIANTS[s.variant].shared
+                else "none"
+            ),
+            f"{s.stream_chars_per_second:.0f}",
+            f"{s.never_shown_pct:.1f} %",
+            f"{1000 * s.loop_lag_p99:.0f} / {1000 * s.loop_lag_max:.0f}",
+            s.side_by_side,
+            f"{s.wall_seconds:.0f}",
+        ]
+        for s in summaries
+    ]
+    return markdown_table(header, rows, "rlrrrrrr")
 
 
 def checks_table(all_checks: Sequence[Check]) -> str:
-    rows = ["| N | policy | target | measured | limit | met |", "|---:|---|---|---:|---:|---|"]
+    rows = []
     for c in all_checks:
         shown, limit = (
             (_seconds(c.measured), _seconds(c.limit))
@@ -726,34 +737,16 @@ def checks_table(all_checks: Sequence[Check]) -> str:
             if c.unit == "%"
             else (f"{c.measured:g}", f"{c.limit:g}")
         )
-        rows.append(
-            f"| {c.n} | {c.run} | {c.target} | {shown} | {limit} | {'yes' if c.ok else '**no**'} |"
-        )
-    return "\n".join(rows)
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
+        rows.append([c.n, c.run, c.target, shown, limit, "yes" if c.ok else "**no**"])
+    return markdown_table(["N", "policy", "target", "measured", "limit", "met"], rows, "rllrrl")
 
 
 def bot_code() -> dict[str, Any]:
     """Which bot was measured: the commit, and whether `bot/` differed from it."""
-    root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
         out = subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, check=False
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
         )
         return out.stdout.strip()
 
@@ -881,7 +874,7 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-def write_json(
+def write_results_json(
     runs: Sequence[RunRecord], all_checks: Sequence[Check], meta: dict[str, Any], path: Path
 ) -> None:
     def clean(obj: dict[str, Any]) -> dict[str, Any]:
@@ -903,7 +896,7 @@ def write_json(
         ],
         "targets": [{**clean(asdict(c)), "met": c.ok} for c in all_checks],
     }
-    path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    write_json(path, document)
 
 
 def report(summaries: Sequence[Summary], all_checks: Sequence[Check], meta: dict[str, Any]) -> str:
@@ -1076,8 +1069,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "final_deadline_seconds": FINAL_DEADLINE,
     }
     text = report(summaries, all_checks, meta)
-    (args.out / "pacing-table.md").write_text(text, encoding="utf-8")
-    write_json(runs, all_checks, meta, args.out / "pacing.json")
+    write_text(args.out / "pacing-table.md", text)
+    write_results_json(runs, all_checks, meta, args.out / "pacing.json")
     plot_timelines(runs, args.out / "pacing-timeline.png")
     plot_staleness(runs, args.out / "pacing-staleness.png")
     print(text)
