@@ -49,14 +49,12 @@ from bench.common import RESULTS, ROOT, machine, markdown_table, percentile, wri
 from bot.config import DEFAULT_SYSTEM_PROMPT, Settings
 from bot.render import STOP_ACTION_ID
 from bot.sim.claude import ClaudeSim, Script
-from bot.sim.events import mention_envelope, sign
+from bot.sim.events import EventPoster, mention_envelope
 from bot.sim.redis import RedisServer, RedisUnavailable
+from bot.sim.replica import Replica
+from bot.sim.rig import BOT_USER, CHANNEL, event_poster, simulators
 from bot.sim.slack import SimMessage, SlackSim
-from tests.harness import SECRET
-from tests.replica import Replica
 
-CHANNEL = "C0BENCH"
-BOT_USER = "UBOT"
 TEAM_SIZE = 50  # answers per simulated workspace: the bot's default cap per workspace
 ACK_TARGET = 0.25  # seconds, event acknowledgement p99
 RATIO_TARGET = 1.3
@@ -177,13 +175,12 @@ def _outcome(kind: str, text: str) -> str:
 class SimsServer:
     """SlackSim and ClaudeSim plus a small control API for the benchmark driver."""
 
-    def __init__(self, slack_latency: float) -> None:
-        self.slack = SlackSim(latency=slack_latency)
-        self.claude = ClaudeSim(default=bench_script)
+    def __init__(self, slack: SlackSim, claude: ClaudeSim) -> None:
+        self.slack = slack
+        self.claude = claude
         self.outcomes: dict[str, str] = {}  # question ts -> how its answer ended
         self.finals_at: dict[str, float] = {}  # question ts -> when its answer first ended
         self.serial = 0
-        self.slack.add_channel(CHANNEL)
         self.slack.on_change.append(self._changed)
 
     def _changed(self, kind: str, message: SimMessage) -> None:
@@ -225,9 +222,13 @@ class SimsServer:
         self.finals_at.clear()
         return web.json_response({})
 
-    async def run(self) -> None:
-        slack_url = await self.slack.start()
-        claude_url = await self.claude.start()
+    @classmethod
+    async def run(cls, slack_latency: float) -> None:
+        """Serve the simulators and the control API until SIGTERM or SIGINT."""
+        async with simulators(claude_default=bench_script, latency=slack_latency) as sims:
+            await cls(*sims).serve()
+
+    async def serve(self) -> None:
         app = web.Application()
         app.router.add_post("/questions", self.questions)
         app.router.add_get("/stats", self.stats)
@@ -240,13 +241,10 @@ class SimsServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        print(
-            json.dumps({"slack": slack_url, "claude": claude_url, "control": control}), flush=True
-        )
+        urls = {"slack": self.slack.api_url, "claude": self.claude.base_url, "control": control}
+        print(json.dumps(urls), flush=True)
         await stop.wait()
         await runner.cleanup()
-        await self.claude.stop()
-        await self.slack.stop()
 
 
 class Sims:
@@ -451,7 +449,10 @@ class Rig:
         self.redis_pid = 0
         self.redis_version = ""
         self.bot: Replica | None = None
-        self._session: aiohttp.ClientSession | None = None
+        # Signed event delivery to the bot; no connection cap: a queue in the poster would be
+        # counted as the bot's latency.
+        self.poster: EventPoster | None = None
+        self._session: aiohttp.ClientSession | None = None  # the bot's /metrics
         self.serial = 0  # questions posted so far: picks each one's workspace
 
     @property
@@ -465,8 +466,7 @@ class Rig:
         info = await self.redis.info("server")
         self.redis_pid, self.redis_version = int(info["process_id"]), str(info["redis_version"])
         await self.sims.start()
-        # No connection cap: a queue in the poster would be counted as the bot's latency.
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        self._session = aiohttp.ClientSession()
 
     async def close(self) -> None:
         await self.stop_bot()
@@ -494,8 +494,12 @@ class Rig:
             **{**BOT_ENV, **env},
         )
         await self.bot.start()
+        self.poster = event_poster(self.bot.url, connection_limit=0)
 
     async def stop_bot(self) -> None:
+        if self.poster is not None:
+            await self.poster.close()
+            self.poster = None
         if self.bot is not None:
             await self.bot.close()
             self.bot = None
@@ -506,23 +510,18 @@ class Rig:
 
     async def post(self, batch: Batch, index: int) -> None:
         """Deliver one question's `app_mention` as Slack would; record the acknowledgement time."""
-        assert self.bot is not None and self._session is not None
+        assert self.poster is not None
         ts, user = batch.questions[index]
         team = f"T{self.serial // TEAM_SIZE:05d}"
         self.serial += 1
         envelope = mention_envelope(
             team_id=team, channel=CHANNEL, user=user, text=batch.text, ts=ts, bot_user_id=BOT_USER
         )
-        raw = json.dumps(envelope).encode()
-        headers = {**sign(raw, SECRET, int(time.time())), "Content-Type": "application/json"}
         started = time.monotonic()
         batch.post_at[ts] = started
-        async with self._session.post(
-            f"{self.bot.url}/slack/events", data=raw, headers=headers
-        ) as response:
-            await response.read()
-            if response.status != 200:
-                raise RuntimeError(f"event refused: HTTP {response.status}")
+        status, _ = await self.poster.post_event(envelope)
+        if status != 200:
+            raise RuntimeError(f"event refused: HTTP {status}")
         batch.acks[ts] = time.monotonic() - started
 
     async def post_all(self, batch: Batch) -> None:
@@ -1416,7 +1415,7 @@ def main() -> None:
     parser.add_argument("--answers", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sims:
-        asyncio.run(SimsServer(args.slack_latency).run())
+        asyncio.run(SimsServer.run(args.slack_latency))
         return
     if args.bare:
         result = asyncio.run(bare_loop(args.claude_url, args.question, args.answers, args.bare))

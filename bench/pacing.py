@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,13 +43,12 @@ import redis.asyncio as aioredis
 
 from bench import peers
 from bench.common import RESULTS, ROOT, machine, markdown_table, percentile, write_json, write_text
-from bot.app import SlackStream, start_http
+from bot.app import SlackStream
 from bot.config import Settings
 from bot.pacing import PacingPolicy
 from bot.sim.claude import ClaudeSim, Script
-from bot.sim.events import EventPoster, mention_envelope
 from bot.sim.redis import RedisServer, RedisUnavailable
-from bot.sim.settings import SIM_SIGNING_SECRET, sim_settings
+from bot.sim.rig import CHANNEL, running_bot, simulators
 from bot.sim.slack import JsonDict, SlackSim
 
 # What Slack allows (emulated by SlackSim) and how Claude streams.
@@ -70,7 +69,6 @@ POLL = 0.05  # how often the runner looks at the simulators; measurements use th
 MAX_STREAMING = 20
 
 ALL_N = (1, 5, 20, 50)
-TEAM, CHANNEL, BOT_USER = "T0001", "C0BENCH", "UBOT"
 TAG = re.compile(r"bench question (\d+)")
 DEFAULT_SEED = 20_261_125
 
@@ -282,15 +280,10 @@ def redis_server() -> Iterator[str | None]:
         server.close()
 
 
-def bot_settings(
-    variant: Variant,
-    slack: SlackSim | None = None,
-    claude: ClaudeSim | None = None,
-    redis_url: str | None = None,
-) -> Settings:
-    """The simulators' wiring with the bot's production pacing knobs; settings not named here
-    keep their defaults (the report lists the ones that matter)."""
-    pacing: dict[str, Any] = {
+def bot_settings(variant: Variant, redis_url: str | None = None) -> dict[str, Any]:
+    """The bot's production pacing knobs; settings not named here keep their defaults (the
+    report lists the ones that matter)."""
+    return {
         "redis_url": redis_url,
         "edit_interval_seconds": 1.0,
         "workspace_edits_per_minute": variant.edits_per_minute,
@@ -298,13 +291,10 @@ def bot_settings(
         "shutdown_grace_seconds": 1.0,
         "replica_id": "bench",
     }
-    if slack is None or claude is None:  # only the defaults are wanted (for the report)
-        return Settings(**pacing)
-    return sim_settings(slack, claude, **pacing)
 
 
 def settings_report(variants: Sequence[Variant]) -> dict[str, Any]:
-    base = bot_settings(variants[0])
+    base = Settings(**bot_settings(variants[0]))
     return {
         "edit_interval_seconds": base.edit_interval_seconds,
         "stream_lease_seconds": base.stream_lease_seconds,
@@ -316,26 +306,6 @@ def settings_report(variants: Sequence[Variant]) -> dict[str, Any]:
         },
         "store": "MemoryStore, or RedisStore on a throwaway redis-server for [Redis] runs",
     }
-
-
-@contextlib.asynccontextmanager
-async def running_bot(
-    slack: SlackSim, claude: ClaudeSim, variant: Variant, redis_url: str | None
-) -> AsyncIterator[tuple[SlackStream, EventPoster]]:
-    """The bot as `tests/harness.py` starts it, on a free loopback port, with `variant`'s pacing."""
-    settings = bot_settings(variant, slack, claude, redis_url)
-    bot = SlackStream(settings, policy=variant.policy())
-    runner, url = await start_http(bot)
-    await bot.start()
-    poster = EventPoster(f"{url}/slack/events", SIM_SIGNING_SECRET)
-    try:
-        yield bot, poster
-    finally:
-        await poster.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SHUTDOWN_DEADLINE):
-                await bot.shutdown()
-        await runner.cleanup()
 
 
 async def _watch_loop_lag(samples: list[float], stop: asyncio.Event) -> None:
@@ -395,36 +365,27 @@ async def run_once(variant: Variant, n: int, seed: int, redis_url: str | None) -
     started = time.monotonic()
     try:
         async with (
-            SlackSim(rate_limits=limits, latency=SLACK_LATENCY) as slack,
-            ClaudeSim(default=script_for) as claude,
-            running_bot(slack, claude, variant, redis_url) as (bot, poster),
+            simulators(claude_default=script_for, rate_limits=limits, latency=SLACK_LATENCY) as (
+                slack,
+                claude,
+            ),
+            running_bot(
+                slack,
+                claude,
+                policy=variant.policy(),
+                fast=False,
+                shutdown_timeout=SHUTDOWN_DEADLINE,
+                **bot_settings(variant, redis_url),
+            ) as harness,
         ):
-            slack.add_channel(CHANNEL)
             users = [f"U0B{i:03d}" for i in range(n)]  # one asker each: no per-user cap applies
             for i, user in enumerate(users):
                 slack.add_user(user, f"asker{i}")
-            questions = [
-                slack.post_user_message(CHANNEL, f"<@{BOT_USER}> bench question {i}", user=user)
-                for i, user in enumerate(users)
-            ]
-
-            async def mention(i: int) -> None:
-                q = questions[i]
-                envelope = mention_envelope(
-                    team_id=TEAM,
-                    channel=CHANNEL,
-                    user=users[i],
-                    text=q.text,
-                    ts=q.ts,
-                    bot_user_id=BOT_USER,
-                )
-                status, body = await poster.post_event(envelope)
-                if status != 200:
-                    raise RuntimeError(f"the bot refused mention {i}: {status} {body}")
-
-            await asyncio.gather(*(mention(i) for i in range(n)))
+            questions = await asyncio.gather(
+                *(harness.mention(f"bench question {i}", user=u) for i, u in enumerate(users))
+            )
             streams = Streams(claude)
-            await _wait_until_settled(bot, streams, answers, started)
+            await _wait_until_settled(harness.bot, streams, answers, started)
             observed = [
                 _observe(slack, streams, a, q.ts) for a, q in zip(answers, questions, strict=True)
             ]

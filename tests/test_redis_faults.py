@@ -13,9 +13,9 @@ import pytest
 
 from bot.sim.claude import Script
 from bot.sim.redis import RedisServer
+from bot.sim.replica import Replica
 from bot.sim.slack import SimMessage, SlackSim
 from tests.harness import ALICE, BOB, CHANNEL, simulators
-from tests.replica import Replica
 from tests.test_replicas import ask, final, replicas
 
 STEADY = Script(text="a steady answer that takes a while. " * 40, chunk_chars=12, chunk_delay=0.05)

@@ -13,9 +13,9 @@ import pytest
 
 from bot.sim.claude import Script
 from bot.sim.redis import RedisServer, free_port
+from bot.sim.replica import Replica
 from bot.sim.slack import SimMessage, SlackSim
 from tests.harness import CHANNEL, simulators
-from tests.replica import Replica
 from tests.test_replicas import ask, final
 
 GRACE = 2.0

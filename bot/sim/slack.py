@@ -53,6 +53,7 @@ MAX_BLOCKS = 50
 SECTION_TEXT_LIMIT = 3000
 HEADER_TEXT_LIMIT = 150
 MAX_PAGE = 1000
+DEFAULT_BOT_TOKEN = "xoxb-sim"
 _TS_EPOCH = 1_700_000_000
 _TS_STEP = 100  # microseconds between two generated timestamps
 
@@ -251,7 +252,7 @@ class SlackSim:
         team_id: str = "T0001",
         bot_user_id: str = "UBOT",
         bot_id: str = "BBOT",
-        bot_token: str = "xoxb-sim",
+        bot_token: str = DEFAULT_BOT_TOKEN,
         app_token: str = "xapp-sim",
         latency: float = 0.0,
         rate_limits: dict[str, tuple[float, float]] | None = None,
