@@ -21,6 +21,10 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.pacing import TokenBucket
+from bot.slackts import parse as parse_ts
+from bot.slackts import ts_key
+
 JsonDict = dict[str, Any]
 Handler = Callable[[JsonDict], JsonDict]
 
@@ -92,12 +96,6 @@ def _block_texts(block: JsonDict) -> list[str]:
     return []
 
 
-def _ts_key(ts: str) -> tuple[int, int]:
-    """A sortable form of a Slack timestamp ("seconds.micros"); ValueError when malformed."""
-    seconds, _, fraction = ts.partition(".")
-    return int(seconds), int(fraction.ljust(6, "0")[:6])
-
-
 @dataclass
 class SimMessage:
     """One stored message, with every version of its payload."""
@@ -147,26 +145,6 @@ class SimCall:
     error: str | None
     team_id: str
     peer: str = ""  # the client's "host:port": calls over one kept-alive connection share it
-
-
-@dataclass
-class _Bucket:
-    """A token bucket: ``burst`` calls at once, refilled at ``per_minute``."""
-
-    per_minute: float
-    burst: float
-    tokens: float
-    updated: float
-
-    def take(self, now: float) -> float:
-        """Take one token; return 0 on success, else the seconds until a token is available."""
-        rate = self.per_minute / 60.0
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * rate)
-        self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / rate
 
 
 @dataclass
@@ -283,7 +261,7 @@ class SlackSim:
         self.fail_next: dict[str, list[str]] = {}
         self._clock = clock
         self._limits: dict[str, tuple[float, float]] = dict(rate_limits or {})
-        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._channels: dict[str, bool] = {}  # channel id -> the bot is a member
         self._messages: dict[tuple[str, str], SimMessage] = {}
         self._ts_counter = 0
@@ -427,7 +405,7 @@ class SlackSim:
             for (c, _), m in self._messages.items()
             if c == channel and thread_ts in (m.ts, m.thread_ts)
         ]
-        return sorted(found, key=lambda m: _ts_key(m.ts))
+        return sorted(found, key=lambda m: ts_key(m.ts))
 
     def bot_replies(self, channel: str, thread_ts: str) -> list[SimMessage]:
         return [m for m in self.thread(channel, thread_ts) if m.user == self.bot_user_id]
@@ -452,7 +430,7 @@ class SlackSim:
 
     def _describe_timeout(self, predicate: Callable[[], bool], timeout: float) -> str:
         name = getattr(predicate, "__qualname__", repr(predicate))
-        recent = sorted(self._messages.values(), key=lambda m: _ts_key(m.ts))[-5:]
+        recent = sorted(self._messages.values(), key=lambda m: ts_key(m.ts))[-5:]
         lines = [f"{name} still false after {timeout} s. Latest messages:"]
         lines += [f"  {m.channel} {m.ts} {m.user}: {m.visible_text()[:80]!r}" for m in recent]
         lines.append("Latest calls:")
@@ -553,14 +531,14 @@ class SlackSim:
         return _error("http_500") if failure == LOST_RESPONSE else reply
 
     def _take_token(self, method: str) -> float:
+        """0.0 when the call may go, else the seconds until it could (the bot's own bucket)."""
         limit = self._limits.get(method)
         if limit is None:
             return 0.0
+        per_minute, burst = limit
         now = self._clock()
-        key = (self.team_id, method)
-        if key not in self._buckets:
-            self._buckets[key] = _Bucket(limit[0], limit[1], tokens=limit[1], updated=now)
-        return self._buckets[key].take(now)
+        bucket = self._buckets.setdefault((self.team_id, method), TokenBucket.full(burst, now))
+        return bucket.take(now, per_minute=per_minute, burst=burst)
 
     # --- validation --------------------------------------------------------------------------
 
@@ -833,10 +811,10 @@ def _check_block(block: Any) -> None:
 def _bound(p: JsonDict, name: str) -> tuple[int, int] | None:
     if p.get(name) in (None, ""):
         return None
-    try:
-        return _ts_key(str(p[name]))
-    except ValueError:
-        raise _ApiError(f"invalid_ts_{name}") from None
+    bound = parse_ts(str(p[name]))
+    if bound is None:
+        raise _ApiError(f"invalid_ts_{name}")
+    return bound
 
 
 def _window(p: JsonDict) -> Callable[[str], bool]:
@@ -844,7 +822,7 @@ def _window(p: JsonDict) -> Callable[[str], bool]:
     oldest, latest, inclusive = _bound(p, "oldest"), _bound(p, "latest"), _flag(p.get("inclusive"))
 
     def inside(ts: str) -> bool:
-        key = _ts_key(ts)
+        key = ts_key(ts)
         if oldest is not None and (key < oldest or (key == oldest and not inclusive)):
             return False
         return latest is None or key < latest or (key == latest and inclusive)
@@ -862,9 +840,9 @@ def _cursor_index(cursor: Any, messages: list[SimMessage]) -> int:
         return 0
     try:
         label, _, ts = base64.b64decode(str(cursor), validate=True).decode().partition(":")
-        key = _ts_key(ts)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+    except (binascii.Error, UnicodeDecodeError):
         raise _ApiError("invalid_cursor") from None
-    if label != "next_ts":
+    key = parse_ts(ts)
+    if label != "next_ts" or key is None:
         raise _ApiError("invalid_cursor")
-    return next((i for i, m in enumerate(messages) if _ts_key(m.ts) >= key), len(messages))
+    return next((i for i, m in enumerate(messages) if ts_key(m.ts) >= key), len(messages))
