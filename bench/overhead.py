@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
-import platform
 import re
 import shutil
 import signal
@@ -47,19 +45,16 @@ import aiohttp
 import redis.asyncio
 from aiohttp import web
 
+from bench.common import RESULTS, ROOT, machine, markdown_table, percentile, write_json, write_text
 from bot.config import DEFAULT_SYSTEM_PROMPT, Settings
 from bot.render import STOP_ACTION_ID
 from bot.sim.claude import ClaudeSim, Script
-from bot.sim.events import mention_envelope, sign
+from bot.sim.events import EventPoster, mention_envelope
+from bot.sim.redis import RedisServer, RedisUnavailable
+from bot.sim.replica import Replica
+from bot.sim.rig import BOT_USER, CHANNEL, event_poster, simulators
 from bot.sim.slack import SimMessage, SlackSim
-from tests.harness import SECRET
-from tests.redis_server import RedisServer
-from tests.replica import Replica
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-CHANNEL = "C0BENCH"
-BOT_USER = "UBOT"
 TEAM_SIZE = 50  # answers per simulated workspace: the bot's default cap per workspace
 ACK_TARGET = 0.25  # seconds, event acknowledgement p99
 RATIO_TARGET = 1.3
@@ -180,13 +175,12 @@ def _outcome(kind: str, text: str) -> str:
 class SimsServer:
     """SlackSim and ClaudeSim plus a small control API for the benchmark driver."""
 
-    def __init__(self, slack_latency: float) -> None:
-        self.slack = SlackSim(latency=slack_latency)
-        self.claude = ClaudeSim(default=bench_script)
+    def __init__(self, slack: SlackSim, claude: ClaudeSim) -> None:
+        self.slack = slack
+        self.claude = claude
         self.outcomes: dict[str, str] = {}  # question ts -> how its answer ended
         self.finals_at: dict[str, float] = {}  # question ts -> when its answer first ended
         self.serial = 0
-        self.slack.add_channel(CHANNEL)
         self.slack.on_change.append(self._changed)
 
     def _changed(self, kind: str, message: SimMessage) -> None:
@@ -228,9 +222,13 @@ class SimsServer:
         self.finals_at.clear()
         return web.json_response({})
 
-    async def run(self) -> None:
-        slack_url = await self.slack.start()
-        claude_url = await self.claude.start()
+    @classmethod
+    async def run(cls, slack_latency: float) -> None:
+        """Serve the simulators and the control API until SIGTERM or SIGINT."""
+        async with simulators(claude_default=bench_script, latency=slack_latency) as sims:
+            await cls(*sims).serve()
+
+    async def serve(self) -> None:
         app = web.Application()
         app.router.add_post("/questions", self.questions)
         app.router.add_get("/stats", self.stats)
@@ -243,13 +241,10 @@ class SimsServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        print(
-            json.dumps({"slack": slack_url, "claude": claude_url, "control": control}), flush=True
-        )
+        urls = {"slack": self.slack.api_url, "claude": self.claude.base_url, "control": control}
+        print(json.dumps(urls), flush=True)
         await stop.wait()
         await runner.cleanup()
-        await self.claude.stop()
-        await self.slack.stop()
 
 
 class Sims:
@@ -426,14 +421,6 @@ def rss_bytes(pid: int, field: str = "VmRSS") -> int:
     raise RuntimeError(f"no {field} for {pid}")
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-
 # --------------------------------------------------------------------------------------------
 # The rig: redis, simulators, one bot at a time, and a Slack-like event poster
 # --------------------------------------------------------------------------------------------
@@ -453,16 +440,19 @@ class Rig:
     """Redis, the simulators, one bot process at a time, and a Slack-like event poster."""
 
     def __init__(self, slack_latency: float) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not on PATH: the benchmark needs a throwaway one")
-        self.redis_server = RedisServer(binary=binary)  # a free port, never 6379
+        try:
+            self.redis_server = RedisServer.local()  # a free port, never 6379
+        except RedisUnavailable as e:
+            raise SystemExit(f"{e}: the benchmark needs a throwaway Redis") from None
         self.sims = Sims(slack_latency)
         self._redis: redis.asyncio.Redis | None = None
         self.redis_pid = 0
         self.redis_version = ""
         self.bot: Replica | None = None
-        self._session: aiohttp.ClientSession | None = None
+        # Signed event delivery to the bot; no connection cap: a queue in the poster would be
+        # counted as the bot's latency.
+        self.poster: EventPoster | None = None
+        self._session: aiohttp.ClientSession | None = None  # the bot's /metrics
         self.serial = 0  # questions posted so far: picks each one's workspace
 
     @property
@@ -476,8 +466,7 @@ class Rig:
         info = await self.redis.info("server")
         self.redis_pid, self.redis_version = int(info["process_id"]), str(info["redis_version"])
         await self.sims.start()
-        # No connection cap: a queue in the poster would be counted as the bot's latency.
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        self._session = aiohttp.ClientSession()
 
     async def close(self) -> None:
         await self.stop_bot()
@@ -505,8 +494,12 @@ class Rig:
             **{**BOT_ENV, **env},
         )
         await self.bot.start()
+        self.poster = event_poster(self.bot.url, connection_limit=0)
 
     async def stop_bot(self) -> None:
+        if self.poster is not None:
+            await self.poster.close()
+            self.poster = None
         if self.bot is not None:
             await self.bot.close()
             self.bot = None
@@ -517,23 +510,18 @@ class Rig:
 
     async def post(self, batch: Batch, index: int) -> None:
         """Deliver one question's `app_mention` as Slack would; record the acknowledgement time."""
-        assert self.bot is not None and self._session is not None
+        assert self.poster is not None
         ts, user = batch.questions[index]
         team = f"T{self.serial // TEAM_SIZE:05d}"
         self.serial += 1
         envelope = mention_envelope(
             team_id=team, channel=CHANNEL, user=user, text=batch.text, ts=ts, bot_user_id=BOT_USER
         )
-        raw = json.dumps(envelope).encode()
-        headers = {**sign(raw, SECRET, int(time.time())), "Content-Type": "application/json"}
         started = time.monotonic()
         batch.post_at[ts] = started
-        async with self._session.post(
-            f"{self.bot.url}/slack/events", data=raw, headers=headers
-        ) as response:
-            await response.read()
-            if response.status != 200:
-                raise RuntimeError(f"event refused: HTTP {response.status}")
+        status, _ = await self.poster.post_event(envelope)
+        if status != 200:
+            raise RuntimeError(f"event refused: HTTP {status}")
         batch.acks[ts] = time.monotonic() - started
 
     async def post_all(self, batch: Batch) -> None:
@@ -756,11 +744,6 @@ def _find_py_spy() -> str | None:
     return found or (str(beside) if beside.exists() else None)
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def _read_optional(path: str) -> str | None:
     file = Path(path)
     return file.read_text() if file.exists() else None
@@ -787,7 +770,7 @@ async def profiled(
         if raw is None:
             return {"skipped": f"py-spy wrote no profile: {err.decode().strip()[-300:]}"}
         if keep is not None:
-            _write(keep, raw)
+            write_text(keep, raw)
         return summarize_profile(raw)
 
 
@@ -1080,29 +1063,6 @@ QUICK = Plan(
 PHASES = ("cpu", "profile", "redis", "memory", "concurrency")
 
 
-def machine(rig: Rig) -> dict[str, Any]:
-    from importlib.metadata import version
-
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu_model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "redis": rig.redis_version,
-        "packages": {
-            p: version(p) for p in ("anthropic", "slack-sdk", "slack-bolt", "aiohttp", "redis")
-        },
-    }
-
-
 def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -1113,7 +1073,7 @@ async def benchmark(
     rig = Rig(slack_latency)
     await rig.start()
     results: dict[str, Any] = {
-        "machine": machine(rig),
+        "machine": machine(redis=rig.redis_version),
         "bot_settings": BOT_ENV,
         "slack_latency_seconds": slack_latency,
         "plan": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(plan).items()},
@@ -1166,12 +1126,6 @@ async def benchmark(
     return results
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def report_sections(r: dict[str, Any]) -> list[str]:
     """The figures as Markdown tables (printed, and the body of overhead.md)."""
     out: list[str] = []
@@ -1179,7 +1133,7 @@ def report_sections(r: dict[str, Any]) -> list[str]:
         out += [
             "## CPU per streamed delta: bot versus bare SDK loop",
             "",
-            _table(
+            markdown_table(
                 ["workload", "answers", "bot µs/delta", "bot CPU s"]
                 + [f"bare `{BARE_LOOPS[k]}` µs/delta (ratio)" for k in BARE_LOOPS]
                 + ["edits/answer", "Slack calls/answer", "(bot − bare) ms per Slack call"]
@@ -1212,7 +1166,7 @@ def report_sections(r: dict[str, Any]) -> list[str]:
         out += [
             "## Redis commands per answer",
             "",
-            _table(
+            markdown_table(
                 [
                     "case",
                     "workload",
@@ -1254,7 +1208,7 @@ def report_sections(r: dict[str, Any]) -> list[str]:
         out += [
             "## Memory per in-flight answer",
             "",
-            _table(
+            markdown_table(
                 ["answers held", "bot RSS MiB", "KiB per answer", "peak RSS so far MiB"],
                 [["0 (after warm-up)", m["baseline_rss_mib"], "", ""]]
                 + [
@@ -1276,7 +1230,7 @@ def report_sections(r: dict[str, Any]) -> list[str]:
         out += [
             "## Concurrent answers versus event acknowledgement",
             "",
-            _table(
+            markdown_table(
                 [
                     "in flight",
                     "events/s",
@@ -1343,15 +1297,15 @@ def report_sections(r: dict[str, Any]) -> list[str]:
             "",
             "CPU by component (the innermost non-stdlib frame of each sample):",
             "",
-            _table(["component", "%"], p["components_percent"]),
+            markdown_table(["component", "%"], p["components_percent"]),
             "",
             "Bot functions by inclusive time:",
             "",
-            _table(["frame", "%"], p["bot_inclusive_percent"]),
+            markdown_table(["frame", "%"], p["bot_inclusive_percent"]),
             "",
             "Top frames by self time:",
             "",
-            _table(["frame", "%"], p["self_percent"]),
+            markdown_table(["frame", "%"], p["self_percent"]),
             "",
         ]
     return out
@@ -1366,7 +1320,7 @@ def render_markdown(r: dict[str, Any], command: str) -> str:
     head = [
         "# Cost of the bot itself (`bench/overhead.py`)",
         "",
-        f"Measured {r['date']} on {m['nproc']} × {m['cpu']}, Linux {m['kernel']}, "
+        f"Measured {r['date']} on {m['nproc']} × {m['cpu_model']}, Linux {m['kernel']}, "
         f"Python {m['python']}, Redis {m['redis']}; "
         + ", ".join(f"{k} {v}" for k, v in m["packages"].items())
         + ".",
@@ -1424,7 +1378,11 @@ def summary(r: dict[str, Any]) -> list[str]:
             [f"concurrent answers at {c['deltas_per_second_each']:g} deltas/s with ack p99 "
              "< 250 ms", largest, f"≥ {CONCURRENCY_TARGET}"]
         )  # fmt: skip
-    return ["## Summary", "", _table(["figure", "measured", "target"], rows), ""] if rows else []
+    return (
+        ["## Summary", "", markdown_table(["figure", "measured", "target"], rows), ""]
+        if rows
+        else []
+    )
 
 
 def main() -> None:
@@ -1457,7 +1415,7 @@ def main() -> None:
     parser.add_argument("--answers", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sims:
-        asyncio.run(SimsServer(args.slack_latency).run())
+        asyncio.run(SimsServer.run(args.slack_latency))
         return
     if args.bare:
         result = asyncio.run(bare_loop(args.claude_url, args.question, args.answers, args.bare))
@@ -1480,9 +1438,8 @@ def main() -> None:
     print("\n".join(summary(results) + report_sections(results)))
     out = args.out or (RESULTS if not args.quick and set(phases) == set(PHASES) else None)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "overhead.json").write_text(json.dumps(results, indent=2) + "\n")
-        (out / "overhead.md").write_text(render_markdown(results, results["command"]))
+        write_json(out / "overhead.json", results, indent=2)
+        write_text(out / "overhead.md", render_markdown(results, results["command"]))
         _log(f"wrote {out / 'overhead.md'} and {out / 'overhead.json'}")
 
 

@@ -23,8 +23,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import platform
 import random
 import re
 import shlex
@@ -32,7 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,14 +41,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
 import redis.asyncio as aioredis
 
-from bot.app import SlackStream, start_http
+from bench import peers
+from bench.common import RESULTS, ROOT, machine, markdown_table, percentile, write_json, write_text
+from bot.app import SlackStream
 from bot.config import Settings
 from bot.pacing import PacingPolicy
 from bot.sim.claude import ClaudeSim, Script
-from bot.sim.events import EventPoster, mention_envelope
-from bot.sim.settings import SIM_SIGNING_SECRET, sim_settings
+from bot.sim.redis import RedisServer, RedisUnavailable
+from bot.sim.rig import CHANNEL, running_bot, simulators
 from bot.sim.slack import JsonDict, SlackSim
-from tests.redis_server import RedisServer
 
 # What Slack allows (emulated by SlackSim) and how Claude streams.
 SLACK_UPDATES_PER_MINUTE = 50.0
@@ -70,10 +69,8 @@ POLL = 0.05  # how often the runner looks at the simulators; measurements use th
 MAX_STREAMING = 20
 
 ALL_N = (1, 5, 20, 50)
-TEAM, CHANNEL, BOT_USER = "T0001", "C0BENCH", "UBOT"
 TAG = re.compile(r"bench question (\d+)")
 DEFAULT_SEED = 20_261_125
-RESULTS = Path(__file__).resolve().parent / "results"
 
 log = logging.getLogger("bench.pacing")
 
@@ -118,8 +115,8 @@ VARIANTS = {
             edits_per_minute=SLACK_UPDATES_PER_MINUTE,
             edit_burst=SLACK_UPDATE_BURST,
         ),
-        Variant("every-20", PacingPolicy.every_20_deltas, baseline="every 20 chunks"),
-        Variant("per-second", PacingPolicy.one_per_second, baseline="1 per second"),
+        Variant("every-20", peers.every_20_deltas, baseline="every 20 chunks"),
+        Variant("per-second", peers.one_per_second, baseline="1 per second"),
     )
 }
 
@@ -271,10 +268,11 @@ def _question_index(body: JsonDict) -> int | None:
 @contextlib.contextmanager
 def redis_server() -> Iterator[str | None]:
     """A throwaway redis-server on a free loopback port (never 6379); None without the binary."""
-    if shutil.which("redis-server") is None:
+    try:
+        server = RedisServer.local()
+    except RedisUnavailable:
         yield None
         return
-    server = RedisServer(binary=shutil.which("redis-server"))
     server.start()
     try:
         yield server.url
@@ -282,15 +280,10 @@ def redis_server() -> Iterator[str | None]:
         server.close()
 
 
-def bot_settings(
-    variant: Variant,
-    slack: SlackSim | None = None,
-    claude: ClaudeSim | None = None,
-    redis_url: str | None = None,
-) -> Settings:
-    """The simulators' wiring with the bot's production pacing knobs; settings not named here
-    keep their defaults (the report lists the ones that matter)."""
-    pacing: dict[str, Any] = {
+def bot_settings(variant: Variant, redis_url: str | None = None) -> dict[str, Any]:
+    """The bot's production pacing knobs; settings not named here keep their defaults (the
+    report lists the ones that matter)."""
+    return {
         "redis_url": redis_url,
         "edit_interval_seconds": 1.0,
         "workspace_edits_per_minute": variant.edits_per_minute,
@@ -298,13 +291,10 @@ def bot_settings(
         "shutdown_grace_seconds": 1.0,
         "replica_id": "bench",
     }
-    if slack is None or claude is None:  # only the defaults are wanted (for the report)
-        return Settings(**pacing)
-    return sim_settings(slack, claude, **pacing)
 
 
 def settings_report(variants: Sequence[Variant]) -> dict[str, Any]:
-    base = bot_settings(variants[0])
+    base = Settings(**bot_settings(variants[0]))
     return {
         "edit_interval_seconds": base.edit_interval_seconds,
         "stream_lease_seconds": base.stream_lease_seconds,
@@ -316,26 +306,6 @@ def settings_report(variants: Sequence[Variant]) -> dict[str, Any]:
         },
         "store": "MemoryStore, or RedisStore on a throwaway redis-server for [Redis] runs",
     }
-
-
-@contextlib.asynccontextmanager
-async def running_bot(
-    slack: SlackSim, claude: ClaudeSim, variant: Variant, redis_url: str | None
-) -> AsyncIterator[tuple[SlackStream, EventPoster]]:
-    """The bot as `tests/harness.py` starts it, on a free loopback port, with `variant`'s pacing."""
-    settings = bot_settings(variant, slack, claude, redis_url)
-    bot = SlackStream(settings, policy=variant.policy())
-    runner, url = await start_http(bot)
-    await bot.start()
-    poster = EventPoster(f"{url}/slack/events", SIM_SIGNING_SECRET)
-    try:
-        yield bot, poster
-    finally:
-        await poster.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SHUTDOWN_DEADLINE):
-                await bot.shutdown()
-        await runner.cleanup()
 
 
 async def _watch_loop_lag(samples: list[float], stop: asyncio.Event) -> None:
@@ -395,36 +365,27 @@ async def run_once(variant: Variant, n: int, seed: int, redis_url: str | None) -
     started = time.monotonic()
     try:
         async with (
-            SlackSim(rate_limits=limits, latency=SLACK_LATENCY) as slack,
-            ClaudeSim(default=script_for) as claude,
-            running_bot(slack, claude, variant, redis_url) as (bot, poster),
+            simulators(claude_default=script_for, rate_limits=limits, latency=SLACK_LATENCY) as (
+                slack,
+                claude,
+            ),
+            running_bot(
+                slack,
+                claude,
+                policy=variant.policy(),
+                fast=False,
+                shutdown_timeout=SHUTDOWN_DEADLINE,
+                **bot_settings(variant, redis_url),
+            ) as harness,
         ):
-            slack.add_channel(CHANNEL)
             users = [f"U0B{i:03d}" for i in range(n)]  # one asker each: no per-user cap applies
             for i, user in enumerate(users):
                 slack.add_user(user, f"asker{i}")
-            questions = [
-                slack.post_user_message(CHANNEL, f"<@{BOT_USER}> bench question {i}", user=user)
-                for i, user in enumerate(users)
-            ]
-
-            async def mention(i: int) -> None:
-                q = questions[i]
-                envelope = mention_envelope(
-                    team_id=TEAM,
-                    channel=CHANNEL,
-                    user=users[i],
-                    text=q.text,
-                    ts=q.ts,
-                    bot_user_id=BOT_USER,
-                )
-                status, body = await poster.post_event(envelope)
-                if status != 200:
-                    raise RuntimeError(f"the bot refused mention {i}: {status} {body}")
-
-            await asyncio.gather(*(mention(i) for i in range(n)))
+            questions = await asyncio.gather(
+                *(harness.mention(f"bench question {i}", user=u) for i, u in enumerate(users))
+            )
             streams = Streams(claude)
-            await _wait_until_settled(bot, streams, answers, started)
+            await _wait_until_settled(harness.bot, streams, answers, started)
             observed = [
                 _observe(slack, streams, a, q.ts) for a, q in zip(answers, questions, strict=True)
             ]
@@ -539,14 +500,6 @@ def measure(o: Observed) -> Measured:
         false_interruption=o.false_interruption,
         staleness=staleness,
     )
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile; NEVER sorts last, so it shows when more than 1 - p fall there."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
 
 
 @dataclass
@@ -673,49 +626,70 @@ def _seconds(value: float) -> str:
 
 
 def table(summaries: Sequence[Summary]) -> str:
-    head = (
-        "| N | policy | finished | first text p50 / p99 (s) | final p50 / p99 (s) "
-        "| staleness p50 / p99 / max (s) | edits per answer (tried) | 429s (% of updates) "
-        "| finals lost | false [interrupted] |"
-    )
-    rows = [head, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for s in summaries:
-        rows.append(
-            f"| {s.n} | {s.name} | {s.finished}/{s.n} "
-            f"| {_seconds(s.first_text_p50)} / {_seconds(s.first_text_p99)} "
-            f"| {_seconds(s.final_p50)} / {_seconds(s.final_p99)} "
-            f"| {_seconds(s.staleness_p50)} / {_seconds(s.staleness_p99)} / "
-            f"{_seconds(s.staleness_max)} "
-            f"| {s.edits_per_answer:.1f} ({s.edit_attempts_per_answer:.1f}) "
-            f"| {s.rate_limited} ({s.rate_limited_pct:.1f} %) | {s.finals_lost} "
-            f"| {s.false_interruptions} |"
-        )
-    return "\n".join(rows)
+    header = [
+        "N",
+        "policy",
+        "finished",
+        "first text p50 / p99 (s)",
+        "final p50 / p99 (s)",
+        "staleness p50 / p99 / max (s)",
+        "edits per answer (tried)",
+        "429s (% of updates)",
+        "finals lost",
+        "false [interrupted]",
+    ]
+    rows = [
+        [
+            s.n,
+            s.name,
+            f"{s.finished}/{s.n}",
+            f"{_seconds(s.first_text_p50)} / {_seconds(s.first_text_p99)}",
+            f"{_seconds(s.final_p50)} / {_seconds(s.final_p99)}",
+            " / ".join(map(_seconds, (s.staleness_p50, s.staleness_p99, s.staleness_max))),
+            f"{s.edits_per_answer:.1f} ({s.edit_attempts_per_answer:.1f})",
+            f"{s.rate_limited} ({s.rate_limited_pct:.1f} %)",
+            s.finals_lost,
+            s.false_interruptions,
+        ]
+        for s in summaries
+    ]
+    return markdown_table(header, rows, "rlrrrrrrrr")
 
 
 def conditions_table(summaries: Sequence[Summary]) -> str:
     """How the run itself went: a saturated event loop or a slow stream would skew the rest."""
-    rows = [
-        "| N | policy | bot budget (/min, burst) | stream chars/s (p50) | text never shown "
-        "| loop lag p99 / max (ms) | runs at once | run (s) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    header = [
+        "N",
+        "policy",
+        "bot budget (/min, burst)",
+        "stream chars/s (p50)",
+        "text never shown",
+        "loop lag p99 / max (ms)",
+        "runs at once",
+        "run (s)",
     ]
-    for s in summaries:
-        budget = (
-            f"{s.bot_edits_per_minute:g}, {s.bot_edit_burst:g}"
-            if VARIANTS[s.variant].shared
-            else "none"
-        )
-        rows.append(
-            f"| {s.n} | {s.name} | {budget} | {s.stream_chars_per_second:.0f} "
-            f"| {s.never_shown_pct:.1f} % | {1000 * s.loop_lag_p99:.0f} / "
-            f"{1000 * s.loop_lag_max:.0f} | {s.side_by_side} | {s.wall_seconds:.0f} |"
-        )
-    return "\n".join(rows)
+    rows = [
+        [
+            s.n,
+            s.name,
+            (
+                f"{s.bot_edits_per_minute:g}, {s.bot_edit_burst:g}"
+                if VARIANTS[s.variant].shared
+                else "none"
+            ),
+            f"{s.stream_chars_per_second:.0f}",
+            f"{s.never_shown_pct:.1f} %",
+            f"{1000 * s.loop_lag_p99:.0f} / {1000 * s.loop_lag_max:.0f}",
+            s.side_by_side,
+            f"{s.wall_seconds:.0f}",
+        ]
+        for s in summaries
+    ]
+    return markdown_table(header, rows, "rlrrrrrr")
 
 
 def checks_table(all_checks: Sequence[Check]) -> str:
-    rows = ["| N | policy | target | measured | limit | met |", "|---:|---|---|---:|---:|---|"]
+    rows = []
     for c in all_checks:
         shown, limit = (
             (_seconds(c.measured), _seconds(c.limit))
@@ -724,34 +698,16 @@ def checks_table(all_checks: Sequence[Check]) -> str:
             if c.unit == "%"
             else (f"{c.measured:g}", f"{c.limit:g}")
         )
-        rows.append(
-            f"| {c.n} | {c.run} | {c.target} | {shown} | {limit} | {'yes' if c.ok else '**no**'} |"
-        )
-    return "\n".join(rows)
-
-
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
+        rows.append([c.n, c.run, c.target, shown, limit, "yes" if c.ok else "**no**"])
+    return markdown_table(["N", "policy", "target", "measured", "limit", "met"], rows, "rllrrl")
 
 
 def bot_code() -> dict[str, Any]:
     """Which bot was measured: the commit, and whether `bot/` differed from it."""
-    root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
         out = subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, check=False
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
         )
         return out.stdout.strip()
 
@@ -879,7 +835,7 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-def write_json(
+def write_results_json(
     runs: Sequence[RunRecord], all_checks: Sequence[Check], meta: dict[str, Any], path: Path
 ) -> None:
     def clean(obj: dict[str, Any]) -> dict[str, Any]:
@@ -901,7 +857,7 @@ def write_json(
         ],
         "targets": [{**clean(asdict(c)), "met": c.ok} for c in all_checks],
     }
-    path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    write_json(path, document)
 
 
 def report(summaries: Sequence[Summary], all_checks: Sequence[Check], meta: dict[str, Any]) -> str:
@@ -1074,8 +1030,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "final_deadline_seconds": FINAL_DEADLINE,
     }
     text = report(summaries, all_checks, meta)
-    (args.out / "pacing-table.md").write_text(text, encoding="utf-8")
-    write_json(runs, all_checks, meta, args.out / "pacing.json")
+    write_text(args.out / "pacing-table.md", text)
+    write_results_json(runs, all_checks, meta, args.out / "pacing.json")
     plot_timelines(runs, args.out / "pacing-timeline.png")
     plot_staleness(runs, args.out / "pacing-staleness.png")
     print(text)

@@ -19,17 +19,14 @@ import sys
 import time
 from typing import TextIO
 
-from bot.app import SlackStream, start_http
 from bot.config import ConfigError, load_settings
 from bot.logs import configure_logging
-from bot.sim.claude import ClaudeSim, default_script
-from bot.sim.events import EventPoster, mention_envelope
-from bot.sim.settings import SIM_SIGNING_SECRET, sim_settings
-from bot.sim.slack import SimMessage, SlackSim
+from bot.sim.claude import default_script
+from bot.sim.rig import ALICE, running_bot, simulators
+from bot.sim.slack import SimMessage
 from bot.store import MemoryStore, RedisStore, Store
 
 DEFAULT_QUESTION = "How does a token bucket rate limiter work? [sim:long 1800]"
-CHANNEL, USER = "C0DEMO", "U0ALICE"
 # About 300 characters a second (12-character deltas): Claude's pace on a long answer.
 DEMO_CHUNK_DELAY = 0.04
 # The demo waits this long for a silent Claude (a deployment's default is 60 s).
@@ -102,62 +99,32 @@ async def run_demo(
 ) -> SimMessage:
     """Answer one mention end to end; return the bot's final message."""
     claude_default = functools.partial(default_script, chunk_delay=chunk_delay)
-    async with SlackSim() as slack, ClaudeSim(default=claude_default) as claude:
-        slack.add_channel(CHANNEL)
-        slack.add_user(USER, "alice", real_name="Alice")
-        settings = sim_settings(
+    async with (
+        simulators(claude_default=claude_default) as (slack, claude),
+        running_bot(
             slack,
             claude,
+            # Said once below ("store: memory"), not as the deployment warning about one replica.
+            store=store or MemoryStore(),
+            fast=False,
             log_level="WARNING",
             log_format="text",
             stream_idle_timeout_seconds=idle_timeout,
-        )
-        # Said once below ("store: memory"), not as the deployment warning about one replica.
-        bot = SlackStream(settings, store=store or MemoryStore())
-        runner, url = await start_http(bot)
-        await bot.start()
+        ) as harness,
+    ):
         view = TerminalView(out, time.monotonic())
         slack.on_change.append(view)
-        poster = EventPoster(f"{url}/slack/events", SIM_SIGNING_SECRET)
         explainer = asyncio.create_task(view.explain_silences(idle_timeout))
         try:
-            view.say(f"store: {bot.store.kind}")
-            asked = slack.post_user_message(CHANNEL, f"<@UBOT> {question}", user=USER)
+            view.say(f"store: {harness.bot.store.kind}")
             view.say(f"<alice> @claude {question}")
-            status, _ = await poster.post_event(
-                mention_envelope(
-                    team_id="T0001",
-                    channel=CHANNEL,
-                    user=USER,
-                    text=asked.text,
-                    ts=asked.ts,
-                    bot_user_id="UBOT",
-                )
-            )
-            if status != 200:
-                raise RuntimeError(f"the bot refused the event (HTTP {status})")
-
-            def finished() -> bool:
-                replies = slack.bot_replies(CHANNEL, asked.ts)
-                return (
-                    bool(replies)
-                    and not replies[-1].has_button("stop_answer")
-                    and (
-                        "Tokens:" in replies[-1].visible_text()
-                        or "[interrupted" in replies[-1].visible_text()
-                        or ":warning:" in replies[-1].visible_text()
-                    )
-                )
-
-            await slack.wait_for(finished, timeout=idle_timeout + 120)
-            return slack.bot_replies(CHANNEL, asked.ts)[-1]
+            asked = await harness.mention(question, user=ALICE)
+            replies = await harness.finished(asked, timeout=idle_timeout + 120)
+            return replies[-1]
         finally:
             explainer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await explainer
-            await poster.close()
-            await bot.shutdown()
-            await runner.cleanup()
 
 
 def main(question: str | None = None) -> int:

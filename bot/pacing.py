@@ -45,8 +45,9 @@ class EditKind(enum.Enum):
 
 @dataclass(frozen=True)
 class PacingPolicy:
-    """How one answer's edits are paced. `shared()` is the bot's; the others are the policies
-    peers use, kept so the benchmark can run them through the same pipeline for comparison."""
+    """How one answer's edits are paced. `shared()` is the bot's; the pacing benchmark builds
+    other bots' policies from the same fields (`bench/peers.py`) to run them through the same
+    pipeline for comparison."""
 
     name: str
     interval: float  # least time between two edits of one message (0: none)
@@ -57,16 +58,6 @@ class PacingPolicy:
     @classmethod
     def shared(cls, interval: float) -> PacingPolicy:
         return cls("shared-budget", interval)
-
-    @classmethod
-    def every_20_deltas(cls) -> PacingPolicy:
-        """Edit every 20 stream chunks, no shared budget; the SDK's one 429 retry, then give up."""
-        return cls("every-20-chunks", 0.0, every_deltas=20, shared_budget=False, final_attempts=2)
-
-    @classmethod
-    def one_per_second(cls) -> PacingPolicy:
-        """One edit per second per message, no shared budget; one 429 retry, then give up."""
-        return cls("1-per-second", 1.0, shared_budget=False, final_attempts=2)
 
 
 @dataclass

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 
 import pytest
 import redis
 
+from bot.sim.redis import RedisServer, RedisUnavailable
 from bot.store import MemoryStore, RedisStore, Store
-from tests.redis_server import RedisServer
 
 T0 = 1_700_000_000.0  # where every test's clock starts: a wall-clock-sized "now"
 
@@ -17,10 +17,22 @@ T0 = 1_700_000_000.0  # where every test's clock starts: a wall-clock-sized "now
 # ============================================================================================
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """A test that needs what this machine's Redis cannot do (stop an external one) is skipped."""
+    try:
+        return (yield)
+    except RedisUnavailable as e:
+        pytest.skip(str(e))
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One throwaway Redis for the session; fault tests may stop and restart it."""
-    server = RedisServer.from_environment()
+    try:
+        server = RedisServer.from_environment()
+    except RedisUnavailable as e:
+        pytest.skip(str(e))
     server.start()
     yield server
     server.close()

@@ -23,10 +23,10 @@ import pytest
 from bot.lifecycle import RECOVERY_REASON
 from bot.sim.claude import default_script
 from bot.sim.events import mention_envelope
+from bot.sim.redis import RedisServer
+from bot.sim.replica import Replica
 from bot.sim.slack import LOST_RESPONSE, SimMessage, SlackSim
-from tests.harness import CHANNEL, TEAM, simulators
-from tests.redis_server import RedisServer
-from tests.replica import Replica
+from tests.harness import CHANNEL, TEAM, is_finished, simulators
 
 SEED = 20261205
 PEOPLE = 44
@@ -65,13 +65,6 @@ class Asked:
 
 def start_replica(name: str, slack: SlackSim, claude_url: str, redis_url: str) -> Replica:
     return Replica(name, slack_url=slack.api_url, claude_url=claude_url, redis_url=redis_url, **ENV)
-
-
-def is_finished(message: SimMessage) -> bool:
-    text = message.visible_text()
-    return not message.has_button("stop_answer") and (
-        "Tokens:" in text or "[interrupted" in text or ":warning:" in text
-    )
 
 
 @pytest.mark.timeout(240)

@@ -7,9 +7,9 @@ import io
 from bot.check import run_check
 from bot.manifest import BOT_SCOPES
 from bot.sim.claude import ClaudeSim
+from bot.sim.redis import free_port
 from bot.sim.slack import SlackSim
 from tests.harness import settings_for
-from tests.redis_server import free_port
 
 
 async def test_all_green_against_simulators_and_redis(redis_url: str) -> None:

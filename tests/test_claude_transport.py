@@ -21,7 +21,7 @@ from bot.app import build_claude
 from bot.claude import ClaudeFailure, StreamState, describe_failure, stream_answer
 from bot.config import Settings
 from bot.sim.claude import ClaudeSim, Script
-from tests.redis_server import free_port
+from bot.sim.redis import free_port
 
 TEXT = "Streaming answers into Slack, one small piece at a time."
 QUESTION: list[dict[str, Any]] = [{"role": "user", "content": "hello"}]

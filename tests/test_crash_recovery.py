@@ -18,11 +18,11 @@ import pytest
 from bot.app import SlackStream, start_http
 from bot.lifecycle import RECOVERY_REASON, Phase
 from bot.sim.claude import Script
+from bot.sim.redis import RedisServer
+from bot.sim.replica import Replica
 from bot.sim.slack import SimMessage, SlackSim
 from bot.store import AnswerRecord, MemoryStore
 from tests.harness import ALICE, CHANNEL, TEAM, settings_for, simulators
-from tests.redis_server import RedisServer
-from tests.replica import Replica
 from tests.test_replicas import ask, replicas
 
 LEASE = 2.0  # the replicas' STREAM_LEASE_SECONDS (tests/replica.py)

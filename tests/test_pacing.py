@@ -281,12 +281,13 @@ def test_status_lines_use_only_spare_tokens() -> None:
     assert not status.waits and status.reserve > 4
 
 
-def test_baseline_policies_pace_as_peers_do() -> None:
-    every20 = MessagePacer(PacingPolicy.every_20_deltas())
+def test_policies_without_the_shared_budget_pace_by_deltas_or_by_interval() -> None:
+    """Peers' policies (the pacing benchmark's baselines) are these fields at other values."""
+    every20 = MessagePacer(PacingPolicy("every-20", 0.0, every_deltas=20, shared_budget=False))
     every20.sent(0.0, deltas=0)
     assert every20.wait(0.1, EditKind.INTERMEDIATE, deltas=19) is None
     assert every20.wait(0.1, EditKind.INTERMEDIATE, deltas=20) == 0.0
-    per_second = MessagePacer(PacingPolicy.one_per_second())
+    per_second = MessagePacer(PacingPolicy("per-second", 1.0, shared_budget=False))
     per_second.sent(0.0)
     assert per_second.wait(0.4, EditKind.INTERMEDIATE) == pytest.approx(0.6)
     assert per_second.wait(0.4, EditKind.FINAL) == 0.0

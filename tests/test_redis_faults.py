@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from bot.sim.claude import Script
+from bot.sim.redis import RedisServer
+from bot.sim.replica import Replica
 from bot.sim.slack import SimMessage, SlackSim
 from tests.harness import ALICE, BOB, CHANNEL, simulators
-from tests.redis_server import RedisServer
-from tests.replica import Replica
 from tests.test_replicas import ask, final, replicas
 
 STEADY = Script(text="a steady answer that takes a while. " * 40, chunk_chars=12, chunk_delay=0.05)

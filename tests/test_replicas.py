@@ -16,10 +16,10 @@ import pytest
 
 from bot.sim.claude import ClaudeSim, Script
 from bot.sim.events import block_action_payload, mention_envelope
+from bot.sim.redis import RedisServer
+from bot.sim.replica import Replica
 from bot.sim.slack import SimMessage, SlackSim
 from tests.harness import ALICE, BOB, CHANNEL, TEAM, simulators
-from tests.redis_server import RedisServer
-from tests.replica import Replica
 
 LEASE = 2.0
 SLOW = Script(text="a long and careful answer " * 120, chunk_chars=8, chunk_delay=0.02)

@@ -25,6 +25,7 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.logs import JsonFormatter, Redactor
 from bot.sim.claude import Script
 from bot.sim.events import mention_envelope, sign
+from bot.sim.redis import free_port
 from bot.sim.slack import SimMessage, SlackSim
 from bot.slackapi import SlackFailure
 from tests.harness import (
@@ -37,7 +38,6 @@ from tests.harness import (
     settings_for,
     simulators,
 )
-from tests.redis_server import free_port
 
 BOT_TOKEN = "xoxb-4242-4242-leakybottokenvalue"
 APP_TOKEN = "xapp-1-A0424242-4242-leakyapptokenvalue"

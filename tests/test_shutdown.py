@@ -12,10 +12,10 @@ from collections.abc import Callable
 import pytest
 
 from bot.sim.claude import Script
+from bot.sim.redis import RedisServer, free_port
+from bot.sim.replica import Replica
 from bot.sim.slack import SimMessage, SlackSim
 from tests.harness import CHANNEL, simulators
-from tests.redis_server import RedisServer, free_port
-from tests.replica import Replica
 from tests.test_replicas import ask, final
 
 GRACE = 2.0

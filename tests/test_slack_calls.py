@@ -10,9 +10,9 @@ import pytest
 from bot.app import build_slack_client, slack_session
 from bot.config import Settings
 from bot.metrics import Metrics
+from bot.sim.redis import free_port
 from bot.sim.slack import SlackSim
 from bot.slackapi import SlackCalls, SlackFailure
-from tests.redis_server import free_port
 
 
 def calls_to(url: str) -> SlackCalls:

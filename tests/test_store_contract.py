@@ -27,6 +27,7 @@ from redis.backoff import NoBackoff
 
 from bot.lifecycle import Outcome, Phase
 from bot.pacing import COMPETING_WINDOW_SECONDS, TokenBucket
+from bot.sim.redis import RedisServer, free_port
 from bot.store import (
     AnswerRecord,
     Checkpoint,
@@ -42,7 +43,6 @@ from bot.store import (
 from bot.store.memory import TOMBSTONE_SECONDS
 from bot.store.redis_store import TEXT_KEEP_SECONDS
 from tests.conftest import T0, ManualClock
-from tests.redis_server import RedisServer, free_port
 
 # ============================================================================================
 # Helpers

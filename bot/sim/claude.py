@@ -4,28 +4,12 @@ The demo, the integration tests and the benchmarks point `AsyncAnthropic(base_ur
 `ClaudeSim` so that the whole streaming path (SDK retries, SSE framing, exceptions) runs for
 real, offline and deterministically. Each request is answered by a `Script`: scripts given to
 `enqueue()` are used first, in order; otherwise the default (a `Script`, or a function of the
-request body) answers.
+request body) answers. The built-in default, `default_script`, honours `[sim:...]` directives
+in the question (see `bot.sim.claude_scripts`); `bot.sim.claude_stream` writes the answers.
 
 Routes: `POST /v1/messages` (streaming and not), `POST /v1/messages/count_tokens`,
 `GET /v1/models/{id}`. Both auth styles are accepted (`x-api-key`, SDK < 2, and
 `Authorization: Bearer`, SDK 2.x); a request with neither gets 401.
-
-The built-in default answers from the last user message and honours these directives anywhere in
-it (they combine):
-
-=====================  =============================================================
-``[sim:long N]``       about N characters of Markdown (headings, lists, a code block);
-                       N defaults to 5000
-``[sim:slow]``         0.05 s between text deltas
-``[sim:fast]``         no delay between text deltas (the demo streams at a reading pace)
-``[sim:think]``        a thinking block streams before the text
-``[sim:refuse]``       stop_reason ``refusal`` with ``stop_details``
-``[sim:error]``        an in-stream ``overloaded_error`` event after 3 text deltas
-``[sim:drop]``         the connection is cut after 3 text deltas
-``[sim:stall]``        the stream goes silent (no pings) after 3 text deltas
-``[sim:overloaded]``   HTTP 529 ``overloaded_error`` on every attempt
-``[sim:overloaded N]`` HTTP 529 on the first N attempts only (the SDK retries, then it answers)
-=====================  =============================================================
 """
 
 from __future__ import annotations
@@ -33,60 +17,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
-import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
 
-__all__ = ["ClaudeSim", "Script", "default_script", "long_markdown"]
+from bot.sim.claude_scripts import Script, ScriptSource, default_script, long_markdown
+from bot.sim.claude_stream import (
+    ServerStopping,
+    SseStream,
+    complete_message,
+    input_estimate,
+    message_start,
+)
 
+__all__ = ["ClaudeSim", "Script", "ScriptSource", "default_script", "long_markdown"]
 
-@dataclass
-class Script:
-    """One scripted answer: its content, its pace and the fault it should show, if any."""
-
-    text: str = "Hello from the simulated Claude."
-    chunk_chars: int = 12
-    chunk_delay: float = 0.0
-    first_delay: float = 0.0
-    thinking: str | None = None
-    thinking_delay: float = 0.0
-    stop_reason: str | None = "end_turn"
-    stop_details: dict[str, Any] | None = None
-    input_tokens: int | None = None
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    output_tokens: int | None = None
-    model: str | None = None
-    ping_every: float | None = None
-    # faults
-    http_error: tuple[int, str] | None = None  # (status, error type), before any byte of stream
-    http_error_times: int = 1_000_000  # failing requests in a row (retries too) before it answers
-    error_event_after: int | None = None
-    drop_after: int | None = None
-    silence_after: int | None = None
-    silence_seconds: float = 3600.0
-    end_without_message_delta: bool = False
-    fixture: str | None = None
-
-
-ScriptSource = Script | Callable[[dict[str, Any]], Script]
-
-
-class _ServerStopping(Exception):
-    """Raised inside a stream when `ClaudeSim.stop()` runs, so the stream is cut at once."""
-
-
-_DIRECTIVE = re.compile(r"\[sim:(\w+)(?:\s+(\d+))?\]")
-_FAULT_AFTER = 3
-_SLOW_DELAY = 0.05
-_LONG_DEFAULT = 5000
-_LONG_MAX = 200_000
 _MODEL_INFO_BASE: dict[str, Any] = {
     "type": "model",
     "created_at": "2026-01-01T00:00:00Z",
@@ -94,135 +42,6 @@ _MODEL_INFO_BASE: dict[str, Any] = {
     "max_input_tokens": 1_000_000,
     "max_tokens": 128_000,
 }
-
-
-def _sse(event: str, data: dict[str, Any]) -> bytes:
-    """One SSE event; the blank line that ends it is what makes the SDK dispatch it."""
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-
-def _chunks(text: str, size: int) -> list[str]:
-    size = max(1, size)
-    return [text[i : i + size] for i in range(0, len(text), size)]
-
-
-def _estimate_tokens(text: str) -> int:
-    return max(1, len(text) // 4)
-
-
-def _input_estimate(body: dict[str, Any]) -> int:
-    prompt = {"system": body.get("system"), "messages": body.get("messages")}
-    return _estimate_tokens(json.dumps(prompt, ensure_ascii=False))
-
-
-def _last_user_text(body: dict[str, Any]) -> str:
-    for message in reversed(body.get("messages") or []):
-        if not isinstance(message, dict) or message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            return "\n".join(
-                str(block.get("text", ""))
-                for block in content
-                if isinstance(block, dict) and block.get("type") == "text"
-            )
-        return ""
-    return ""
-
-
-_TOPICS = ("Pacing", "Rendering", "Leases", "Recovery", "Budgets", "Splitting")
-_SENTENCES = (
-    "Streaming an answer into Slack means editing one message many times while tokens arrive.",
-    "Each edit carries the newest text, so a slow edit never leaves the reader behind.",
-    "The workspace shares one budget of edits per minute among every answer in flight.",
-    "Partial Markdown is closed safely before it is shown, so a half-written list stays a list.",
-    "When a replica dies, another one notices the lapsed lease and finishes the answer.",
-    "Long answers continue in further messages of the same thread, and nothing is lost.",
-    "Usage arrives in two places: input counts at the start and the output count at the end.",
-)
-
-
-def _long_part(i: int) -> str:
-    kind, n = i % 4, i // 4
-    topic = _TOPICS[n % len(_TOPICS)]
-    if kind == 0:
-        return f"## {n + 1}. {topic}"
-    if kind == 1:
-        return " ".join(_SENTENCES[(n + k) % len(_SENTENCES)] for k in range(3))
-    if kind == 2:
-        return "\n".join(
-            f"- **{topic} {k + 1}:** {_SENTENCES[(n + k + 3) % len(_SENTENCES)]}" for k in range(3)
-        )
-    return (
-        "```python\n"
-        f"def {topic.lower()}_step(n: int) -> int:\n"
-        f'    """Step {n + 1} of the {topic.lower()} example."""\n'
-        f"    return n * {n + 2}\n"
-        "```"
-    )
-
-
-def long_markdown(chars: int) -> str:
-    """Deterministic Markdown prose of about `chars` characters, made of whole parts.
-
-    Parts (heading, paragraph, list, fenced code block) are never cut, so the result is always
-    well-formed Markdown; it is at most `chars` long unless the first part alone is longer.
-    """
-    parts: list[str] = []
-    total = 0
-    i = 0
-    while True:
-        part = _long_part(i)
-        added = len(part) + (2 if parts else 0)
-        if parts and total + added > chars:
-            return "\n\n".join(parts)
-        parts.append(part)
-        total += added
-        i += 1
-
-
-def default_script(body: dict[str, Any], *, chunk_delay: float = 0.0) -> Script:
-    """Answer deterministically from the last user message, honouring `[sim:...]` directives;
-    `chunk_delay` paces the text deltas unless the message asks for `[sim:fast]`."""
-    prompt = _last_user_text(body)
-    directives = {name: number for name, number in _DIRECTIVE.findall(prompt)}
-    asked = " ".join(_DIRECTIVE.sub(" ", prompt).split())
-    if len(asked) > 200:
-        asked = asked[:199] + "…"
-    script = Script(
-        text=(
-            f"You asked: “{asked or '(nothing)'}”\n\n"
-            "This answer comes from the *simulated* Claude, so it is the same every time. "
-            "It streams in small pieces, the way the real API does."
-        )
-    )
-    if "long" in directives:
-        size = int(directives["long"] or _LONG_DEFAULT)
-        script.text = long_markdown(min(size, _LONG_MAX))
-    script.chunk_delay = 0.0 if "fast" in directives else chunk_delay
-    if "slow" in directives:
-        script.chunk_delay = max(script.chunk_delay, _SLOW_DELAY)
-    if "think" in directives:
-        script.thinking = (
-            f"The user asked about {asked or 'nothing in particular'}. Answer briefly."
-        )
-    if "refuse" in directives:
-        script.text = ""
-        script.stop_reason = "refusal"
-        script.stop_details = {"type": "refusal", "category": None, "explanation": None}
-    if "error" in directives:
-        script.error_event_after = _FAULT_AFTER
-    if "drop" in directives:
-        script.drop_after = _FAULT_AFTER
-    if "stall" in directives:
-        script.silence_after = _FAULT_AFTER
-    if "overloaded" in directives:
-        script.http_error = (529, "overloaded_error")
-        if directives["overloaded"]:  # only the first N attempts: the SDK's retry gets through
-            script.http_error_times = int(directives["overloaded"])
-    return script
 
 
 def _validation_error(body: Any) -> str | None:
@@ -253,54 +72,6 @@ def _validation_error(body: Any) -> str | None:
                 ):
                     return f"messages.{i}.content.{j}: text content blocks must be non-empty"
     return None
-
-
-def _fixture_events(path: str) -> list[bytes]:
-    """The events of a recorded SSE file, each re-framed to end with exactly one blank line."""
-    with open(path, encoding="utf-8") as f:
-        raw = f.read().replace("\r\n", "\n")
-    return [
-        (block.strip("\n") + "\n\n").encode()
-        for block in re.split(r"\n[ \t]*\n", raw)
-        if block.strip()
-    ]
-
-
-@dataclass
-class _Stream:
-    """Writes one SSE response; pauses wake up (and cut the stream) when the server stops."""
-
-    request: web.Request
-    response: web.StreamResponse
-    script: Script
-    stopping: asyncio.Event
-    timeline: list[tuple[float, int]] = field(default_factory=list)
-
-    async def send(self, event: str, data: dict[str, Any]) -> None:
-        await self.response.write(_sse(event, data))
-
-    async def send_raw(self, chunk: bytes) -> None:
-        await self.response.write(chunk)
-
-    async def pause(self, seconds: float, *, pings: bool = True) -> None:
-        """Wait `seconds`, sending `ping` events every `script.ping_every` if asked to."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        interval = self.script.ping_every if pings else None
-        while (remaining := deadline - loop.time()) > 0:
-            step = min(remaining, interval) if interval else remaining
-            try:
-                await asyncio.wait_for(self.stopping.wait(), step)
-            except TimeoutError:
-                if interval and deadline - loop.time() > 0:
-                    await self.send("ping", {"type": "ping"})
-            else:
-                raise _ServerStopping
-
-    def cut(self) -> None:
-        """Close the socket without the final chunk, as a dropped connection looks to the SDK."""
-        if self.request.transport is not None:
-            self.request.transport.close()
 
 
 class ClaudeSim:
@@ -477,15 +248,15 @@ class ClaudeSim:
             }
         )
         await response.prepare(request)
-        stream = _Stream(request, response, script, self._stopping, timeline)
+        stream = SseStream(request, response, script, self._stopping, timeline)
         self._open_streams += 1
         self._notify()
         try:
             if script.fixture is not None:
-                await self._replay(stream, script.fixture)
+                await stream.replay(script.fixture)
             else:
-                await self._stream(stream, body)
-        except _ServerStopping:
+                await stream.play(message_start(body, script, self._next_id("msg")))
+        except ServerStopping:
             stream.cut()
         finally:
             self._open_streams -= 1
@@ -501,7 +272,7 @@ class ClaudeSim:
             return self._error(400, "invalid_request_error", "request body is not valid JSON")
         if not isinstance(body, dict):
             return self._error(400, "invalid_request_error", "request body must be a JSON object")
-        return web.json_response({"input_tokens": _input_estimate(body)})
+        return web.json_response({"input_tokens": input_estimate(body)})
 
     async def _model(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
@@ -509,155 +280,9 @@ class ClaudeSim:
         model_id = request.match_info["model_id"]
         return web.json_response({**_MODEL_INFO_BASE, "id": model_id, "display_name": model_id})
 
-    def _message(self, body: dict[str, Any], script: Script) -> dict[str, Any]:
-        """The Message object as `message_start` announces it (no content, no stop reason)."""
-        usage = {
-            "input_tokens": (
-                script.input_tokens if script.input_tokens is not None else _input_estimate(body)
-            ),
-            "cache_creation_input_tokens": script.cache_creation_input_tokens,
-            "cache_read_input_tokens": script.cache_read_input_tokens,
-            "output_tokens": 1,
-            "service_tier": "standard",
-        }
-        return {
-            "id": self._next_id("msg"),
-            "type": "message",
-            "role": "assistant",
-            "content": [],
-            "model": script.model or body["model"],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": usage,
-        }
-
-    @staticmethod
-    def _output_tokens(script: Script) -> int:
-        if script.output_tokens is not None:
-            return script.output_tokens
-        return _estimate_tokens(script.text + (script.thinking or ""))
-
-    @staticmethod
-    def _signature(script: Script) -> str:
-        return f"sim-signature-{len(script.thinking or '')}"
-
     async def _message_json(self, body: dict[str, Any], script: Script) -> web.Response:
         if script.first_delay > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), script.first_delay)
-        message = self._message(body, script)
-        if script.thinking is not None:
-            message["content"].append(
-                {
-                    "type": "thinking",
-                    "thinking": script.thinking,
-                    "signature": self._signature(script),
-                }
-            )
-        message["content"].append({"type": "text", "text": script.text})
-        message["stop_reason"] = script.stop_reason
-        if script.stop_details is not None:
-            message["stop_details"] = script.stop_details
-        message["usage"]["output_tokens"] = self._output_tokens(script)
+        message = complete_message(message_start(body, script, self._next_id("msg")), script)
         return web.json_response(message, headers={"request-id": self._next_id("req")})
-
-    async def _replay(self, stream: _Stream, path: str) -> None:
-        for i, event in enumerate(_fixture_events(path)):
-            if i:
-                await stream.pause(stream.script.chunk_delay, pings=False)
-            await stream.send_raw(event)
-
-    async def _stream(self, stream: _Stream, body: dict[str, Any]) -> None:
-        script = stream.script
-        await stream.send(
-            "message_start", {"type": "message_start", "message": self._message(body, script)}
-        )
-        await stream.pause(script.first_delay)
-        index = 0
-        if script.thinking is not None:
-            await self._thinking_block(stream, script.thinking)
-            index = 1
-        await stream.send(
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": index,
-                "content_block": {"type": "text", "text": ""},
-            },
-        )
-        await stream.send("ping", {"type": "ping"})
-        chunks = _chunks(script.text, script.chunk_chars)
-        streamed = 0
-        for sent in range(len(chunks) + 1):
-            if await self._fault(stream, sent, last=sent == len(chunks)):
-                return
-            if sent == len(chunks):
-                break
-            if sent:
-                await stream.pause(script.chunk_delay)
-            text_delta = {"type": "text_delta", "text": chunks[sent]}
-            await stream.send(
-                "content_block_delta",
-                {"type": "content_block_delta", "index": index, "delta": text_delta},
-            )
-            streamed += len(chunks[sent])
-            stream.timeline.append((time.monotonic(), streamed))
-        await stream.send("content_block_stop", {"type": "content_block_stop", "index": index})
-        if script.end_without_message_delta:
-            return
-        delta: dict[str, Any] = {"stop_reason": script.stop_reason, "stop_sequence": None}
-        if script.stop_details is not None:
-            delta["stop_details"] = script.stop_details
-        await stream.send(
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": delta,
-                "usage": {"output_tokens": self._output_tokens(script)},
-            },
-        )
-        await stream.send("message_stop", {"type": "message_stop"})
-
-    async def _thinking_block(self, stream: _Stream, thinking: str) -> None:
-        await stream.send(
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "thinking", "thinking": "", "signature": ""},
-            },
-        )
-        chunks = _chunks(thinking, stream.script.chunk_chars)
-        for chunk in chunks:
-            await stream.pause(stream.script.thinking_delay / len(chunks))
-            delta = {"type": "thinking_delta", "thinking": chunk}
-            await stream.send(
-                "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
-            )
-        signature = {"type": "signature_delta", "signature": self._signature(stream.script)}
-        await stream.send(
-            "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": signature}
-        )
-        await stream.send("content_block_stop", {"type": "content_block_stop", "index": 0})
-
-    @staticmethod
-    async def _fault(stream: _Stream, sent: int, *, last: bool) -> bool:
-        """Play the script's fault due after `sent` text deltas; True when the stream must end.
-
-        A fault set beyond the number of deltas fires after the last one.
-        """
-        script = stream.script
-
-        def due(after: int | None) -> bool:
-            return after is not None and (sent == after or (last and after > sent))
-
-        if due(script.error_event_after):
-            error = {"type": "overloaded_error", "message": "Overloaded"}
-            await stream.send("error", {"type": "error", "error": error})
-            return True
-        if due(script.drop_after):
-            stream.cut()
-            return True
-        if due(script.silence_after):
-            await stream.pause(script.silence_seconds, pings=False)
-        return False

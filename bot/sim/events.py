@@ -1,7 +1,8 @@
 """What Slack sends to a bot over HTTP: event envelopes and interaction payloads, signed.
 
-Tests and the demo use these to drive the bot's ``POST /slack/events`` endpoint the way Slack
-does: the same payload shapes, the same v0 request signature, the same retry headers.
+Tests, the benchmarks and the demo use these to drive the bot's ``POST /slack/events`` endpoint
+the way Slack does: the same payload shapes, the same v0 request signature, the same retry
+headers.
 """
 
 from __future__ import annotations
@@ -182,11 +183,19 @@ class EventPoster:
     """Posts signed requests to a bot's Slack endpoint, like Slack's event delivery does."""
 
     def __init__(
-        self, url: str, signing_secret: str, *, clock: Callable[[], float] = time.time
+        self,
+        url: str,
+        signing_secret: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        connection_limit: int = 100,
     ) -> None:
+        """`connection_limit`: requests in flight at once (aiohttp's default; 0: no cap, so
+        that a benchmark never counts a queue in the poster as the bot's latency)."""
         self.url = url
         self.signing_secret = signing_secret
         self._clock = clock
+        self._connection_limit = connection_limit
         self._session: aiohttp.ClientSession | None = None
 
     async def post_event(
@@ -217,7 +226,8 @@ class EventPoster:
     async def post_raw(self, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         """Send exactly these bytes and headers (for forged or malformed requests)."""
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            connector = aiohttp.TCPConnector(limit=self._connection_limit)
+            self._session = aiohttp.ClientSession(connector=connector)
         async with self._session.post(self.url, data=body, headers=headers) as response:
             return response.status, await response.text()
 

@@ -1,4 +1,5 @@
-"""A real `slackstream serve` process, for fault tests that kill, stop and restart replicas."""
+"""A real `slackstream serve` process on the simulators, for the fault tests that kill, stop and
+restart replicas and for the benchmark that measures the process's own cost."""
 
 from __future__ import annotations
 
@@ -16,15 +17,16 @@ from typing import Any
 
 import aiohttp
 
-from bot.sim.events import EventPoster
-from tests.harness import SECRET
-from tests.redis_server import free_port
+from bot.sim.redis import free_port
+from bot.sim.rig import event_poster, sim_environment
 
 READY_TIMEOUT = 20.0
 
 
 class Replica:
-    """One bot process on a free loopback port, configured through its environment."""
+    """One bot process on a free loopback port, configured through its environment: the
+    simulators' settings (`bot.sim.rig.sim_environment`) with the timings below; `env` (setting
+    names, any case) wins."""
 
     def __init__(
         self, name: str, *, slack_url: str, claude_url: str, redis_url: str, **env: Any
@@ -32,30 +34,24 @@ class Replica:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "SLACK_BOT_TOKEN": "xoxb-sim",
-            "SLACK_SIGNING_SECRET": SECRET,
-            "ANTHROPIC_API_KEY": "sk-sim",
-            "SLACK_API_URL": slack_url,
-            "ANTHROPIC_BASE_URL": claude_url,
-            "REDIS_URL": redis_url,
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "REPLICA_ID": name,
-            "EDIT_INTERVAL_SECONDS": "0.2",
-            "STREAM_LEASE_SECONDS": "2",
-            "STREAM_IDLE_TIMEOUT_SECONDS": "10",
-            "SHUTDOWN_GRACE_SECONDS": "3",
-            "LOG_FORMAT": "json",
-            "LOG_LEVEL": "INFO",
-            **{k.upper(): str(v) for k, v in env.items()},
+        settings = {
+            "redis_url": redis_url,
+            "port": self.port,
+            "replica_id": name,
+            "edit_interval_seconds": 0.2,
+            "stream_lease_seconds": 2,
+            "stream_idle_timeout_seconds": 10,
+            "shutdown_grace_seconds": 3,
+            "log_format": "json",
+            "log_level": "INFO",
+            **{k.lower(): v for k, v in env.items()},
         }
+        self.env = {**os.environ, **sim_environment(slack_url, claude_url, **settings)}
         self._log = tempfile.NamedTemporaryFile(
             prefix=f"replica-{name}-", suffix=".log", delete=False
         )
         self.process: subprocess.Popen[bytes] | None = None
-        self.poster = EventPoster(f"{self.url}/slack/events", SECRET)
+        self.poster = event_poster(self.url)
 
     def launch(self, command: str = "serve") -> None:
         """Start the process without waiting for it to be ready (start-up fault tests)."""
@@ -64,7 +60,7 @@ class Replica:
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=Path(__file__).resolve().parents[2],  # where `bot` is a package
         )
 
     async def logged(self, text: str, timeout: float = 20.0) -> None:

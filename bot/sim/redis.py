@@ -1,8 +1,10 @@
-"""A throwaway redis-server for tests, which fault tests may stop, kill, freeze and restart.
+"""A throwaway redis-server for the tests and the benchmarks, which may stop, kill, freeze and
+restart it.
 
-Tests never use the machine's own Redis on 6379: that one may hold someone's data, and the
-tests flush what they use. Without a `redis-server` binary, `TEST_REDIS_URL` may name a
-disposable Redis instead; the tests that would stop or restart it are then skipped.
+Nothing here uses the machine's own Redis on 6379: that one may hold someone's data, and the
+tests and benchmarks flush what they use. Without a `redis-server` binary, `TEST_REDIS_URL` may
+name a disposable Redis instead; what would stop or restart it then raises `RedisUnavailable`
+(the tests' conftest turns that into a skip).
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ import tempfile
 import time
 from urllib.parse import urlsplit
 
-import pytest
 import redis
 
 _READY_TIMEOUT = 10.0
 _STOP_TIMEOUT = 10.0
 _FORBIDDEN_PORT = 6379
+
+
+class RedisUnavailable(Exception):
+    """No throwaway Redis to be had (no binary, no usable `TEST_REDIS_URL`), or the one there
+    is not ours to stop, freeze or restart."""
 
 
 def free_port() -> int:
@@ -48,21 +54,28 @@ class RedisServer:
             self.port = free_port()
             self.url = f"redis://127.0.0.1:{self.port}/0"
         if self.port == _FORBIDDEN_PORT:
-            raise ValueError("refusing port 6379: tests flush their Redis; use a throwaway one")
+            raise ValueError("refusing port 6379: its data would be flushed; use a throwaway Redis")
+
+    @classmethod
+    def local(cls) -> RedisServer:
+        """One run from the `redis-server` binary on PATH, on a free port (not started yet)."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RedisUnavailable("no redis-server binary on PATH")
+        return cls(binary=binary)
 
     @classmethod
     def from_environment(cls) -> RedisServer:
-        """The local binary if there is one, else `TEST_REDIS_URL`; skips the caller otherwise."""
-        binary = shutil.which("redis-server")
-        if binary is not None:
-            return cls(binary=binary)
+        """The local binary if there is one, else `TEST_REDIS_URL`; RedisUnavailable otherwise."""
+        if shutil.which("redis-server") is not None:
+            return cls.local()
         url = os.environ.get("TEST_REDIS_URL")
-        if url:
-            try:
-                return cls(external_url=url)
-            except ValueError as e:
-                pytest.skip(f"TEST_REDIS_URL unusable: {e}")
-        pytest.skip("no redis-server binary on PATH and TEST_REDIS_URL is not set")
+        if not url:
+            raise RedisUnavailable("no redis-server binary on PATH and TEST_REDIS_URL is not set")
+        try:
+            return cls(external_url=url)
+        except ValueError as e:
+            raise RedisUnavailable(f"TEST_REDIS_URL unusable: {e}") from None
 
     @property
     def managed(self) -> bool:
@@ -150,7 +163,7 @@ class RedisServer:
 
     def _require_managed(self, action: str) -> None:
         if not self.managed:
-            pytest.skip(f"cannot {action} the external Redis at TEST_REDIS_URL")
+            raise RedisUnavailable(f"cannot {action} the external Redis at TEST_REDIS_URL")
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + _READY_TIMEOUT

@@ -1,0 +1,67 @@
+"""What both benchmarks need: where results go, percentiles, the machine they ran on, Markdown
+tables, and writing the results."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+from collections.abc import Iterable, Sequence
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PACKAGES = ("anthropic", "slack-sdk", "slack-bolt", "aiohttp", "redis")
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100); NaN for no values. An infinite value sorts last,
+    so it shows when more than 100 - p % of the values are infinite."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
+
+
+def machine(**extra: Any) -> dict[str, Any]:
+    """The machine a benchmark ran on (CPUs this process may use, their model, the kernel,
+    Python and the packages that matter), plus `extra`."""
+    model = platform.processor() or "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {p: version(p) for p in PACKAGES},
+        **extra,
+    }
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = "") -> str:
+    """A Markdown table; `align` has a letter a column, "r" to right-align it (numbers), any
+    other letter or none to leave it as it is."""
+    ruler = "".join("---:|" if a == "r" else "---|" for a in align.ljust(len(header)))
+    lines = ["| " + " | ".join(header) + " |", "|" + ruler]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a results file, making its directory if need be."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_json(path: Path, document: Any, *, indent: int = 1) -> Path:
+    return write_text(path, json.dumps(document, indent=indent) + "\n")
