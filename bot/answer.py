@@ -30,7 +30,7 @@ from bot.closing import Closing, FooterFacts, closing
 from bot.config import Settings
 from bot.conversation import Conversation, build_conversation
 from bot.lease import Lease
-from bot.lifecycle import Outcome, Phase, StopKind, StopRequest, advance
+from bot.lifecycle import Outcome, Phase, StopKind, StopRequest, advance, shutdown
 from bot.logs import ContextLog
 from bot.message import AnswerMessage, AnswerRef, Sent
 from bot.metrics import Metrics
@@ -214,7 +214,7 @@ class Answer:
         self.lease.renew_soon()  # the store learns which message is ours at once
         self.s.metrics.answers_started.inc()
         if draining() and self.stop is None:
-            self.request_stop(StopRequest(StopKind.SHUTDOWN, "the bot restarted; please ask again"))
+            self.request_stop(shutdown())
         if self.stop is None:
             self._advance(Phase.STREAMING)
             self.lease.note(phase=Phase.STREAMING)
@@ -393,9 +393,7 @@ class Answer:
             )
         else:
             sent = await self.message.finish(text, footer=footer, notes=notes)
-        if (
-            self.publisher.thinking_shown
-        ):  # an edit may not clear Slack's thread status; clear it ourselves
+        if self.publisher.thinking_shown:  # an edit may not clear Slack's thread status
             with contextlib.suppress(SlackFailure):
                 await self.s.slack.call(
                     "assistant.threads.setStatus",
@@ -406,9 +404,7 @@ class Answer:
         if not sent.delivered:
             return await self._final_not_delivered(sent)
         self._advance(Phase.FINISHED)
-        if (
-            text and not self.publisher.first_shown
-        ):  # the whole answer arrived before the first edit
+        if text and not self.publisher.first_shown:  # it all came before the first edit
             self.s.metrics.time_to_first_text.observe(self.s.clock() - self.q.received_at)
         if self.state.usage is not None:
             self.s.metrics.tokens.labels("in").inc(self.state.usage.total_input)
