@@ -194,3 +194,21 @@ def test_demo_reports_a_bad_redis_url_in_one_line() -> None:
     result = _run("demo", REDIS_URL="http://x")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "REDIS_URL" in result.stderr
+
+
+def test_a_python_older_than_3_11_gets_a_clear_message(tmp_path: Path) -> None:
+    """The quick start's set-up says what to install instead of failing deep inside pip."""
+    old = tmp_path / "python3.9"
+    old.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "Python 3.9.18" && exit 0\nexit 1\n')
+    old.chmod(0o755)
+    result = subprocess.run(
+        ["bash", str(ROOT / ".ci" / "install"), str(tmp_path / "venv")],
+        env={**os.environ, "PYTHON": str(old)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "needs Python 3.11 or newer; found: Python 3.9.18" in result.stderr
+    assert not (tmp_path / "venv").exists()
