@@ -391,8 +391,10 @@ class AnswerMessage:
         footer: str | None,
         notes: Sequence[str],
         deadline: float = FINAL_EDIT_DEADLINE,
+        feedback: render.FeedbackButtons | None = None,
     ) -> Sent:
-        """Write the final message(s): the rest of the answer, its notes, the footer."""
+        """Write the final message(s): the rest of the answer, its notes, the footer (and,
+        given `feedback`, Slack's feedback buttons below them)."""
         sent = await self.continue_long(text, deadline=deadline)
         if not sent.delivered:
             return sent
@@ -402,7 +404,9 @@ class AnswerMessage:
         plain_tail = "\n\n".join([*notes, *([footer] if footer else [])])
         plain = f"{body}\n\n{plain_tail}" if body.strip() else plain_tail
         return await self.deliver(
-            render.final_payload(body, footer=footer, notes=notes, mentions=self.mentions),
+            render.final_payload(
+                body, footer=footer, notes=notes, mentions=self.mentions, feedback=feedback
+            ),
             EditKind.FINAL,
             plain=render.plain_pieces(plain, mentions=self.mentions),
             deadline=deadline,
