@@ -136,7 +136,11 @@ class Refusal:
 
 
 def _money(micros: float) -> str:
-    return f"${micros / 1_000_000:,.2f}"
+    """Dollars with cents, or with four decimals for amounts that cents would round away."""
+    dollars = micros / 1_000_000
+    if dollars == 0 or round(dollars, 2) == round(dollars, 4):
+        return f"${dollars:,.2f}"
+    return f"${dollars:,.4f}"
 
 
 def _day_name(moment: datetime.datetime) -> str:
@@ -146,7 +150,9 @@ def _day_name(moment: datetime.datetime) -> str:
 def _in(seconds: float) -> str:
     minutes = max(1, math.ceil(seconds / 60))
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    if not hours:
+        return f"{minutes} min"
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 @dataclass(frozen=True)
