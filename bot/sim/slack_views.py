@@ -248,7 +248,7 @@ class Views:
             for element in _elements(block):
                 if element.get("type") != "button" or element.get("action_id") != action_id:
                     continue
-                if value is not None and element.get("value") != value:
+                if value is not None and (element.get("value") or "") != value:
                     continue
                 action = {
                     "type": "button",
