@@ -130,7 +130,7 @@ async def run_demo(
             if usage:
                 bot = harness.bot
                 report = await usage_report(bot.store, bot.calendar, by=("channel", "model"))
-                table = as_table(report, ("channel", "model"))
+                table = as_table(report, ("channel", "model")).rstrip()
                 view.say(f"usage report (slackstream usage --by channel,model):\n{table}")
             return replies[-1]
         finally:
