@@ -393,6 +393,7 @@ class Answer:
         budget_note = await self._count_usage(outcome)  # the answer's one usage round trip
         if footer and budget_note:
             footer = f"{footer} · {budget_note}"
+        self.message.feedback = self._feedback(text)  # the final message's buttons
         self._advance(Phase.FINISHING)
         # Recorded with the final edit's budget token: whoever finishes writes this same text.
         self.lease.note(text=text, phase=Phase.FINISHING, footer=footer or "", notes=tuple(notes))
@@ -405,9 +406,7 @@ class Answer:
                 wanted=self._wanted,
             )
         else:
-            sent = await self.message.finish(
-                text, footer=footer, notes=notes, feedback=self._feedback(text)
-            )
+            sent = await self.message.finish(text, footer=footer, notes=notes)
         if (
             self.publisher.thinking_shown
         ):  # an edit may not clear Slack's thread status; clear it ourselves
