@@ -10,11 +10,13 @@ import json
 import time
 from typing import Any
 
+from bot.lifecycle import Phase
 from bot.render import FEEDBACK_ACTION_ID, STOP_ACTION_ID
 from bot.sim.claude import Script
 from bot.sim.slack import SimMessage
 from bot.sim.slack_views import feedback_element
-from tests.harness import ADMIN, ALICE, BOB, Harness, running_bot, simulators
+from bot.store import AnswerRecord, MemoryStore
+from tests.harness import ADMIN, ALICE, BOB, CHANNEL, TEAM, Harness, running_bot, simulators
 
 
 def blocks_of(version: dict[str, Any]) -> list[str]:
@@ -137,3 +139,47 @@ async def test_a_click_the_bot_cannot_read_is_acknowledged_and_ignored() -> None
             counts = await cell(h)
     assert status == 200
     assert "feedback_positive" not in counts
+
+
+async def test_an_answer_a_janitor_finishes_with_its_owners_footer_gets_the_buttons() -> None:
+    """The owner died during its final edit (the record holds the final text and footer): the
+    janitor writes that same final message, feedback buttons included; an answer it can only
+    end with [interrupted] gets none (nothing finished to rate)."""
+    store = MemoryStore()
+    async with simulators() as (slack, claude):
+        finishing = slack.post_user_message(CHANNEL, "<@UBOT> one?", user=ALICE)
+        cut = slack.post_user_message(CHANNEL, "<@UBOT> two?", user=ALICE)
+        for asked, phase in ((finishing, Phase.FINISHING), (cut, Phase.STREAMING)):
+            record = AnswerRecord(
+                answer_id=f"{TEAM}-{CHANNEL}-{asked.ts}",
+                team_id=TEAM,
+                channel=CHANNEL,
+                thread_ts=asked.ts,
+                question_ts=asked.ts,
+                asker=ALICE,
+                owner="test-replica",  # the harness's id: recovered at start-up
+                incarnation="an-earlier-process",
+                token="its-lease",
+                origin="its-lease",
+                phase=phase,
+                text="The whole answer.",
+                footer="Tokens: 10 in, 5 out · claude-sonnet-5-5",
+                model="claude-sonnet-5-5",
+            )
+            assert (
+                await store.register(record, lease_seconds=15, dedupe_ttl_seconds=60)
+            ).registered
+        async with running_bot(slack, claude, store=store) as h:
+            await h.bot.janitor.settle()
+            [recovered] = h.replies(finishing)
+            [interrupted] = h.replies(cut)
+    assert "Tokens: 10 in, 5 out" in recovered.visible_text()
+    element = feedback_element(recovered)
+    assert element is not None
+    value = json.loads(element["positive_button"]["value"])
+    assert (value["a"], value["m"], value["u"]) == (
+        f"{TEAM}-{CHANNEL}-{finishing.ts}",
+        "claude-sonnet-5-5",
+        ALICE,
+    )
+    assert "[interrupted" in interrupted.visible_text() and feedback_element(interrupted) is None
