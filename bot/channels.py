@@ -237,6 +237,14 @@ class ChannelSettings:
     def allows(self, user: str) -> bool:
         return not self.allowed_users or user in self.allowed_users
 
+    def switch(self, name: str, environment: bool) -> bool:
+        """A tool switch (`web_search`, `web_fetch`, `files`) for this channel: the file's
+        value where it sets one, else `environment` (the feature's own setting)."""
+        if name not in TOOL_SWITCHES:
+            raise ValueError(f"unknown tool switch {name!r}")
+        value: bool | None = getattr(self, name)
+        return environment if value is None else value
+
     def apply(self, settings: Settings) -> Settings:
         """`settings` for one answer in this channel: model, prompt and output cap, and each
         tool switch the file sets, where `Settings` has a field for it."""

@@ -134,6 +134,9 @@ def test_the_layers_apply_in_order_and_say_where_each_value_came_from() -> None:
     )
     assert payments.max_tokens == 1500
     assert (payments.web_search, payments.web_fetch, payments.files) == (False, None, None)
+    assert payments.switch("web_search", True) is False  # the file's word wins
+    assert payments.switch("web_fetch", True) is True  # unset: the environment's
+    assert resolve(settings, read, "C0OTHER").switch("web_search", False) is True  # defaults
     assert payments.sources["model"] == "file channel"
     assert payments.sources["max_tokens"] == "file defaults"
     other = resolve(settings, read, "C0OTHER")
