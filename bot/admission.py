@@ -1,7 +1,15 @@
 """Which Slack events become answers, and who may stop one: an ordered list of small checks,
 each of which lets the event through or says why not (in the spirit of Bolt's middleware).
 
-    screening ─> dedupe claim ─> caps ─> answer
+    screening ─> dedupe claim ─> caps ─> budgets ─> answer
+
+Screening includes a channel's `allowed_users` (CHANNEL_SETTINGS_FILE). The caps read, in the
+same store round trip, the spend the budgets are checked against and the channel's override
+set from Slack (`Store.admission_view`); an admitted question leaves with its `AnswerProfile`:
+its channel's settings and the day and month its usage counts in. A question over a budget
+gets a polite line saying which budget and when it resets, and Claude is not asked. Budgets
+are read when a question arrives, so answers already in flight may take a budget past its
+limit, by at most what they use; while the store is unreachable no budget is checked.
 
 Draining is not among them: an event is refused while draining before it is acknowledged (the
 HTTP route answers 503, and Socket Mode closes its connection first), so that Slack delivers
@@ -26,10 +34,13 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.budgets import Budgets, Calendar, Period
+from bot.channels import ChannelDirectory
 from bot.config import Settings
 from bot.metrics import Metrics
 from bot.question import Question
-from bot.store import MemoryStore, Store, StoreError
+from bot.store import AdmissionView, MemoryStore, Store, StoreError
+from bot.usage_ledger import AnswerProfile
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +84,9 @@ class Intake:
     question: Question | None = None
     dedupe_keys: list[str] = field(default_factory=list)
     verify_first: bool = False
+    period: Period | None = None  # the day and month the answer's usage counts in
+    view: AdmissionView | None = None  # None: the store could not be read
+    profile: AnswerProfile | None = None  # what an admitted answer is given
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,9 @@ class Admission:
         metrics: Metrics,
         answering_here: Callable[[], Collection[Question]],
         fallback: MemoryStore | None = None,
+        channels: ChannelDirectory | None = None,
+        budgets: Budgets | None = None,
+        calendar: Calendar | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -105,7 +122,10 @@ class Admission:
         self.fallback = fallback or MemoryStore()
         self.degraded = False
         self._answering_here = answering_here
-        self.checks: Sequence[Check] = (self.screen, self.claim, self.caps)
+        self.channels = channels or ChannelDirectory(settings)
+        self.budgets = budgets or Budgets()
+        self.calendar = calendar or Calendar()
+        self.checks: Sequence[Check] = (self.screen, self.claim, self.caps, self.over_budget)
 
     async def admit(
         self, event: dict[str, Any], *, event_id: str | None, team_id: str, bot_user_id: str
@@ -115,6 +135,7 @@ class Admission:
             verdict = await check(intake)
             if verdict is not None:
                 return verdict, intake
+        intake.profile = self._profile(intake)
         return Verdict(True), intake
 
     # -- the checks, in order ------------------------------------------------------------------
@@ -141,6 +162,8 @@ class Admission:
         allowed_users = self.settings.allowed_users
         if allowed_users and user not in allowed_users:
             return Verdict(False, "user not allowed")
+        if not self.channels.resolve(channel).allows(user):
+            return Verdict(False, "user not allowed in this channel")
         intake.question = Question(
             team_id=intake.team_id,
             channel=channel,
@@ -200,8 +223,12 @@ class Admission:
         replica's own answers are counted."""
         q = intake.question
         assert q is not None
+        intake.period = period = self.calendar.period()
         try:
-            mine, workspace = await self.store.count_in_flight(q.team_id, q.user)
+            intake.view = await self.store.admission_view(
+                q.team_id, q.user, q.channel, day=period.day, month=period.month
+            )
+            mine, workspace = intake.view.mine, intake.view.workspace
         except StoreError:
             here = [other for other in self._answering_here() if other.team_id == q.team_id]
             mine, workspace = sum(1 for other in here if other.user == q.user), len(here)
@@ -219,3 +246,30 @@ class Admission:
                 "I'm answering as many questions as I can right now. Please ask again shortly.",
             )
         return None
+
+    async def over_budget(self, intake: Intake) -> Verdict | None:
+        """A polite refusal when a budget is used up: which one, and when it resets."""
+        view, period = intake.view, intake.period
+        if view is None or period is None or not self.budgets.any:
+            return None
+        refusal = self.budgets.refusal(view.spend, period, self.calendar.zone_name)
+        if refusal is None:
+            return None
+        self.metrics.budget_refusals.labels(refusal.budget).inc()
+        log.info("question refused: budget used up", extra={"budget": refusal.budget})
+        return Verdict(False, f"budget {refusal.budget}", refusal.line)
+
+    def _profile(self, intake: Intake) -> AnswerProfile:
+        """The admitted answer's channel settings (with the override read with the caps, or
+        the last one seen when the store could not be read) and its usage period."""
+        q = intake.question
+        assert q is not None
+        if intake.view is not None:
+            override = intake.view.override
+            self.channels.remember(q.team_id, q.channel, override)
+        else:
+            override = self.channels.last_override(q.team_id, q.channel)
+        return AnswerProfile(
+            channel=self.channels.resolve(q.channel, override),
+            period=intake.period or self.calendar.period(),
+        )

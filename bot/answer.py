@@ -25,10 +25,13 @@ from dataclasses import dataclass
 import anthropic
 
 from bot import render
+from bot.budgets import Calendar
+from bot.channels import ChannelFile, resolve
 from bot.claude import StreamState, stream_answer
 from bot.closing import Closing, FooterFacts, closing
 from bot.config import Settings
 from bot.conversation import Conversation, build_conversation
+from bot.feedback import Rated
 from bot.lease import Lease
 from bot.lifecycle import Outcome, Phase, StopKind, StopRequest, advance, shutdown
 from bot.logs import ContextLog
@@ -40,6 +43,7 @@ from bot.question import BotIdentity, Question
 from bot.slackapi import Refusal, SlackCalls, SlackFailure
 from bot.store import AnswerRecord, Registration, Store, StoreError
 from bot.thread import ThreadReader
+from bot.usage_ledger import AnswerProfile, UsageLedger
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ class Services:
     identity: Callable[[], BotIdentity]
     incarnation: str
     clock: Clock
+    ledger: UsageLedger | None = None  # None: usage is not counted (nor budgets noted)
 
 
 class Answer:
@@ -78,9 +83,14 @@ class Answer:
         *,
         dedupe_keys: Sequence[str] = (),
         verify_first: bool = False,
+        profile: AnswerProfile | None = None,
     ) -> None:
         self.s = services
         self.q = q
+        # Its channel's settings and usage period, decided at admission (default: the
+        # environment's settings, counted today).
+        self.profile = profile or default_profile(services, q)
+        self.settings = self.profile.channel.apply(services.settings)
         self.answer_id = q.answer_id
         # The store lost its dedupe claims recently: look in the thread before answering.
         self.verify_first = verify_first
@@ -105,7 +115,7 @@ class Answer:
             incarnation=services.incarnation,
             token=token,
             origin=token,
-            model=settings.claude_model,
+            model=self.profile.channel.model,
             dedupe_keys=tuple(dedupe_keys),
         )
         self.lease = Lease(
@@ -270,7 +280,7 @@ class Answer:
             conversation = await self._conversation()
             self.dropped_turns = conversation.dropped_turns
             await stream_answer(
-                self.s.claude, self.s.settings, conversation.messages, st, self.s.clock
+                self.s.claude, self.settings, conversation.messages, st, self.s.clock
             )
         except Exception as e:
             self.stream_error = e
@@ -353,7 +363,7 @@ class Answer:
             stream_error=self.stream_error,
             idle_timeout=settings.stream_idle_timeout_seconds,
             facts=FooterFacts(
-                model=settings.claude_model,
+                model=self.profile.channel.model,
                 elapsed=self.s.clock() - self.q.received_at,
                 show_cost=settings.show_cost,
                 dropped_turns=self.dropped_turns,
@@ -380,6 +390,10 @@ class Answer:
             return await self._undeliverable(stop)
         ending = self._closing()
         outcome, footer, notes, text = ending.outcome, ending.footer, ending.notes, ending.text
+        budget_note = await self._count_usage(outcome)  # the answer's one usage round trip
+        if footer and budget_note:
+            footer = f"{footer} · {budget_note}"
+        self.message.feedback = self._feedback(text)  # the final message's buttons
         self._advance(Phase.FINISHING)
         # Recorded with the final edit's budget token: whoever finishes writes this same text.
         self.lease.note(text=text, phase=Phase.FINISHING, footer=footer or "", notes=tuple(notes))
@@ -419,6 +433,32 @@ class Answer:
         )
         await self.lease.finish(str(outcome))
         return outcome
+
+    @property
+    def model(self) -> str:
+        """The model that answered (as Claude reported it), else the one asked for."""
+        return self.state.model or self.profile.channel.model
+
+    async def _count_usage(self, outcome: Outcome) -> str | None:
+        """Add this answer's usage to the shared counters; the footer's budget note, if any."""
+        if self.s.ledger is None or self.state.usage is None:
+            return None
+        return await self.s.ledger.record(
+            self.q, self.profile, self.state.usage, model=self.model, outcome=str(outcome)
+        )
+
+    def _feedback(self, text: str) -> render.FeedbackButtons | None:
+        """Slack's feedback buttons, for an answer with something to rate."""
+        if not text.strip():
+            return None
+        rated = Rated(
+            answer_id=self.answer_id,
+            day=self.profile.period.day,
+            channel=self.q.channel,
+            model=self.model,
+            asker=self.q.user,
+        )
+        return rated.buttons()
 
     async def _final_not_delivered(self, sent: Sent) -> Outcome:
         if sent.refusal is not None:
@@ -468,3 +508,11 @@ class Answer:
             await self.lease.finish(str(Outcome.INTERRUPTED))
             return Outcome.INTERRUPTED
         return Outcome.ABANDONED
+
+
+def default_profile(services: Services, q: Question) -> AnswerProfile:
+    """An answer admitted without a profile: the environment's settings, counted today."""
+    calendar = services.ledger.calendar if services.ledger is not None else Calendar()
+    return AnswerProfile(
+        channel=resolve(services.settings, ChannelFile(), q.channel), period=calendar.period()
+    )

@@ -26,10 +26,13 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import slack_http
+from bot import home, render, slack_http
 from bot.admission import ADMISSION_TIMEOUT_SECONDS, Admission
+from bot.budgets import Budgets, Calendar, time_zone
+from bot.channels import ChannelDirectory
 from bot.config import Settings
-from bot.handlers import register_listeners
+from bot.feedback import FeedbackDesk, Rated
+from bot.handlers import ACTIONS, VIEWS, register_listeners
 from bot.janitor import Janitor
 from bot.lifecycle import Phase, stopped_by
 from bot.metrics import Metrics
@@ -38,13 +41,27 @@ from bot.question import BotIdentity
 from bot.reply import HURRY_SECONDS, Replier
 from bot.retry import Backoff
 from bot.slackapi import SlackCalls, SlackFailure
-from bot.store import InstrumentedStore, MemoryStore, RedisStore, Store, StoreError
+from bot.store import (
+    AnswerRecord,
+    ChannelOverride,
+    InstrumentedStore,
+    MemoryStore,
+    RedisStore,
+    SpendView,
+    Store,
+    StoreError,
+)
+from bot.usage_ledger import UsageLedger
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024  # Slack's payloads are far smaller; anything bigger is refused (413)
 # Connections to Slack kept by the shared session (about one per answer editing at that moment).
 SLACK_MAX_CONNECTIONS = 1000
+# How long a model named in the channel settings modal is looked up at Claude (the modal's
+# answer must reach Slack within 3 s); a lookup that fails otherwise accepts the name.
+MODEL_LOOKUP_SECONDS = 1.5
+UI_DRAIN_SECONDS = 3.0  # at shutdown, Home tab updates and votes in progress get this long
 
 
 def build_store(settings: Settings) -> Store:
@@ -120,9 +137,19 @@ class SlackStream:
         claude: anthropic.AsyncAnthropic | None = None,
         metrics: Metrics | None = None,
         policy: PacingPolicy | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
+        # Per-channel settings (the file is read here: a mistake stops start-up in one line
+        # per mistake), the usage calendar and the budgets.
+        self.channels = ChannelDirectory(settings)
+        self.calendar = Calendar(time_zone(settings.usage_timezone), wall_clock)
+        self.budgets = Budgets(
+            user_day_tokens=settings.user_daily_token_budget,
+            user_month_cost_usd=settings.user_monthly_cost_budget_usd,
+            workspace_month_cost_usd=settings.workspace_monthly_cost_budget_usd,
+        )
         # Every store call is measured, whoever makes it.
         self.store: Store = InstrumentedStore(store or build_store(settings), self.metrics)
         # A client made here gets one shared aiohttp session at start(); a given one is the
@@ -142,12 +169,21 @@ class SlackStream:
             metrics=self.metrics,
             identity=self._identity,
             policy=policy,
+            ledger=UsageLedger(
+                store=self.store, metrics=self.metrics, budgets=self.budgets, calendar=self.calendar
+            ),
         )
         self.admission = Admission(
             store=self.store,
             settings=settings,
             metrics=self.metrics,
             answering_here=lambda: [answer.q for answer in self.replier.running.values()],
+            channels=self.channels,
+            budgets=self.budgets,
+            calendar=self.calendar,
+        )
+        self.feedback_desk = FeedbackDesk(
+            store=self.store, metrics=self.metrics, calendar=self.calendar
         )
         self.janitor = Janitor(
             store=self.store,
@@ -156,6 +192,7 @@ class SlackStream:
             metrics=self.metrics,
             policy=self.replier.services.policy,
             incarnation=self.replier.incarnation,
+            feedback=self._recovered_feedback,
         )
         self.bolt = AsyncApp(
             client=self.slack_client,
@@ -172,8 +209,17 @@ class SlackStream:
         self._resources = contextlib.AsyncExitStack()
         self._intake: set[asyncio.Task[None]] = set()  # acknowledged events being admitted
         self._intake_closers: list[Callable[[], Awaitable[None]]] = []
+        self._ui: set[asyncio.Task[None]] = set()  # Home tab updates, modals, feedback votes
         self._stopped = asyncio.Event()
         self._shut_down = False
+
+    def _recovered_feedback(self, record: AnswerRecord) -> render.FeedbackButtons | None:
+        """The feedback buttons of an answer a janitor finishes with its owner's footer (its
+        votes count on the day it is recovered, for the model it was asked of)."""
+        if not record.text.strip():
+            return None
+        day = self.calendar.period().day
+        return Rated(record.answer_id, day, record.channel, record.model, record.asker).buttons()
 
     def _identity(self) -> BotIdentity:
         if self.identity is None:
@@ -254,6 +300,8 @@ class SlackStream:
             },
         )
         await self.replier.drain(self.settings.shutdown_grace_seconds)
+        if self._ui:
+            await asyncio.wait(set(self._ui), timeout=UI_DRAIN_SECONDS)
         self._stopped.set()
         await self.janitor.close(within=HURRY_SECONDS)
         async with asyncio.timeout(10.0):
@@ -313,7 +361,10 @@ class SlackStream:
             await self.replier.refuse(question, verdict.refusal)
         elif verdict.answer and question is not None:
             self.replier.start(
-                question, dedupe_keys=intake.dedupe_keys, verify_first=intake.verify_first
+                question,
+                dedupe_keys=intake.dedupe_keys,
+                verify_first=intake.verify_first,
+                profile=intake.profile,
             )
         else:
             log.debug("event not answered", extra={"reason": verdict.reason})
@@ -356,6 +407,151 @@ class SlackStream:
     async def _tell(self, channel: str, user: str, text: str) -> None:
         with contextlib.suppress(SlackFailure):
             await self.slack.call("chat.postEphemeral", channel=channel, user=user, text=text)
+
+    # -- Channel settings, the Home tab, feedback ----------------------------------------------
+
+    def reload_channel_settings(self) -> bool:
+        """SIGHUP: read CHANNEL_SETTINGS_FILE again. Answers in flight keep the settings they
+        started with; a file with mistakes is refused and the settings in force stay."""
+        return self.channels.reload()
+
+    def _in_background(self, work: Awaitable[object], name: str) -> None:
+        """Run UI work in a tracked task, so Slack's ack goes out at once."""
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("background work failed", extra={"work": name})
+
+        task = asyncio.create_task(run(), name=name)
+        self._ui.add(task)
+        task.add_done_callback(self._ui.discard)
+
+    def feedback(self, *, user: str, team_id: str, value: object) -> None:
+        """A feedback button was clicked: acknowledged already, recorded in the background."""
+        team = team_id or self._identity().team_id
+        self._in_background(
+            self.feedback_desk.vote(team_id=team, voter=user, value=value), "feedback"
+        )
+
+    def home_opened(self, *, user: str, team_id: str) -> None:
+        self._in_background(self.publish_home(user, team_id or self._identity().team_id), "home")
+
+    async def publish_home(self, user: str, team_id: str) -> None:
+        """Publish `user`'s Home tab: their usage; for an admin, the admin section too."""
+        period = self.calendar.period()
+        spend: SpendView | None
+        try:
+            spend = await self.store.usage_spend(team_id, user, day=period.day, month=period.month)
+        except StoreError:
+            spend = None
+        admin = None
+        if await self._is_admin(user):
+            admin = await self._admin_facts(team_id, period.month + "-01", period.day)
+        view = home.home_view(
+            home.HomeFacts(user=user, period=period, budgets=self.budgets, spend=spend, admin=admin)
+        )
+        try:
+            await self.slack.call("views.publish", user_id=user, view=view)
+        except SlackFailure as e:
+            log.warning("could not publish the Home tab", extra={"error": e.error})
+
+    async def _admin_facts(self, team_id: str, since: str, until: str) -> home.AdminFacts:
+        try:
+            overrides = await self.store.channel_overrides(team_id)
+            cells = await self.store.usage_cells(since=since, until=until, team_id=team_id)
+        except StoreError:
+            overrides, cells = {}, []
+        channel_file = self.channels.file
+        return home.AdminFacts(
+            defaults=self.channels.resolve(""),
+            file_path=channel_file.path,
+            file_channels={c: self.channels.resolve(c) for c in channel_file.channels},
+            overrides=overrides,
+            cells=cells,
+            zone=self.calendar.zone,
+        )
+
+    def open_channel_settings(
+        self, *, user: str, team_id: str, trigger_id: str, channel: str
+    ) -> None:
+        self._in_background(
+            self._open_channel_settings(
+                user, team_id or self._identity().team_id, trigger_id, channel
+            ),
+            "channel-settings",
+        )
+
+    async def _open_channel_settings(
+        self, user: str, team_id: str, trigger_id: str, channel: str
+    ) -> None:
+        if not await self._is_admin(user):
+            log.info("refused to open channel settings for a non-admin", extra={"user": user})
+            return
+        override: ChannelOverride | None = None
+        if channel:
+            try:
+                override = (await self.store.channel_overrides(team_id)).get(channel)
+            except StoreError:
+                override = self.channels.last_override(team_id, channel)
+        try:
+            await self.slack.call(
+                "views.open", trigger_id=trigger_id, view=home.settings_modal(channel, override)
+            )
+        except SlackFailure as e:
+            log.warning("could not open the channel settings", extra={"error": e.error})
+
+    async def channel_settings_submitted(
+        self, *, user: str, team_id: str, view: dict[str, Any]
+    ) -> dict[str, str] | None:
+        """An admin saved the modal: store the override (None back), or say what is wrong
+        per block. Anyone else is refused, whatever the request says."""
+        if not await self._is_admin(user):
+            log.info("refused channel settings from a non-admin", extra={"user": user})
+            return {"channel": "Only workspace admins can change a channel's settings."}
+        submitted = home.read_submission(view)
+        if isinstance(submitted, dict):
+            return submitted
+        if submitted.model and not await self._model_exists(submitted.model):
+            return {"model": f"Claude has no model named {submitted.model}."}
+        override = None
+        if not submitted.clears:
+            override = ChannelOverride(
+                system_prompt=submitted.system_prompt,
+                model=submitted.model,
+                by=user,
+                at=self.calendar.clock(),
+            )
+        team = team_id or self._identity().team_id
+        try:
+            await self.store.set_channel_override(team, submitted.channel, override)
+        except StoreError:
+            return {"channel": "The settings could not be saved right now; please try again."}
+        self.channels.remember(team, submitted.channel, override)
+        log.info(
+            "channel settings changed from Slack",
+            extra={
+                "channel": submitted.channel,
+                "by": user,
+                "model": submitted.model,
+                "prompt_chars": len(submitted.system_prompt),
+                "removed": override is None,
+            },
+        )
+        self._in_background(self.publish_home(user, team), "home")
+        return None
+
+    async def _model_exists(self, model: str) -> bool:
+        """False only when Claude says it has no such model; any other failure accepts it."""
+        try:
+            async with asyncio.timeout(MODEL_LOOKUP_SECONDS):
+                await self.claude.models.retrieve(model)
+        except anthropic.NotFoundError:
+            return False
+        except (anthropic.APIError, TimeoutError):
+            return True
+        return True
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -437,7 +633,7 @@ def _parse_slack_body(
 ) -> slack_http.Accepted | slack_http.Refusal:
     """The signature first, over the raw bytes, then the body (see `slack_http`)."""
     refusal = slack_http.authenticate(request.headers, raw, secret, now=now)
-    return refusal or slack_http.read_body(raw, request.content_type)
+    return refusal or slack_http.read_body(raw, request.content_type, actions=ACTIONS, views=VIEWS)
 
 
 async def run_until_signalled(
@@ -455,6 +651,8 @@ async def run_until_signalled(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP reads CHANNEL_SETTINGS_FILE again (answers in flight keep their settings).
+    loop.add_signal_handler(signal.SIGHUP, bot.reload_channel_settings)
     async with contextlib.AsyncExitStack() as stack:
         stop_serving = await runner_setup()
         stack.push_async_callback(stop_serving)  # unwound last: /healthz answers while draining

@@ -16,7 +16,7 @@ import anthropic
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import SECRETS, Settings, secret_problem
+from bot.config import SECRETS, ConfigError, Settings, secret_problem
 from bot.manifest import BOT_SCOPES
 from bot.store import RedisStore, StoreError
 
@@ -176,11 +176,77 @@ async def check_redis(settings: Settings) -> list[CheckResult]:
     return [CheckResult("Redis", True, "PING answered")]
 
 
+async def check_channel_settings(settings: Settings) -> list[CheckResult]:
+    """CHANNEL_SETTINGS_FILE (one line per mistake), and whether Claude knows every model it
+    and CLAUDE_MODEL name (asked of the models endpoint, when Claude can be reached)."""
+    from bot.channels import load_channel_file
+
+    name = "channel settings"
+    try:
+        channel_file = load_channel_file(settings.channel_settings_file)
+    except ConfigError as e:
+        head, *mistakes = str(e).splitlines()
+        fix = "correct CHANNEL_SETTINGS_FILE (docs/operations.md, Channels)"
+        if not mistakes:
+            return [CheckResult(name, False, head, fix)]
+        return [CheckResult(name, False, line.strip(), fix) for line in mistakes]
+    if settings.channel_settings_file:
+        detail = f"{settings.channel_settings_file}: {len(channel_file.channels)} channel(s)"
+    else:
+        detail = "CHANNEL_SETTINGS_FILE not set: every channel gets the environment's settings"
+    results = [CheckResult(name, True, detail)]
+    users: dict[str, list[str]] = {settings.claude_model: ["CLAUDE_MODEL"]}
+    if channel_file.defaults.model:
+        users.setdefault(channel_file.defaults.model, []).append("defaults")
+    for channel, layer in channel_file.channels.items():
+        if layer.model:
+            users.setdefault(layer.model, []).append(f"channels.{channel}")
+    results += await _check_models(settings, users)
+    return results
+
+
+async def _check_models(settings: Settings, users: dict[str, list[str]]) -> list[CheckResult]:
+    if settings.anthropic_api_key is None:
+        return [CheckResult("models", True, "not checked: no ANTHROPIC_API_KEY")]
+    client = anthropic.AsyncAnthropic(
+        api_key=settings.anthropic_api_key.get_secret_value(),
+        base_url=settings.anthropic_base_url,
+        max_retries=0,
+        timeout=TIMEOUT_SECONDS,
+        http_client=anthropic.DefaultAioHttpClient(),
+    )
+    results = []
+    try:
+        for model, where in users.items():
+            label = f"model {model}"
+            try:
+                await client.models.retrieve(model)
+            except anthropic.NotFoundError:
+                results.append(
+                    CheckResult(
+                        label,
+                        False,
+                        f"Claude has no such model (named by {', '.join(where)})",
+                        "use a model ID from Claude's models list",
+                    )
+                )
+            except anthropic.APIError as e:
+                results.append(
+                    CheckResult(label, True, f"not checked: Claude answered {type(e).__name__}")
+                )
+            else:
+                results.append(CheckResult(label, True, f"known to Claude ({', '.join(where)})"))
+    finally:
+        await client.close()
+    return results
+
+
 CHECKS: tuple[Callable[[Settings], Awaitable[list[CheckResult]]], ...] = (
     check_config,
     check_slack,
     check_claude,
     check_redis,
+    check_channel_settings,
 )
 
 

@@ -1,4 +1,5 @@
-"""The commands of the operating contract: serve, socket, demo, check, manifest; nothing else."""
+"""The commands of the operating contract: serve, socket, demo, check, usage, manifest; nothing
+else."""
 
 from __future__ import annotations
 
@@ -52,6 +53,47 @@ def _manifest(url: str | None, socket: bool) -> int:
     return 0
 
 
+def _usage(args: argparse.Namespace) -> int:
+    from bot.budgets import Calendar, time_zone
+    from bot.report import parse_day, parse_groups, render, retention_warning, usage_report
+    from bot.store import RedisStore, StoreError
+
+    settings = load_settings()
+    configure_logging("ERROR", "text", settings.secret_values())
+    if not settings.redis_url:
+        raise ConfigError(
+            "usage reads the counters the bot keeps in Redis: set REDIS_URL (without it, "
+            "each bot process keeps its usage in its own memory)."
+        )
+    try:
+        by = parse_groups(args.by)
+        since = parse_day(args.since, "--since") if args.since else None
+        until = parse_day(args.until, "--until") if args.until else None
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    calendar = Calendar(time_zone(settings.usage_timezone))
+
+    async def report() -> list[dict[str, object]]:
+        assert settings.redis_url is not None
+        store = RedisStore.from_url(settings.redis_url)
+        try:
+            return await usage_report(
+                store, calendar, since=since, until=until, by=by, team_id=args.team
+            )
+        finally:
+            await store.close()
+
+    try:
+        rows = asyncio.run(report())
+    except StoreError as e:
+        print(f"slackstream: cannot read the usage from Redis: {e}", file=sys.stderr)
+        return 1
+    if (warning := retention_warning(since, calendar)) is not None:
+        sys.stderr.write(warning)
+    sys.stdout.write(Redactor(settings.secret_values())(render(rows, by, args.format)))
+    return 0
+
+
 # (name, one line for the command list, what `--help` says it does)
 COMMANDS = {
     "serve": (
@@ -83,6 +125,13 @@ COMMANDS = {
         "scopes, Claude, Redis); print a checklist with a fix for each problem. Exits 1 when "
         "anything needs fixing.",
     ),
+    "usage": (
+        "the usage report (answers, tokens, cost, feedback) for finance",
+        "Print the usage every replica counted in Redis (REDIS_URL): one row per day and "
+        "person, channel or model, with answers, input, output and cache tokens, server tool "
+        "calls, the estimated cost in US dollars and the feedback votes. Days are those of "
+        "USAGE_TIMEZONE; counters are kept 90 days. By default: this month so far, by person.",
+    ),
     "manifest": (
         "print a ready Slack app manifest",
         "Print the Slack app manifest for this bot (scopes, events, interactivity) to paste "
@@ -103,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, (summary, description) in COMMANDS.items()
     }
     parsers["demo"].add_argument("question", nargs="?", help="what to ask the simulated Claude")
+    usage = parsers["usage"]
+    usage.add_argument("--since", metavar="DATE", help="first day (default: the 1st of this month)")
+    usage.add_argument("--until", metavar="DATE", help="last day (default: today)")
+    usage.add_argument(
+        "--by", default="user", help="user, channel or model, or several: channel,model"
+    )
+    usage.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    usage.add_argument("--team", metavar="TEAM_ID", help="one workspace only")
     manifest = parsers["manifest"]
     manifest.add_argument("--url", help="public base URL, e.g. https://bot.example.com")
     manifest.add_argument("--socket", action="store_true", help="Socket Mode variant")
@@ -116,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             return demo_main(args.question)
         if args.command == "check":
             return _check()
+        if args.command == "usage":
+            return _usage(args)
         return _manifest(args.url, args.socket)
     except ConfigError as e:
         print(f"slackstream: {e}", file=sys.stderr)

@@ -218,6 +218,36 @@ class Settings(BaseSettings):
         if problems:
             raise ConfigError(f"unsafe configuration: {'; '.join(problems)}.")
 
+    # -- Running for a whole company: per-channel settings, usage and budgets --------------
+    # (README, Configuration; docs/operations.md, "Channels, budgets and usage reports".)
+    # A YAML file of defaults and per-channel overrides (`bot.channels`); unset: none.
+    channel_settings_file: str | None = None
+    # Each budget is optional (unset: no limit); checked in the store, across replicas.
+    user_daily_token_budget: int | None = Field(None, ge=1)
+    user_monthly_cost_budget_usd: float | None = Field(None, gt=0)
+    workspace_monthly_cost_budget_usd: float | None = Field(None, gt=0)
+    # Where days and months begin for the usage counters, the report and the budgets' resets.
+    usage_timezone: str = "UTC"
+
+    @field_validator(
+        "channel_settings_file",
+        "user_daily_token_budget",
+        "user_monthly_cost_budget_usd",
+        "workspace_monthly_cost_budget_usd",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("usage_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from bot.budgets import time_zone  # the one place a zone name is read
+
+        time_zone(value)  # ValueError (one line) for a zone this system does not know
+        return value
+
 
 def _require_url(value: str, schemes: tuple[str, ...], example: str) -> None:
     """ValueError (one line for pydantic) unless `value` is a URL with one of `schemes`."""

@@ -2,7 +2,8 @@
 
 A simulated Slack workspace and a simulated Claude run on loopback; the real bot (`serve` mode,
 signed HTTP events, Bolt, the Slack and Anthropic SDKs, the store) answers one mention, and the
-terminal shows the placeholder, each edit as Slack receives it, and the final message.
+terminal shows the placeholder, each edit as Slack receives it, the final message with its
+feedback buttons, and the usage report that answer was counted in.
 
 The simulated Claude streams at about a reader's pace so the edits can be watched arriving
 (`[sim:fast]` turns that off). With `REDIS_URL` set the demo keeps its state in that Redis,
@@ -21,9 +22,11 @@ from typing import TextIO
 
 from bot.config import ConfigError, load_settings
 from bot.logs import configure_logging
+from bot.report import as_table, usage_report
 from bot.sim.claude import default_script
 from bot.sim.rig import ALICE, running_bot, simulators
 from bot.sim.slack import SimMessage
+from bot.sim.slack_views import feedback_element
 from bot.store import MemoryStore, RedisStore, Store
 
 DEFAULT_QUESTION = "How does a token bucket rate limiter work? [sim:long 1800]"
@@ -56,7 +59,10 @@ class TerminalView:
             tail = text[-70:].replace("\n", " ⏎ ")
             self.say(f"edit {self.edits:>3}: {len(text):>5} chars …{tail}")
         else:
-            self.say(f"final message:\n{'-' * 72}\n{text}\n{'-' * 72}")
+            buttons = (
+                "\n[ 👍 ] [ 👎 ]  (Slack's feedback buttons)" if feedback_element(message) else ""
+            )
+            self.say(f"final message:\n{'-' * 72}\n{text}{buttons}\n{'-' * 72}")
 
     def say(self, line: str) -> None:
         self.out.write(f"[{time.monotonic() - self.started:6.2f}s] {line}\n")
@@ -96,6 +102,7 @@ async def run_demo(
     chunk_delay: float = DEMO_CHUNK_DELAY,
     idle_timeout: float = DEMO_IDLE_TIMEOUT,
     store: Store | None = None,
+    usage: bool = True,
 ) -> SimMessage:
     """Answer one mention end to end; return the bot's final message."""
     claude_default = functools.partial(default_script, chunk_delay=chunk_delay)
@@ -120,6 +127,11 @@ async def run_demo(
             view.say(f"<alice> @claude {question}")
             asked = await harness.mention(question, user=ALICE)
             replies = await harness.finished(asked, timeout=idle_timeout + 120)
+            if usage:
+                bot = harness.bot
+                report = await usage_report(bot.store, bot.calendar, by=("channel", "model"))
+                table = as_table(report, ("channel", "model")).rstrip()
+                view.say(f"usage report (slackstream usage --by channel,model):\n{table}")
             return replies[-1]
         finally:
             explainer.cancel()

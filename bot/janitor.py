@@ -60,8 +60,11 @@ class Janitor:
         policy: PacingPolicy,
         incarnation: str,
         clock: Clock = time.monotonic,
+        feedback: Callable[[AnswerRecord], render.FeedbackButtons | None] | None = None,
     ) -> None:
         self.store = store
+        # The feedback buttons of an answer finished with its owner's footer (None: none).
+        self.feedback = feedback
         self.slack = slack
         self.settings = settings
         self.metrics = metrics
@@ -205,11 +208,13 @@ class Janitor:
             if not sent.delivered:
                 return _given_up(sent, answer_log)
             lease.note(message_ts=message.ts)
+        feedback = None
         if record.phase is Phase.FINISHING:
             footer, notes = record.footer or None, list(record.notes)
+            feedback = self.feedback(record) if self.feedback is not None else None
         else:
             footer, notes = None, [render.interrupted_note(RECOVERY_REASON)]
-        sent = await message.finish(record.text, footer=footer, notes=notes)
+        sent = await message.finish(record.text, footer=footer, notes=notes, feedback=feedback)
         if not sent.delivered:
             return _given_up(sent, answer_log)
         self.metrics.janitor_recoveries.inc()

@@ -39,12 +39,16 @@ SCOPES_BY_METHOD: dict[str, tuple[str, ...]] = {
     "users.info": ("users:read",),
     # chat:write suffices since 2026-03; assistant:write is no longer needed for it.
     "assistant.threads.setStatus": ("chat:write",),
+    # The Home tab and the channel settings modal: no scope (Slack's metadata, `no_scope_required`).
+    "views.publish": (),
+    "views.open": (),
 }
 """Every Slack Web API method the bot calls, with the bot scopes it needs."""
 
 SCOPES_BY_EVENT: dict[str, tuple[str, ...]] = {
     "app_mention": ("app_mentions:read",),
     "message.im": ("im:history",),
+    "app_home_opened": (),  # the Home tab: each person's usage, admins' channel settings
 }
 """Every Events API subscription the bot handles, with the bot scopes it needs."""
 
@@ -90,7 +94,8 @@ def build_manifest(
         raise ValueError(f"bot display name must be 1 to 80 characters, got {len(bot_name)}")
 
     events: dict[str, Any] = {"bot_events": list(BOT_EVENTS)}
-    interactivity: dict[str, Any] = {"is_enabled": True}  # the Stop button
+    # The Stop and feedback buttons, the Home tab's button and the channel settings modal.
+    interactivity: dict[str, Any] = {"is_enabled": True}
     if not socket:
         if url is None:
             raise ValueError("HTTP mode needs the bot's public https URL (or use Socket Mode)")
@@ -109,7 +114,7 @@ def build_manifest(
         },
         "features": {
             "app_home": {
-                "home_tab_enabled": False,
+                "home_tab_enabled": True,  # usage, and admins' channel settings
                 "messages_tab_enabled": True,
                 "messages_tab_read_only_enabled": False,
             },

@@ -179,6 +179,8 @@ class AnswerMessage:
         # Who Claude may mention, by name, and whether a mention notifies (the operator's
         # choice); the answer fills in names once it has read the thread.
         self.mentions = render.Mentions(live_users=settings.allow_user_mentions)
+        # Slack's feedback buttons for the final message (`finish`), when the answer has them.
+        self.feedback: render.FeedbackButtons | None = None
         self._hurried_tries = 0
 
     # -- finding -------------------------------------------------------------------------------
@@ -391,8 +393,10 @@ class AnswerMessage:
         footer: str | None,
         notes: Sequence[str],
         deadline: float = FINAL_EDIT_DEADLINE,
+        feedback: render.FeedbackButtons | None = None,
     ) -> Sent:
-        """Write the final message(s): the rest of the answer, its notes, the footer."""
+        """Write the final message(s): the rest of the answer, its notes, the footer (and
+        Slack's feedback buttons below them: `feedback`, else `self.feedback`)."""
         sent = await self.continue_long(text, deadline=deadline)
         if not sent.delivered:
             return sent
@@ -402,7 +406,13 @@ class AnswerMessage:
         plain_tail = "\n\n".join([*notes, *([footer] if footer else [])])
         plain = f"{body}\n\n{plain_tail}" if body.strip() else plain_tail
         return await self.deliver(
-            render.final_payload(body, footer=footer, notes=notes, mentions=self.mentions),
+            render.final_payload(
+                body,
+                footer=footer,
+                notes=notes,
+                mentions=self.mentions,
+                feedback=feedback or self.feedback,
+            ),
             EditKind.FINAL,
             plain=render.plain_pieces(plain, mentions=self.mentions),
             deadline=deadline,

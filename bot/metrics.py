@@ -127,6 +127,51 @@ class Metrics:
         self.events_deduped = Counter(
             "events_deduped", "Slack events dropped as duplicates", namespace=ns, registry=r
         )
+        # -- running for a company: usage, budgets, feedback (never per person or channel:
+        # label values stay few, the store keeps the per-person and per-channel counters) --
+        self.usage_answers = Counter(
+            "usage_answers",
+            "Answers whose usage was counted, by model and outcome",
+            ["model", "outcome"],
+            namespace=ns,
+            registry=r,
+        )
+        self.usage_tokens = Counter(
+            "usage_tokens",
+            "Claude tokens of counted answers, by model, outcome and kind (input, output, "
+            "cache_read, cache_write)",
+            ["model", "outcome", "kind"],
+            namespace=ns,
+            registry=r,
+        )
+        self.usage_cost = Counter(
+            "usage_cost_usd",
+            "Estimated cost in US dollars of counted answers, by model and outcome",
+            ["model", "outcome"],
+            namespace=ns,
+            registry=r,
+        )
+        self.server_tool_calls = Counter(
+            "server_tool_calls",
+            "Server tool requests (web search, web fetch) of counted answers, by model",
+            ["model"],
+            namespace=ns,
+            registry=r,
+        )
+        self.budget_refusals = Counter(
+            "budget_refusals",
+            "Questions refused because a budget was used up, by budget",
+            ["budget"],
+            namespace=ns,
+            registry=r,
+        )
+        self.feedback = Counter(
+            "feedback",
+            "Feedback votes recorded (a changed vote counts its new value), by value",
+            ["value"],
+            namespace=ns,
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The registry in Prometheus text format, for GET /metrics."""

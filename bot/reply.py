@@ -22,6 +22,7 @@ from bot.question import BotIdentity, Question
 from bot.slackapi import SlackCalls, SlackFailure
 from bot.store import Store
 from bot.thread import ThreadReader
+from bot.usage_ledger import AnswerProfile, UsageLedger
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Replier:
         policy: PacingPolicy | None = None,
         clock: Clock = time.monotonic,
         incarnation: str | None = None,
+        ledger: UsageLedger | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -65,6 +67,7 @@ class Replier:
             identity=identity,
             incarnation=incarnation or uuid.uuid4().hex[:12],
             clock=clock,
+            ledger=ledger,
         )
         self.running: dict[str, Answer] = {}
         self.stopping = False  # past the grace period: answers that start now start stopped
@@ -75,10 +78,21 @@ class Replier:
         return self.services.incarnation
 
     def start(
-        self, question: Question, *, dedupe_keys: Sequence[str] = (), verify_first: bool = False
+        self,
+        question: Question,
+        *,
+        dedupe_keys: Sequence[str] = (),
+        verify_first: bool = False,
+        profile: AnswerProfile | None = None,
     ) -> asyncio.Task[None]:
         """Answer in the background; the task is tracked so shutdown can wait for it."""
-        answer = Answer(self.services, question, dedupe_keys=dedupe_keys, verify_first=verify_first)
+        answer = Answer(
+            self.services,
+            question,
+            dedupe_keys=dedupe_keys,
+            verify_first=verify_first,
+            profile=profile,
+        )
         self.running[answer.answer_id] = answer
         task = asyncio.create_task(self._run(answer), name=f"answer-{question.ts}")
         self._tasks.add(task)
@@ -98,7 +112,8 @@ class Replier:
         return answer.request_stop(request) if answer is not None else False
 
     async def refuse(self, question: Question, line: str) -> None:
-        """A polite line in the question's thread instead of an answer (over a cap)."""
+        """A polite line in the question's thread instead of an answer (over a cap or a
+        budget)."""
         self.metrics.answers_finished.labels("rejected").inc()
         log.info("answer refused: limit reached", extra={"user": question.user, "reason": line})
         with contextlib.suppress(SlackFailure):

@@ -36,6 +36,7 @@ FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 # The interactions `handlers.register_listeners` answers; keep the two in step.
 KNOWN_ACTIONS = frozenset({STOP_ACTION_ID})
+KNOWN_VIEWS: frozenset[str] = frozenset()  # callback_ids of the modals whose submissions it takes
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
@@ -120,7 +121,11 @@ def authenticate(
 
 
 def read_body(
-    body: bytes, content_type: str, *, actions: Collection[str] = KNOWN_ACTIONS
+    body: bytes,
+    content_type: str,
+    *,
+    actions: Collection[str] = KNOWN_ACTIONS,
+    views: Collection[str] = KNOWN_VIEWS,
 ) -> Accepted | Refusal:
     """An authenticated body, checked for what the bot and Bolt read (see the module doc)."""
     try:
@@ -130,7 +135,7 @@ def read_body(
     if content_type == JSON:
         return _event(text)
     if content_type == FORM:
-        return _interaction(text, actions)
+        return _interaction(text, actions, views)
     return Refusal(415, "body is neither JSON nor a form")
 
 
@@ -167,7 +172,7 @@ def _event(text: str) -> Accepted | Refusal:
     return Accepted(text, JSON, envelope)
 
 
-def _interaction(text: str, actions: Collection[str]) -> Accepted | Refusal:
+def _interaction(text: str, actions: Collection[str], views: Collection[str]) -> Accepted | Refusal:
     if text.startswith("{"):
         return Refusal(400, "form body that reads as JSON")  # Bolt would parse it as JSON
     try:
@@ -180,6 +185,8 @@ def _interaction(text: str, actions: Collection[str]) -> Accepted | Refusal:
     payload = _json_object(payloads[0])
     if payload is None or not isinstance(payload.get("type"), str):
         return Refusal(400, "payload is not a JSON object with a type")
+    if payload["type"] == "view_submission":
+        return _submission(text, payload, views)
     clicked = payload.get("actions")
     if not isinstance(clicked, list) or not clicked or not isinstance(clicked[0], dict):
         return Accepted(text, FORM, payload, dispatch=False)  # not a button the bot knows
@@ -195,6 +202,21 @@ def _interaction(text: str, actions: Collection[str]) -> Accepted | Refusal:
     urls = payload.get("response_urls")
     if urls is not None and not _objects(urls):
         problem = problem or "response_urls is not a list of objects"
+    return Refusal(400, problem) if problem else Accepted(text, FORM, payload)
+
+
+def _submission(text: str, payload: dict[str, Any], views: Collection[str]) -> Accepted | Refusal:
+    """A modal's submission: only the bot's own modals, with a user and readable values."""
+    view = payload.get("view")
+    if not isinstance(view, dict) or view.get("callback_id") not in views:
+        return Accepted(text, FORM, payload, dispatch=False)  # not a modal the bot opened
+    user = payload.get("user")
+    if not isinstance(user, dict) or not isinstance(user.get("id"), str):
+        return Refusal(400, "submission without a user")
+    state = view.get("state")
+    if not isinstance(state, dict) or not isinstance(state.get("values"), dict):
+        return Refusal(400, "submission without values")
+    problem = _shape_problem(payload)
     return Refusal(400, problem) if problem else Accepted(text, FORM, payload)
 
 

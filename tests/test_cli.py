@@ -88,10 +88,21 @@ async def test_demo_shows_placeholder_edits_and_final_footer() -> None:
     assert shown.index("placeholder posted") < shown.index("edit   1:") < shown.index("final")
 
 
+async def test_demo_shows_the_feedback_buttons_and_the_usage_report() -> None:
+    out = io.StringIO()
+    await run_demo("What is a budget? [sim:fast]", out=out)
+    shown = out.getvalue()
+    final = shown.index("final message:")
+    assert shown.index("Tokens:", final) < shown.index("[ 👍 ] [ 👎 ]", final)
+    report = shown[shown.index("usage report") :]
+    assert "C0GENERAL" in report and "claude-sonnet-5-5" in report
+    assert report.splitlines()[-1].split()[:2] == ["total", "1"]
+
+
 def test_every_command_says_what_it_does() -> None:
     overview = _run("--help")
     assert overview.returncode == 0
-    for command in ("serve", "socket", "demo", "check", "manifest"):
+    for command in ("serve", "socket", "demo", "check", "usage", "manifest"):
         assert command in overview.stdout
         result = _run(command, "--help")
         assert result.returncode == 0, result.stderr

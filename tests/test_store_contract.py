@@ -30,15 +30,23 @@ from bot.pacing import COMPETING_WINDOW_SECONDS, TokenBucket
 from bot.sim.redis import RedisServer, free_port
 from bot.store import (
     AnswerRecord,
+    ChannelOverride,
     Checkpoint,
     EventClaim,
+    FeedbackVote,
     LeaseReport,
     LeaseState,
     MemoryStore,
     RedisStore,
     Registration,
+    Spend,
+    SpendView,
     Store,
     StoreError,
+    Thresholds,
+    UsageEntry,
+    UsageKeep,
+    VoteResult,
 )
 from bot.store.memory import TOMBSTONE_SECONDS
 from bot.store.redis_store import TEXT_KEEP_SECONDS
@@ -1549,3 +1557,237 @@ async def test_the_caps_and_thread_order_cost_the_same_however_many_answers_are_
     )
     many = await commands_per_question()
     assert few == many
+
+
+# ============================================================================================
+# Running for a company: usage counters, budgets' spend, feedback, channel overrides
+# ============================================================================================
+
+DAY, MONTH = "2026-05-14", "2026-05"
+KEEP = UsageKeep(day_seconds=90 * 86400.0, month_seconds=120 * 86400.0, oldest_day="2026-02-13")
+
+
+def used(
+    user: str = "U1",
+    *,
+    channel: str = "C1",
+    model: str = "claude-sonnet-5-5",
+    day: str = DAY,
+    team: str = "T1",
+    cost: int | None = 1_000,
+    **counts: int,
+) -> UsageEntry:
+    values = {"input_tokens": 100, "output_tokens": 50, **counts}
+    return UsageEntry(
+        team_id=team,
+        user=user,
+        channel=channel,
+        model=model,
+        day=day,
+        month=day[:7],
+        cost_micros=cost,
+        **values,
+    )
+
+
+NO_THRESHOLDS = Thresholds()
+
+
+async def add(store: Store, *entries: UsageEntry, thresholds: Thresholds = NO_THRESHOLDS) -> None:
+    for entry in entries:
+        await store.record_usage(entry, thresholds=thresholds, keep=KEEP)
+
+
+def vote(voter: str, value: str, *, answer_id: str = "a-1", asker: str = "U1") -> FeedbackVote:
+    return FeedbackVote(
+        answer_id=answer_id,
+        team_id="T1",
+        voter=voter,
+        value=value,
+        day=DAY,
+        channel="C1",
+        model="claude-sonnet-5-5",
+        asker=asker,
+    )
+
+
+async def test_the_admission_view_counts_like_count_in_flight_and_reads_the_spend(
+    store: Store,
+) -> None:
+    await registered(store, asked("a-1", "T1", "U1"), asked("a-2", "T1", "U2"))
+    view = await store.admission_view("T1", "U1", "C1", day=DAY, month=MONTH)
+    assert (view.mine, view.workspace) == await store.count_in_flight("T1", "U1") == (1, 2)
+    assert view.spend == SpendView() and view.override is None
+
+    await add(store, used("U1"), used("U1", day="2026-05-01", cost=None), used("U2"))
+    view = await store.admission_view("T1", "U1", "C1", day=DAY, month=MONTH)
+    assert view.spend.user_day == Spend(answers=1, tokens=150, cost_micros=1_000)
+    assert view.spend.user_month == Spend(answers=2, tokens=300, cost_micros=1_000)
+    assert view.spend.workspace_month == Spend(answers=3, tokens=450, cost_micros=2_000)
+    assert await store.usage_spend("T1", "U1", day=DAY, month=MONTH) == view.spend
+
+
+async def test_usage_lands_in_one_cell_per_person_channel_and_model(store: Store) -> None:
+    await add(
+        store,
+        used("U1", cache_read_tokens=1_000, cache_write_tokens=10, server_tool_calls=2),
+        used("U1"),
+        used("U1", model="claude-opus-5"),
+        used("U2", channel="C2", cost=None),
+        used("U1", day="2026-05-15"),
+        used("U1", team="T2"),
+    )
+    cells = await store.usage_cells(since=DAY, until=DAY, team_id="T1")
+    by_key = {(c.user, c.channel, c.model): dict(c.counts) for c in cells}
+    assert by_key == {
+        ("U1", "C1", "claude-opus-5"): {
+            "answers": 1,
+            "input_tokens": 100,
+            "output_tokens": 50,
+            "cost_micros": 1_000,
+        },
+        ("U1", "C1", "claude-sonnet-5-5"): {
+            "answers": 2,
+            "input_tokens": 200,
+            "output_tokens": 100,
+            "cache_read_tokens": 1_000,
+            "cache_write_tokens": 10,
+            "server_tool_calls": 2,
+            "cost_micros": 2_000,
+        },
+        ("U2", "C2", "claude-sonnet-5-5"): {
+            "answers": 1,
+            "input_tokens": 100,
+            "output_tokens": 50,
+            "unpriced_answers": 1,
+        },
+    }
+    everywhere = await store.usage_cells(since="2026-05-01", until="2026-05-31")
+    assert [(c.day, c.team_id) for c in everywhere] == [
+        (DAY, "T1"),
+        (DAY, "T1"),
+        (DAY, "T1"),
+        (DAY, "T2"),
+        ("2026-05-15", "T1"),
+    ]
+
+
+async def test_replicas_adding_usage_at_once_lose_nothing(
+    store: Store, store_factory: Callable[[], Store]
+) -> None:
+    replicas = [store, store_factory(), store_factory()]
+    await asyncio.gather(
+        *(
+            r.record_usage(used(f"U{i % 3}"), thresholds=Thresholds(), keep=KEEP)
+            for i in range(60)
+            for r in [replicas[i % 3]]
+        )
+    )
+    view = await store.usage_spend("T1", "U0", day=DAY, month=MONTH)
+    assert view.user_day == Spend(answers=20, tokens=20 * 150, cost_micros=20_000)
+    assert view.workspace_month == Spend(answers=60, tokens=60 * 150, cost_micros=60_000)
+    cells = await store.usage_cells(since=DAY, until=DAY)
+    assert sum(c.counts["answers"] for c in cells) == 60
+
+
+async def test_each_threshold_is_crossed_by_exactly_one_answer(
+    store: Store, store_factory: Callable[[], Store]
+) -> None:
+    """Nine answers of 150 tokens and 1,000 micro-dollars: the day's 1,000-token level is
+    crossed by the 7th, the month's 5,000 micro-dollars by the 5th, whichever replica adds it."""
+    thresholds = Thresholds(user_day_tokens=1_000, user_month_cost=5_000, workspace_month_cost=0)
+    replicas = [store, store_factory()]
+    totals = await asyncio.gather(
+        *(
+            replicas[i % 2].record_usage(used("U1"), thresholds=thresholds, keep=KEEP)
+            for i in range(9)
+        )
+    )
+    crossed = [name for t in totals for name in t.crossed]
+    assert sorted(crossed) == ["user_day_tokens", "user_month_cost"]
+    by_answers = {t.spend.user_day.answers: t.crossed for t in totals if t.crossed}
+    assert by_answers == {5: ("user_month_cost",), 7: ("user_day_tokens",)}
+
+
+async def test_a_vote_counts_once_per_person_and_a_new_mind_replaces_it(store: Store) -> None:
+    keep = dict(keep_seconds=KEEP.day_seconds, cell_keep_seconds=KEEP.day_seconds)
+    await add(store, used("U1"))
+    assert await store.record_feedback(vote("U2", "positive"), **keep) == VoteResult(True, None)
+    assert await store.record_feedback(vote("U2", "positive"), **keep) == VoteResult(
+        False, "positive"
+    )
+    assert await store.record_feedback(vote("U3", "positive"), **keep) == VoteResult(True, None)
+    assert await store.record_feedback(vote("U2", "negative"), **keep) == VoteResult(
+        True, "positive"
+    )
+    assert (await store.record_feedback(vote("U2", "positive", answer_id="a-2"), **keep)).counted
+    [cell] = await store.usage_cells(since=DAY, until=DAY)
+    assert cell.counts["feedback_positive"] == 2  # U3 on a-1, U2 on a-2
+    assert cell.counts["feedback_negative"] == 1  # U2 changed their mind on a-1
+    assert cell.counts["answers"] == 1
+
+
+async def test_a_vote_past_the_cells_retention_is_remembered_but_not_counted(
+    store: Store,
+) -> None:
+    result = await store.record_feedback(
+        vote("U2", "positive"), keep_seconds=60.0, cell_keep_seconds=0.0
+    )
+    assert result.counted
+    assert await store.usage_cells(since=DAY, until=DAY) == []
+    again = await store.record_feedback(
+        vote("U2", "positive"), keep_seconds=60.0, cell_keep_seconds=0.0
+    )
+    assert not again.counted
+
+
+async def test_channel_overrides_are_set_listed_read_and_removed(store: Store) -> None:
+    payments = ChannelOverride(system_prompt="You are on call.", model="m1", by="U0ADMIN", at=T0)
+    await store.set_channel_override("T1", "C1", payments)
+    await store.set_channel_override("T1", "C2", ChannelOverride(model="m2", by="U0ADMIN"))
+    await store.set_channel_override("T2", "C1", ChannelOverride(model="m3"))
+    assert await store.channel_overrides("T1") == {
+        "C1": payments,
+        "C2": ChannelOverride(model="m2", by="U0ADMIN"),
+    }
+    view = await store.admission_view("T1", "U1", "C1", day=DAY, month=MONTH)
+    assert view.override == payments
+    await store.set_channel_override("T1", "C1", None)
+    assert set(await store.channel_overrides("T1")) == {"C2"}
+    view = await store.admission_view("T1", "U1", "C1", day=DAY, month=MONTH)
+    assert view.override is None
+
+
+async def test_usage_is_kept_as_long_as_asked_and_then_forgotten(
+    store: Store, store_clock: ManualClock
+) -> None:
+    keep = UsageKeep(day_seconds=1.0, month_seconds=1.0, oldest_day="2026-02-13")
+    await store.record_usage(used("U1"), thresholds=Thresholds(), keep=keep)
+    assert await store.usage_cells(since=DAY, until=DAY)
+
+    async def gone() -> bool:
+        spend = await store.usage_spend("T1", "U1", day=DAY, month=MONTH)
+        return spend == SpendView() and await store.usage_cells(since=DAY, until=DAY) == []
+
+    assert await expired(store, store_clock, T0 + 120, gone)
+
+
+async def test_days_older_than_the_retention_leave_the_index(redis_store: RedisStore) -> None:
+    await add(redis_store, used("U1", day="2026-01-01"))
+    await add(redis_store, used("U1"))  # KEEP's oldest day is 2026-02-13
+    assert [c.day for c in await redis_store.usage_cells(since="2025-01-01", until=DAY)] == [DAY]
+
+
+async def test_an_answers_usage_costs_one_round_trip(
+    redis_store: RedisStore, redis_client: redis.asyncio.Redis
+) -> None:
+    async def one_answer() -> None:
+        await redis_store.record_usage(used("U1"), thresholds=Thresholds(1, 1, 1), keep=KEEP)
+
+    async def one_question() -> None:
+        await redis_store.admission_view("T1", "U1", "C1", day=DAY, month=MONTH)
+
+    await one_answer()  # loads the scripts
+    await one_question()
+    await commands_run(redis_client, one_answer, round_trips=1)
+    await commands_run(redis_client, one_question, round_trips=1)

@@ -11,7 +11,10 @@ Limits
 Finished message, block by block
     1. ``markdown``: the body, then each note (e.g. a stop-reason note) as its own paragraph;
     2. ``context``: the mrkdwn footer (``Tokens: 1,234 in, 567 out · …``);
-    3. ``markdown``: ``[interrupted: reason]`` when the answer was cut short: the last line.
+    3. ``markdown``: ``[interrupted: reason]`` when the answer was cut short: the last line;
+    4. ``context_actions``: Slack's feedback buttons (👍 / 👎), when the answer asks for them:
+       below everything the reader reads, never on a message with the Stop button, and
+       never read back as part of the answer (``readback`` reads markdown blocks only).
     Every payload carries a markdown block, so an edit never replaces rich text with non-rich-text
     blocks only (Slack's ``block_mismatch``).
 """
@@ -23,6 +26,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
+
+from slack_sdk.models.blocks import (
+    ContextActionsBlock,
+    FeedbackButtonObject,
+    FeedbackButtonsElement,
+)
 
 from bot.render.fences import fence_at, may_fence
 from bot.render.markdown import to_slack_markdown
@@ -199,6 +208,7 @@ def final_payload(
     notes: Sequence[str] = (),
     answer_id: str | None = None,
     mentions: Mentions = NO_MENTIONS,
+    feedback: FeedbackButtons | None = None,
 ) -> SlackPayload:
     """The finished message: body and notes, footer, then ``[interrupted…]`` if among the notes.
 
@@ -223,6 +233,8 @@ def final_payload(
     if footer:
         blocks.append(_context_block(escape_mrkdwn(_truncate(footer, _NOTE_LIMIT), mentions)))
     blocks.extend(_markdown_block(end) for end in ends_md)
+    if feedback is not None:
+        blocks.append(feedback_block(feedback))
 
     tail = "\n".join([*([_truncate(footer, _NOTE_LIMIT)] if footer else []), *ends])
     extras = "\n\n".join(_plain(note) for note in plain_notes)
@@ -292,3 +304,39 @@ def plain_pieces(
         text = text[cut:].lstrip()
     pieces.append(text)
     return [piece for piece in pieces if piece] or ["…"]
+
+
+# -- feedback buttons -------------------------------------------------------------------------
+
+FEEDBACK_ACTION_ID = "answer_feedback"
+
+
+@dataclass(frozen=True)
+class FeedbackButtons:
+    """What each of Slack's feedback buttons sends back when clicked (at most 2,000
+    characters each; ``bot.feedback`` writes and reads them)."""
+
+    positive_value: str
+    negative_value: str
+
+
+def feedback_block(buttons: FeedbackButtons) -> dict[str, Any]:
+    """A ``context_actions`` block holding one ``feedback_buttons`` element (Slack's AI-app
+    feedback control), built with slack-sdk's models so Slack's limits are checked here."""
+    return ContextActionsBlock(
+        elements=[
+            FeedbackButtonsElement(
+                action_id=FEEDBACK_ACTION_ID,
+                positive_button=FeedbackButtonObject(
+                    text="👍",
+                    accessibility_label="Good answer",
+                    value=buttons.positive_value,
+                ),
+                negative_button=FeedbackButtonObject(
+                    text="👎",
+                    accessibility_label="Bad answer",
+                    value=buttons.negative_value,
+                ),
+            )
+        ]
+    ).to_dict()

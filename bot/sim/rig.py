@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -190,15 +191,17 @@ async def running_bot(
     policy: PacingPolicy | None = None,
     fast: bool = True,
     shutdown_timeout: float | None = None,
+    wall_clock: Callable[[], float] = time.time,
     **overrides: Any,
 ) -> AsyncIterator[Harness]:
     """A started bot serving HTTP on a free loopback port; drained and closed afterwards.
 
     Settings are `sim_settings(slack, claude, fast=fast, **overrides)`. `shutdown_timeout`
     bounds the drain, after which the bot is left as it is (None: no bound but the bot's own).
+    `wall_clock` is the usage calendar's clock (days and months: budgets, counters).
     """
     settings = sim_settings(slack, claude, fast=fast, **overrides)
-    bot = SlackStream(settings, store=store, policy=policy)
+    bot = SlackStream(settings, store=store, policy=policy, wall_clock=wall_clock)
     runner, url = await start_http(bot)
     await bot.start()
     poster = event_poster(url)

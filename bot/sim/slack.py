@@ -23,6 +23,7 @@ from aiohttp import web
 from bot.sim.slack_api import DEFAULT_SCOPES, LOST_RESPONSE, SimCall, WebApi
 from bot.sim.slack_payloads import JsonDict, Limits, decode_blocks
 from bot.sim.slack_socket import SocketMode
+from bot.sim.slack_views import Views
 from bot.sim.slack_workspace import SimMessage, Workspace
 
 __all__ = [
@@ -132,6 +133,11 @@ class SlackSim(Workspace):
         """Deliver an Events API envelope (or `kind="interactive"` payload) over the newest
         Socket Mode connection; returns its envelope id, which the bot must acknowledge."""
         return await self.socket.push(payload, kind=kind)
+
+    @property
+    def views(self) -> Views:
+        """Home tabs and modals, and what people do with them (`slack_views`)."""
+        return self.api.views
 
     # --- inspection --------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from bot.pacing import TokenBucket
 from bot.sim.slack_payloads import ApiError, JsonDict, Limits, flag, metadata
+from bot.sim.slack_views import Views
 from bot.sim.slack_workspace import SimMessage, Workspace
 from bot.slackts import parse as parse_ts
 from bot.slackts import ts_key
@@ -109,6 +110,9 @@ class WebApi:
             "assistant.threads.setStatus": self._set_status,
             "apps.connections.open": self._apps_connections_open,
         }
+        # Home tabs and modals (`slack_views`).
+        self.views = Views(workspace, clock=clock)
+        self._handlers.update(self.views.handlers())
 
     def set_rate_limit(self, method: str, per_minute: float, burst: float) -> None:
         """Limit ``method`` from now on, starting with a full bucket."""

@@ -16,6 +16,7 @@ BLOCK_TYPES = frozenset(
     {
         "actions",
         "context",
+        "context_actions",
         "divider",
         "file",
         "header",
@@ -81,6 +82,8 @@ def check_block(block: Any) -> None:
             raise ApiError("invalid_blocks")
         if not all(isinstance(e, dict) and e.get("type") for e in elements):
             raise ApiError("invalid_blocks")
+    if kind == "context_actions":
+        check_context_actions(block)
 
 
 @dataclass(frozen=True)
@@ -150,3 +153,35 @@ def decode_blocks(value: Any) -> Any:
 def flag(value: Any) -> bool:
     """A boolean argument, as JSON or as form text."""
     return value is True or str(value).lower() in ("1", "true")
+
+
+# Slack's AI-app controls (Block Kit reference: context actions block, feedback buttons
+# element): 1 to 5 elements, each `feedback_buttons` (two buttons, each with plain text of at
+# most 75 characters and a value of at most 2,000) or `icon_button`.
+CONTEXT_ACTIONS_MAX = 5
+FEEDBACK_TEXT_LIMIT = 75
+FEEDBACK_VALUE_LIMIT = 2000
+
+
+def check_context_actions(block: JsonDict) -> None:
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not 0 < len(elements) <= CONTEXT_ACTIONS_MAX:
+        raise ApiError("invalid_blocks")
+    for element in elements:
+        if not isinstance(element, dict):
+            raise ApiError("invalid_blocks")
+        if element.get("type") == "feedback_buttons":
+            for side in ("positive_button", "negative_button"):
+                button = element.get(side)
+                if not isinstance(button, dict):
+                    raise ApiError("invalid_blocks")
+                text = button.get("text")
+                if not isinstance(text, dict) or text.get("type") != "plain_text":
+                    raise ApiError("invalid_blocks")
+                if not 0 < len(text_of(text)) <= FEEDBACK_TEXT_LIMIT:
+                    raise ApiError("invalid_blocks")
+                value = button.get("value")
+                if not isinstance(value, str) or not 0 < len(value) <= FEEDBACK_VALUE_LIMIT:
+                    raise ApiError("invalid_blocks")
+        elif element.get("type") != "icon_button":
+            raise ApiError("invalid_blocks")

@@ -20,6 +20,19 @@ from bot.store.contract import (
 )
 from bot.store.instrumented import InstrumentedStore
 from bot.store.keys import DEFAULT_PREFIX
+from bot.store.ledger import (
+    AdmissionView,
+    ChannelOverride,
+    FeedbackVote,
+    Spend,
+    SpendView,
+    Thresholds,
+    UsageCell,
+    UsageEntry,
+    UsageKeep,
+    UsageTotals,
+    VoteResult,
+)
 from bot.store.memory import MemoryStore
 from bot.store.redis_store import RedisStore
 
@@ -38,4 +51,18 @@ __all__ = [
     "Store",
     "StoreError",
     "thread_order",
+]
+# Running for a company (`ledger.py`).
+__all__ += [
+    "AdmissionView",
+    "ChannelOverride",
+    "FeedbackVote",
+    "Spend",
+    "SpendView",
+    "Thresholds",
+    "UsageCell",
+    "UsageEntry",
+    "UsageKeep",
+    "UsageTotals",
+    "VoteResult",
 ]

@@ -23,6 +23,18 @@ from typing import Any, Protocol
 
 from bot.lifecycle import Phase
 from bot.slackts import as_number
+from bot.store.ledger import (
+    AdmissionView,
+    ChannelOverride,
+    FeedbackVote,
+    SpendView,
+    Thresholds,
+    UsageCell,
+    UsageEntry,
+    UsageKeep,
+    UsageTotals,
+    VoteResult,
+)
 
 
 class StoreError(Exception):
@@ -284,6 +296,52 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Release the backend and end every `cancel_signals` iteration."""
+        ...
+
+    # -- running for a company: usage, budgets, feedback, channel overrides (`ledger.py`) ----
+
+    async def admission_view(
+        self, team_id: str, user: str, channel: str, *, day: str, month: str
+    ) -> AdmissionView:
+        """What admitting a question needs, in one round trip: `count_in_flight`'s two
+        counts, the spend of `user` on `day` and in `month` and of the workspace in `month`,
+        and `channel`'s override ("" for none)."""
+        ...
+
+    async def record_usage(
+        self, entry: UsageEntry, *, thresholds: Thresholds, keep: UsageKeep
+    ) -> UsageTotals:
+        """Add one answer's usage to its cell and to the spend roll-ups, in one step; says
+        which `thresholds` this answer's addition crossed (from below to at or above)."""
+        ...
+
+    async def usage_spend(self, team_id: str, user: str, *, day: str, month: str) -> SpendView:
+        """The spend of `user` on `day` and in `month`, and of the workspace in `month`."""
+        ...
+
+    async def usage_cells(
+        self, *, since: str, until: str, team_id: str | None = None
+    ) -> list[UsageCell]:
+        """Every usage cell from day `since` to day `until` (inclusive), of one workspace or
+        of all, ordered by day."""
+        ...
+
+    async def record_feedback(
+        self, vote: FeedbackVote, *, keep_seconds: float, cell_keep_seconds: float
+    ) -> VoteResult:
+        """Record one person's vote on one answer: once per person and answer, a new value
+        replacing the old one in the answer's usage cell too (kept `cell_keep_seconds` more
+        at least; 0 or less: the cell is past retention and is left alone)."""
+        ...
+
+    async def set_channel_override(
+        self, team_id: str, channel: str, override: ChannelOverride | None
+    ) -> None:
+        """Set a channel's override, or remove it (None)."""
+        ...
+
+    async def channel_overrides(self, team_id: str) -> dict[str, ChannelOverride]:
+        """Every channel override of a workspace, by channel."""
         ...
 
 

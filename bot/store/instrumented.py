@@ -28,6 +28,18 @@ from bot.store.contract import (
     Store,
     StoreError,
 )
+from bot.store.ledger import (
+    AdmissionView,
+    ChannelOverride,
+    FeedbackVote,
+    SpendView,
+    Thresholds,
+    UsageCell,
+    UsageEntry,
+    UsageKeep,
+    UsageTotals,
+    VoteResult,
+)
 
 T = TypeVar("T")
 
@@ -45,6 +57,14 @@ TIMEOUTS: dict[str, float] = {
     "get": 2.0,
     "request_cancel": 2.0,
     "ping": 1.0,
+    # running for a company (`ledger.py`): admission's read replaces count_in_flight's; an
+    # answer's usage is added just before its final edit, which it must not hold up long.
+    "admission_view": 2.0,
+    "record_usage": 1.0,
+    "usage_spend": 2.0,
+    "record_feedback": 2.0,
+    "set_channel_override": 2.0,
+    "channel_overrides": 2.0,
 }
 
 
@@ -189,3 +209,53 @@ class InstrumentedStore:
 
     async def close(self) -> None:
         await self.inner.close()
+
+    # -- running for a company: usage, budgets, feedback, channel overrides (`ledger.py`) ------
+
+    async def admission_view(
+        self, team_id: str, user: str, channel: str, *, day: str, month: str
+    ) -> AdmissionView:
+        return await self._measured(
+            "admission_view",
+            self.inner.admission_view(team_id, user, channel, day=day, month=month),
+        )
+
+    async def record_usage(
+        self, entry: UsageEntry, *, thresholds: Thresholds, keep: UsageKeep
+    ) -> UsageTotals:
+        return await self._measured(
+            "record_usage", self.inner.record_usage(entry, thresholds=thresholds, keep=keep)
+        )
+
+    async def usage_spend(self, team_id: str, user: str, *, day: str, month: str) -> SpendView:
+        return await self._measured(
+            "usage_spend", self.inner.usage_spend(team_id, user, day=day, month=month)
+        )
+
+    async def usage_cells(
+        self, *, since: str, until: str, team_id: str | None = None
+    ) -> list[UsageCell]:
+        # Not bounded: only the Home tab and the usage report read a range of days.
+        return await self._measured(
+            "usage_cells", self.inner.usage_cells(since=since, until=until, team_id=team_id)
+        )
+
+    async def record_feedback(
+        self, vote: FeedbackVote, *, keep_seconds: float, cell_keep_seconds: float
+    ) -> VoteResult:
+        return await self._measured(
+            "record_feedback",
+            self.inner.record_feedback(
+                vote, keep_seconds=keep_seconds, cell_keep_seconds=cell_keep_seconds
+            ),
+        )
+
+    async def set_channel_override(
+        self, team_id: str, channel: str, override: ChannelOverride | None
+    ) -> None:
+        await self._measured(
+            "set_channel_override", self.inner.set_channel_override(team_id, channel, override)
+        )
+
+    async def channel_overrides(self, team_id: str) -> dict[str, ChannelOverride]:
+        return await self._measured("channel_overrides", self.inner.channel_overrides(team_id))

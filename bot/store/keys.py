@@ -17,6 +17,13 @@ default; the demo uses its own):
                        sorted set: answers sharing that budget, by when they last asked
   thread:{channel}:{thread_ts}
                        string: the thread's messages as last read from Slack (JSON)
+  usage:{team}:{day}   hash: the day's usage cells, field `{user}|{channel}|{model}|{counter}`
+  usage:{team}:{period}:user:{user}, usage:{team}:{month}:team
+                       hashes: spend roll-ups (answers, tokens, cost_micros) of a person's day
+                       and month, and of the workspace's month (the budgets)
+  usage-days           sorted set: `{team}|{day}` of every day with usage, by day number
+  feedback:{answer_id} hash: each voter's vote on the answer
+  channels:{team}      hash: channel -> the override an admin set from Slack (JSON)
 
 The index key shapes are also built inside the Lua scripts (`lua.INDEX_KEYS`), from the same
 names below passed in as arguments.
@@ -87,3 +94,37 @@ class Keys:
 
     def thread_index(self, channel: str, thread_ts: str) -> str:
         return f"{self.prefix}{INFLIGHT}:thread:{channel}:{thread_ts}"
+
+
+# -- running for a company: usage, budgets, feedback, channel overrides (`ledger.py`) --------
+
+USAGE = "usage:"
+USAGE_DAYS = "usage-days"
+FEEDBACK = "feedback:"
+CHANNELS = "channels:"
+
+
+@dataclass(frozen=True)
+class LedgerKeys:
+    """The usage, feedback and channel keys of one store, under its prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def usage_days(self) -> str:
+        return self.prefix + USAGE_DAYS
+
+    def usage_day(self, team_id: str, day: str) -> str:
+        return f"{self.prefix}{USAGE}{team_id}:{day}"
+
+    def user_spend(self, team_id: str, period: str, user: str) -> str:
+        return f"{self.prefix}{USAGE}{team_id}:{period}:user:{user}"
+
+    def team_spend(self, team_id: str, month: str) -> str:
+        return f"{self.prefix}{USAGE}{team_id}:{month}:team"
+
+    def feedback(self, answer_id: str) -> str:
+        return self.prefix + FEEDBACK + answer_id
+
+    def channels(self, team_id: str) -> str:
+        return self.prefix + CHANNELS + team_id
