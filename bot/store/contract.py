@@ -286,6 +286,17 @@ class Store(Protocol):
         """Release the backend and end every `cancel_signals` iteration."""
         ...
 
+    # -- files in threads (issue 14) -----------------------------------------------------------
+
+    async def get_file(self, key: str) -> dict[str, Any] | None:
+        """A Slack file as last prepared for Claude (`put_file`), or None."""
+        ...
+
+    async def put_file(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
+        """Keep a prepared file for `ttl_seconds` from this write, so a follow-up question in
+        the thread does not download it again. A memory store keeps a bounded amount."""
+        ...
+
 
 def check_budget(per_minute: float, burst: float, reserve: float) -> None:
     # A reserve of the whole burst would make every ordinary caller wait forever.

@@ -45,6 +45,9 @@ TIMEOUTS: dict[str, float] = {
     "get": 2.0,
     "request_cancel": 2.0,
     "ping": 1.0,
+    # Files in threads (issue 14): a prepared PDF can be tens of megabytes.
+    "get_file": 2.0,
+    "put_file": 5.0,
 }
 
 
@@ -189,3 +192,11 @@ class InstrumentedStore:
 
     async def close(self) -> None:
         await self.inner.close()
+
+    # -- files in threads (issue 14) -----------------------------------------------------------
+
+    async def get_file(self, key: str) -> dict[str, Any] | None:
+        return await self._measured("get_file", self.inner.get_file(key))
+
+    async def put_file(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
+        await self._measured("put_file", self.inner.put_file(key, value, ttl_seconds))

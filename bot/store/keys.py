@@ -17,6 +17,8 @@ default; the demo uses its own):
                        sorted set: answers sharing that budget, by when they last asked
   thread:{channel}:{thread_ts}
                        string: the thread's messages as last read from Slack (JSON)
+  file:{team}:{file_id}
+                       string: a Slack file as prepared for Claude (JSON: its content block)
 
 The index key shapes are also built inside the Lua scripts (`lua.INDEX_KEYS`), from the same
 names below passed in as arguments.
@@ -38,6 +40,7 @@ CANCEL_CHANNEL = "cancel"
 BUCKET = "bucket:"
 COMPETING_SUFFIX = ":competing"
 THREAD = "thread:"
+FILE = "file:"
 
 
 @dataclass(frozen=True)
@@ -87,3 +90,6 @@ class Keys:
 
     def thread_index(self, channel: str, thread_ts: str) -> str:
         return f"{self.prefix}{INFLIGHT}:thread:{channel}:{thread_ts}"
+
+    def file(self, key: str) -> str:
+        return self.prefix + FILE + key
