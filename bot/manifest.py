@@ -39,6 +39,9 @@ SCOPES_BY_METHOD: dict[str, tuple[str, ...]] = {
     "users.info": ("users:read",),
     # chat:write suffices since 2026-03; assistant:write is no longer needed for it.
     "assistant.threads.setStatus": ("chat:write",),
+    # Files in the thread (bot/files.py): files.info completes a file stub, and the same scope
+    # lets the bot token download `url_private_download` (without it Slack sends a sign-in page).
+    "files.info": ("files:read",),
 }
 """Every Slack Web API method the bot calls, with the bot scopes it needs."""
 
