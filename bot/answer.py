@@ -346,13 +346,17 @@ class Answer:
         if not any(m.get("ts") == q.ts for m in thread):
             thread.append({"ts": q.ts, "user": q.user, "text": q.text})
         people = sorted({str(m["user"]) for m in thread if m.get("user") and not m.get("bot_id")})
-        names = await self.s.threads.names(people)
+        async with asyncio.TaskGroup() as lookups:  # the names and the files at once
+            named = lookups.create_task(self.s.threads.names(people))
+            if fetch_files:
+                own = (identity.user_id, identity.bot_id)
+                files = lookups.create_task(
+                    self.files.read(thread, team_id=q.team_id, question_ts=q.ts, own=own)
+                )
+        names = named.result()
         self._know(names)
         if fetch_files:
-            own = (identity.user_id, identity.bot_id)
-            self.thread_files = await self.files.read(
-                thread, team_id=q.team_id, question_ts=q.ts, own=own
-            )
+            self.thread_files = files.result()
         conversation = build_conversation(
             thread,
             question_ts=q.ts,
