@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import math
 import re
@@ -38,6 +39,11 @@ _PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
 def _decoded(data: Any) -> bytes | None:
     if not isinstance(data, str) or not data:
         return None
+    return _decode(data)
+
+
+@functools.lru_cache(maxsize=8)  # one request's blocks are read by several checks
+def _decode(data: str) -> bytes | None:
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):

@@ -150,10 +150,12 @@ class SimFiles:
         )
         await stream.prepare(request)
         rate = self.transfer_bytes_per_second
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         for start in range(0, len(f.data), _CHUNK):
             chunk = f.data[start : start + _CHUNK]
-            if rate:
-                await asyncio.sleep(len(chunk) / rate)  # simulated transfer time
+            if rate:  # simulated transfer time: each chunk when the rate says it is due
+                await asyncio.sleep(max(0.0, began + (start + len(chunk)) / rate - loop.time()))
             await stream.write(chunk)
         await stream.write_eof()
         return stream
