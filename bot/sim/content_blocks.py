@@ -154,9 +154,10 @@ def _image_size(block: dict[str, Any]) -> tuple[int, int]:
     raw = _decoded((block.get("source") or {}).get("data")) or b""
     try:
         with Image.open(io.BytesIO(raw)) as image:
-            return image.size
+            width, height = image.size
     except Exception:
         return 0, 0
+    return int(width), int(height)
 
 
 def media_tokens(body: Any) -> int:
