@@ -303,16 +303,23 @@ def cut_text(text: str, limit: int, *, more: bool) -> tuple[str, bool]:
 
 
 def closing_note(attachments: Iterable[Attachment]) -> str | None:
-    """One short line naming the files left out (or cut) and why, or None."""
+    """One short line naming the files left out, and those cut, each with why, or None:
+    ``_Not read: `clip.mp4` (a video). Read in part: `app.log` (cut to 100,000 characters)._``
+    """
     named = [a for a in attachments if a.reason]
     if not named:
         return None
-    shown = [f"`{a.name}` ({a.reason})" for a in named[:MAX_NOTE_NAMES]]
-    rest = len(named) - len(shown)
-    if rest:
-        shown.append(f"{rest} more")
-    what = "File" if len(named) == 1 else "Files"
-    return f"_{what} not read in full: {'; '.join(shown)}._"
+    shown = named[:MAX_NOTE_NAMES]
+    parts = []
+    for heading, files in (
+        ("Not read", [a for a in shown if not a.sent]),
+        ("Read in part", [a for a in shown if a.sent]),
+    ):
+        if files:
+            parts.append(f"{heading}: " + ", ".join(f"`{a.name}` ({a.reason})" for a in files))
+    if len(named) > len(shown):
+        parts.append(f"And {len(named) - len(shown)} more")
+    return "_" + " ".join(part + "." for part in parts) + "_"
 
 
 def files_line(attachments: Sequence[Attachment]) -> str:

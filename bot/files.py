@@ -385,7 +385,7 @@ def prepare(base: Attachment, data: bytes, complete: bool, text_chars: int) -> A
         try:
             image = prepare_image(data)
         except ImageError as e:
-            return base.left_out(f"image that {e}")
+            return base.left_out(f"an image that {e}")
         block = att.image_block(image.media_type, image.data)
         return _sent(base, block, image.tokens)
     if base.kind is Kind.PDF:

@@ -199,10 +199,14 @@ def test_the_closing_line_names_what_was_left_out_and_why_in_one_short_line() ->
     sent = Attachment("F0", "ok.png", Kind.IMAGE, block={"type": "image"})
     video = Attachment("F1", "clip.mp4", Kind.OTHER).left_out("a video")
     assert att.closing_note([sent]) is None
-    assert att.closing_note([sent, video]) == "_File not read in full: `clip.mp4` (a video)._"
+    assert att.closing_note([sent, video]) == "_Not read: `clip.mp4` (a video)._"
+    cut = Attachment("F2", "app.log", Kind.TEXT, block={"type": "document"}, reason="cut to 9")
+    assert att.closing_note([cut, sent, video]) == (
+        "_Not read: `clip.mp4` (a video). Read in part: `app.log` (cut to 9)._"
+    )
     many = [Attachment(f"F{n}", f"f{n}.zip", Kind.OTHER).left_out("an archive") for n in range(8)]
     note = att.closing_note(many)
-    assert note is not None and "\n" not in note and note.endswith("; 3 more._")
+    assert note is not None and "\n" not in note and note.endswith("(an archive). And 3 more._")
 
 
 # -- where the token may go -------------------------------------------------------------------

@@ -105,7 +105,7 @@ async def test_an_image_in_the_question_reaches_claude_as_an_image_block() -> No
     [download] = downloads(slack, file)
     assert download.authorization == f"Bearer {slack.bot_token}" and download.status == 200
     assert "/download/" in download.path
-    assert "not read" not in reply.visible_text()
+    assert "Not read" not in reply.visible_text()
     assert "Tokens:" in reply.visible_text()
 
 
@@ -144,10 +144,10 @@ async def test_an_image_that_cannot_be_decoded_is_skipped_with_a_note() -> None:
         fine = slack.files.upload("fine.png", samples.image(100, 100), mimetype="image/png")
         [reply] = await h.finished(await h.mention("compare", files=[broken, fine]))
     assert [b["type"] for b in media(claude)] == ["image"]
-    assert "[attached: broken.png (image that cannot be decoded), fine.png]" in texts(claude)
+    assert "[attached: broken.png (an image that cannot be decoded), fine.png]" in texts(claude)
     text = reply.visible_text()
-    assert "File not read in full: `broken.png` (image that cannot be decoded)." in text
-    assert text.index("not read in full") < text.index("Tokens:")  # before the footer
+    assert "_Not read: `broken.png` (an image that cannot be decoded)._" in text
+    assert text.index("Not read") < text.index("Tokens:")  # before the footer
 
 
 # -- PDFs and text ----------------------------------------------------------------------------
@@ -161,7 +161,7 @@ async def test_a_pdf_goes_as_a_base64_document_with_its_name() -> None:
     [block] = media(claude)
     assert block["type"] == "document" and block["title"] == "Q3 report.pdf"
     assert block["source"]["media_type"] == "application/pdf" and decoded(block) == pdf
-    assert "not read" not in reply.visible_text()
+    assert "Not read" not in reply.visible_text()
 
 
 async def test_text_like_files_go_as_text_documents_cut_to_size_with_a_note() -> None:
@@ -190,7 +190,7 @@ async def test_text_like_files_go_as_text_documents_cut_to_size_with_a_note() ->
         "[… cut here: only the first 1,000 characters are shown …]"
     )
     assert "server.log (cut to 1,000 characters)" in texts(claude)
-    assert "File not read in full: `server.log` (cut to 1,000 characters)." in reply.visible_text()
+    assert "Read in part: `server.log` (cut to 1,000 characters)." in reply.visible_text()
 
 
 async def test_other_files_are_not_sent_and_one_closing_line_names_them() -> None:
@@ -209,9 +209,9 @@ async def test_other_files_are_not_sent_and_one_closing_line_names_them() -> Non
         "[attached: demo.mp4 (a video), logs.zip (an archive), budget.xlsx (an Office document)]"
         in texts(claude)
     )
-    closing = [line for line in reply.visible_text().splitlines() if "not read" in line]
+    closing = [line for line in reply.visible_text().splitlines() if "Not read" in line]
     assert closing == [
-        "_Files not read in full: `demo.mp4` (a video); `logs.zip` (an archive); "
+        "_Not read: `demo.mp4` (a video), `logs.zip` (an archive), "
         "`budget.xlsx` (an Office document)._"
     ]
 
@@ -358,7 +358,7 @@ async def test_a_follow_up_question_uses_the_stored_copy_and_names_old_files_no_
     assert "`clip.mov` (a video)" in first.visible_text()
     # Claude is still told about the video; the reader is not told again.
     assert "clip.mov (a video)" in texts(claude, 1)
-    assert "not read" not in replies[-1].visible_text()
+    assert "Not read" not in replies[-1].visible_text()
 
 
 async def test_a_file_stub_is_completed_with_files_info() -> None:
