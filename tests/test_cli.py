@@ -194,11 +194,3 @@ def test_demo_reports_a_bad_redis_url_in_one_line() -> None:
     result = _run("demo", REDIS_URL="http://x")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "REDIS_URL" in result.stderr
-
-
-async def test_demo_attaches_a_sample_image_which_claude_gets_scaled_down() -> None:
-    out = io.StringIO()
-    final = await run_demo("What is in this picture? [sim:image]", out=out, chunk_delay=0.0)
-    assert "(attached sample-photo.jpg: 3000×2000 px" in out.getvalue()
-    assert "I was shown an image (image/jpeg, 1568×1045 px)." in final.visible_text()
-    assert "Tokens:" in final.visible_text()

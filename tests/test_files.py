@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from bot.demo import run_demo
 from bot.imaging import MAX_EDGE
 from bot.manifest import BOT_SCOPES
 from bot.sim import samples
@@ -423,3 +424,11 @@ async def test_the_simulated_claude_refuses_malformed_file_blocks() -> None:
         )
         await client.close()
     assert len(sim.requests) == 1
+
+
+async def test_demo_attaches_a_sample_image_which_claude_gets_scaled_down() -> None:
+    out = io.StringIO()
+    final = await run_demo("What is in this picture? [sim:image]", out=out, chunk_delay=0.0)
+    assert "(attached sample-photo.jpg: 3000×2000 px" in out.getvalue()
+    assert "I was shown an image (image/jpeg, 1568×1045 px)." in final.visible_text()
+    assert "Tokens:" in final.visible_text()
