@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from bot.conversation import OVER_BUDGET
 from bot.demo import run_demo
 from bot.imaging import MAX_EDGE
 from bot.manifest import BOT_SCOPES
@@ -360,6 +361,25 @@ async def test_a_follow_up_question_uses_the_stored_copy_and_names_old_files_no_
     # Claude is still told about the video; the reader is not told again.
     assert "clip.mov (a video)" in texts(claude, 1)
     assert "Not read" not in replies[-1].visible_text()
+
+
+async def test_images_count_against_the_token_budget_and_the_questions_stay() -> None:
+    async with simulators() as (slack, claude):
+        async with running_bot(slack, claude, context_token_budget=1_000) as h:
+            old = slack.files.upload("old.png", samples.image(800, 600), mimetype="image/png")
+            root = slack.post_user_message(CHANNEL, "the old screen", user=BOB, files=[old])
+            slack.post_user_message(CHANNEL, "any news?", user=BOB, thread_ts=root.ts)
+            new = slack.files.upload("new.png", samples.image(800, 600), mimetype="image/png")
+            asked = await h.mention("and now?", thread_ts=root.ts, files=[new])
+            [reply] = await h.finished(asked)
+    # 640 tokens an image (800 × 600 / 750): both do not fit in 1,000 with the text.
+    [block] = media(claude)
+    assert Image.open(io.BytesIO(decoded(block))).size == (800, 600)
+    assert "and now?\n[attached: new.png]" in texts(claude)
+    assert f"old.png ({OVER_BUDGET})" in texts(claude)  # the first message stays, its image not
+    assert "1 earlier message left out" in reply.visible_text()
+    # No answer in the thread has named it yet: this one does.
+    assert f"_Not read: `old.png` ({OVER_BUDGET})._" in reply.visible_text()
 
 
 async def test_a_file_stub_is_completed_with_files_info() -> None:
