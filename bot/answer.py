@@ -32,6 +32,7 @@ from bot.closing import Closing, FooterFacts, closing
 from bot.config import Settings
 from bot.conversation import Conversation, build_conversation
 from bot.feedback import Rated
+from bot.files import NO_FILES, FileReader
 from bot.lease import Lease
 from bot.lifecycle import Outcome, Phase, StopKind, StopRequest, advance, shutdown
 from bot.logs import ContextLog
@@ -103,6 +104,12 @@ class Answer:
         self.stream_error: BaseException | None = None
         self.dropped_turns = 0
         settings = services.settings
+        # Files in the thread (bot/files.py): what was sent, and the closing line about the rest.
+        self.files = FileReader(
+            slack=services.slack, store=services.store, settings=settings, log=self.log
+        )
+        self.thread_files = NO_FILES
+        self.file_note: str | None = None
         token = f"{services.incarnation}:{uuid.uuid4().hex[:12]}"
         record = AnswerRecord(
             answer_id=self.answer_id,
@@ -279,9 +286,14 @@ class Answer:
             await self._wait_for_earlier_answers()
             conversation = await self._conversation()
             self.dropped_turns = conversation.dropped_turns
-            await stream_answer(
-                self.s.claude, self.settings, conversation.messages, st, self.s.clock
-            )
+            try:
+                await stream_answer(
+                    self.s.claude, self.settings, conversation.messages, st, self.s.clock
+                )
+            except anthropic.BadRequestError:
+                if not self.thread_files.sent or st.events:
+                    raise
+                await self._stream_without_files()
         except Exception as e:
             self.stream_error = e
         finally:
@@ -317,7 +329,18 @@ class Answer:
                     )
             await asyncio.sleep(THREAD_WAIT_POLL_SECONDS)
 
-    async def _conversation(self) -> Conversation:
+    async def _stream_without_files(self) -> None:
+        """Claude refused the request with its files (one it cannot read after all, such as a
+        broken PDF): the same question once more without them, the files named as left out."""
+        self.log.warning("Claude refused the request with its files; asking again without them")
+        self.thread_files = self.thread_files.without_files("Claude could not read it")
+        conversation = await self._conversation(fetch_files=False)
+        self.dropped_turns = conversation.dropped_turns
+        await stream_answer(
+            self.s.claude, self.s.settings, conversation.messages, self.state, self.s.clock
+        )
+
+    async def _conversation(self, *, fetch_files: bool = True) -> Conversation:
         """The thread as Claude turns; if Slack can't give us the thread, the question alone."""
         q = self.q
         identity = self.s.identity()
@@ -333,9 +356,18 @@ class Answer:
         if not any(m.get("ts") == q.ts for m in thread):
             thread.append({"ts": q.ts, "user": q.user, "text": q.text})
         people = sorted({str(m["user"]) for m in thread if m.get("user") and not m.get("bot_id")})
-        names = await self.s.threads.names(people)
+        async with asyncio.TaskGroup() as lookups:  # the names and the files at once
+            named = lookups.create_task(self.s.threads.names(people))
+            if fetch_files:
+                own = (identity.user_id, identity.bot_id)
+                files = lookups.create_task(
+                    self.files.read(thread, team_id=q.team_id, question_ts=q.ts, own=own)
+                )
+        names = named.result()
         self._know(names)
-        return build_conversation(
+        if fetch_files:
+            self.thread_files = files.result()
+        conversation = build_conversation(
             thread,
             question_ts=q.ts,
             bot_user_id=identity.user_id,
@@ -343,7 +375,10 @@ class Answer:
             names=names,
             token_budget=self.s.settings.context_token_budget,
             skip_ts={self.message.ts},
+            attachments=self.thread_files.by_ts,
         )
+        self.file_note = self.thread_files.closing_note(conversation.files_left_out)
+        return conversation
 
     def _know(self, names: dict[str, str]) -> None:
         """People Claude may mention are shown by name (never notified unless allowed)."""
@@ -394,6 +429,8 @@ class Answer:
         if footer and budget_note:
             footer = f"{footer} · {budget_note}"
         self.message.feedback = self._feedback(text)  # the final message's buttons
+        if self.file_note and outcome is not Outcome.FAILED:  # files not read: right after the text
+            notes = [self.file_note, *notes]
         self._advance(Phase.FINISHING)
         # Recorded with the final edit's budget token: whoever finishes writes this same text.
         self.lease.note(text=text, phase=Phase.FINISHING, footer=footer or "", notes=tuple(notes))

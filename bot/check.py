@@ -105,11 +105,14 @@ async def check_slack(settings: Settings) -> list[CheckResult]:
     raw = granted_header[0] if isinstance(granted_header, list) else granted_header
     granted = {s.strip() for s in str(raw).split(",") if s.strip()}
     missing = sorted(set(BOT_SCOPES) - granted)
+    lacking = f"missing: {', '.join(missing)}"
+    if "files:read" in missing:  # Slack then answers a download with its sign-in page
+        lacking += " (without files:read, no file in a thread reaches Claude)"
     results.append(
         CheckResult(
             "bot scopes",
             not missing,
-            "all declared scopes granted" if not missing else f"missing: {', '.join(missing)}",
+            "all declared scopes granted" if not missing else lacking,
             ""
             if not missing
             else "add the scopes (or reinstall from manifest.yml), then reinstall",

@@ -248,6 +248,18 @@ class Settings(BaseSettings):
         time_zone(value)  # ValueError (one line) for a zone this system does not know
         return value
 
+    # --- Files in the thread (bot/files.py) --------------------------------------------
+    # Largest Slack file downloaded and sent to Claude (a larger one is left out with a note).
+    max_file_bytes: int = Field(20_000_000, ge=1, le=500_000_000)
+    # Most bytes downloaded for one answer, every file of its thread together.
+    max_files_total_bytes: int = Field(50_000_000, ge=1, le=2_000_000_000)
+    # A text-like file is cut to this many characters (with a note to Claude and in the answer).
+    max_file_text_chars: int = Field(100_000, ge=100, le=10_000_000)
+    # The longest the downloads for one answer may take; a file not in by then is left out.
+    file_download_timeout_seconds: float = Field(30, gt=0, le=600)
+    # How long a downloaded file is kept in the store (prepared for Claude) for follow-ups.
+    file_cache_seconds: float = Field(3600, gt=0, le=7 * 86400)
+
 
 def _require_url(value: str, schemes: tuple[str, ...], example: str) -> None:
     """ValueError (one line for pydantic) unless `value` is a URL with one of `schemes`."""

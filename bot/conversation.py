@@ -22,6 +22,11 @@ Pure policy, no I/O: the handler fetches the thread (`conversations.replies`) an
   same over several turns (for the cache); the thread's first user message (the original
   question) and the question being answered stay, a marker says how many messages were left
   out, and a question too long on its own is cut in the middle.
+- Files (`attachments`, by message ts, from `bot.files`) go with the message they were posted
+  with, in order, after its text block; the text names them (and why one was left out). They
+  count against the budget with their own estimates. The question keeps its files while any
+  older message can still go; only a question over the budget on its own loses its files
+  (the last first), then the first message loses its files before its text is cut.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from bot import render
+from bot.attachments import Attachment, files_line
 
 Role = Literal["user", "assistant"]
 Message = Mapping[str, Any]
@@ -59,6 +65,8 @@ _NO_NAMES: Mapping[str, str] = MappingProxyType({})
 _EMPTY_QUESTION = "(no text)"
 _OPENER = "(This Slack thread starts with a message you posted.)"
 _TRIM_STEPS = 8  # over budget, older messages go in steps of about 1/8 of the budget
+_NO_FILES: Mapping[str, Sequence[Attachment]] = MappingProxyType({})
+OVER_BUDGET = "over the context budget"  # why a file of a message that was kept was left out
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,8 @@ class Conversation:
     messages: list[dict[str, Any]]
     dropped_turns: int
     estimated_tokens: int
+    # Files of messages that were kept, left out to fit the budget.
+    files_left_out: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,10 +88,12 @@ class _Turn:
     label: str
     body: str
     tokens: int
+    files: tuple[Attachment, ...] = ()
 
     @property
     def text(self) -> str:
-        return self.label + self.body
+        line = files_line(self.files)
+        return self.label + (f"{self.body}\n{line}" if self.body and line else self.body or line)
 
 
 def estimate_tokens(text: str) -> int:
@@ -129,6 +141,7 @@ def build_conversation(
     assistant_text: Callable[[Message], str] | None = None,
     skip_ts: Collection[str] = (),
     cache: bool = True,
+    attachments: Mapping[str, Sequence[Attachment]] = _NO_FILES,
 ) -> Conversation:
     """Turn the thread up to and including `question_ts` into Claude messages.
 
@@ -155,21 +168,27 @@ def build_conversation(
                 history.append(_Turn("assistant", "", answer, count_tokens(answer)))
         else:
             body = _user_body(message, bot_user_id)
-            if body:
-                history.append(_user_turn(message, body, names, count_tokens))
+            files = tuple(attachments.get(str(message["ts"]), ()))
+            if body or files:
+                history.append(_user_turn(message, body, names, count_tokens, files))
     if question is None:
         raise ValueError(f"the thread has no message with ts {question_ts}")
+    files = tuple(attachments.get(str(question["ts"]), ()))
     last = _user_turn(
         question,
-        _user_body(question, bot_user_id) or _EMPTY_QUESTION,
+        _user_body(question, bot_user_id) or ("" if files else _EMPTY_QUESTION),
         names,
         count_tokens,
+        files,
     )
+    if token_budget is not None:
+        last = _files_within(last, token_budget, count_tokens)
     turns, dropped = _fit(history, last, token_budget, count_tokens)
     return Conversation(
         messages=_as_messages(turns, cache),
         dropped_turns=dropped,
         estimated_tokens=sum(turn.tokens for turn in turns),
+        files_left_out=tuple(a for t in turns for a in t.files if a.reason == OVER_BUDGET),
     )
 
 
@@ -255,10 +274,47 @@ def _label(message: Message, names: Mapping[str, str]) -> str:
 
 
 def _user_turn(
-    message: Message, body: str, names: Mapping[str, str], count_tokens: Callable[[str], int]
+    message: Message,
+    body: str,
+    names: Mapping[str, str],
+    count_tokens: Callable[[str], int],
+    files: tuple[Attachment, ...] = (),
 ) -> _Turn:
-    label = _label(message, names)
-    return _Turn("user", label, body, count_tokens(label + body))
+    return _with_files(_Turn("user", _label(message, names), body, 0), files, count_tokens)
+
+
+def _with_files(
+    turn: _Turn, files: tuple[Attachment, ...], count_tokens: Callable[[str], int]
+) -> _Turn:
+    """`turn` with these files, its tokens counted again (its text names the files)."""
+    bare = _Turn(turn.role, turn.label, turn.body, 0, files)
+    tokens = count_tokens(bare.text) + sum(a.tokens for a in files)
+    return _Turn(turn.role, turn.label, turn.body, tokens, files)
+
+
+def _without_files(turn: _Turn, count_tokens: Callable[[str], int], keep: int = 0) -> _Turn:
+    """`turn` with only its first `keep` sent files; the others are named as left out."""
+    if not any(a.sent for a in turn.files):
+        return turn
+    kept: list[Attachment] = []
+    for file in turn.files:
+        if file.sent and keep <= 0:
+            file = file.left_out(OVER_BUDGET)
+        elif file.sent:
+            keep -= 1
+        kept.append(file)
+    return _with_files(turn, tuple(kept), count_tokens)
+
+
+def _files_within(turn: _Turn, budget: int, count_tokens: Callable[[str], int]) -> _Turn:
+    """A question over the budget with its files loses files, the last first, until it fits
+    (its text is cut later, if it still has to be)."""
+    sent = sum(a.sent for a in turn.files)
+    keep = sent
+    while keep > 0 and turn.tokens > budget:
+        keep -= 1
+        turn = _without_files(turn, count_tokens, keep)
+    return turn
 
 
 def _note(text: str, count_tokens: Callable[[str], int]) -> _Turn:
@@ -330,7 +386,10 @@ def _fit(
     dropped = everything
     if pinned:
         marker = _left_out(dropped, count_tokens).tokens if dropped else 0
-        shortened = _shorten(pinned, budget - question.tokens - marker, count_tokens)
+        bare = _without_files(pinned, count_tokens)
+        if bare is not pinned and question.tokens + bare.tokens + marker <= budget:
+            return assemble(dropped, bare), dropped
+        shortened = _shorten(bare, budget - question.tokens - marker, count_tokens)
         if shortened:
             return assemble(dropped, shortened), dropped
         dropped += 1
@@ -348,7 +407,8 @@ def _cut(turn: _Turn, keep: int, count_tokens: Callable[[str], int]) -> _Turn:
     head, tail = (keep + 1) // 2, keep // 2
     marker = f"[… {len(body) - keep} characters left out …]"
     text = "\n".join(part for part in (body[:head], marker, body[len(body) - tail :]) if part)
-    return _Turn(turn.role, turn.label, text, count_tokens(turn.label + text))
+    cut = _Turn(turn.role, turn.label, text, count_tokens(turn.label + text))
+    return _with_files(cut, turn.files, count_tokens) if turn.files else cut
 
 
 def _shorten(turn: _Turn, limit: int, count_tokens: Callable[[str], int]) -> _Turn | None:
@@ -368,11 +428,12 @@ def _shorten(turn: _Turn, limit: int, count_tokens: Callable[[str], int]) -> _Tu
 def _as_messages(turns: list[_Turn], cache: bool) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for turn in turns:
-        block: dict[str, Any] = {"type": "text", "text": turn.text}
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": turn.text}]
+        blocks += [dict(a.block) for a in turn.files if a.block is not None]  # copies: see below
         if messages and messages[-1]["role"] == turn.role:
-            messages[-1]["content"].append(block)
+            messages[-1]["content"].extend(blocks)
         else:
-            messages.append({"role": turn.role, "content": [block]})
+            messages.append({"role": turn.role, "content": blocks})
     if cache and len(messages) >= 2:
         # Every block is built from one Slack message that does not change between turns, so
         # this request is a block-for-block prefix of the next one in the thread: a breakpoint

@@ -8,6 +8,9 @@ feedback buttons, and the usage report that answer was counted in.
 The simulated Claude streams at about a reader's pace so the edits can be watched arriving
 (`[sim:fast]` turns that off). With `REDIS_URL` set the demo keeps its state in that Redis,
 under its own key prefix, as a deployment would.
+
+`[sim:image]` in the question attaches a sample photo to it (3,000 × 2,000 px, so the bot
+scales it down before sending it), and the simulated Claude first says what it was shown.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import functools
 import os
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from bot.config import ConfigError, load_settings
 from bot.logs import configure_logging
 from bot.report import as_table, usage_report
-from bot.sim.claude import default_script
+from bot.sim import samples
+from bot.sim.claude import Script, default_script
+from bot.sim.content_blocks import describe_media
 from bot.sim.rig import ALICE, running_bot, simulators
 from bot.sim.slack import SimMessage
 from bot.sim.slack_views import feedback_element
@@ -36,6 +41,16 @@ DEMO_CHUNK_DELAY = 0.04
 DEMO_IDLE_TIMEOUT = 15.0
 QUIET_NOTICE_AFTER = 3.0  # seconds without any change before the demo says what it waits for
 DEMO_REDIS_PREFIX = "slackstream-demo:"  # never the keys of a deployment sharing that Redis
+IMAGE_DIRECTIVE = "[sim:image]"  # attaches a sample photo to the question
+
+
+def demo_script(body: dict[str, Any], *, chunk_delay: float) -> Script:
+    """The simulated Claude's default answer, opened by what it was shown (files)."""
+    script = default_script(body, chunk_delay=chunk_delay)
+    seen = describe_media(body)
+    if seen:
+        script.text = f"I was shown {seen}.\n\n{script.text}"
+    return script
 
 
 class TerminalView:
@@ -105,7 +120,7 @@ async def run_demo(
     usage: bool = True,
 ) -> SimMessage:
     """Answer one mention end to end; return the bot's final message."""
-    claude_default = functools.partial(default_script, chunk_delay=chunk_delay)
+    claude_default = functools.partial(demo_script, chunk_delay=chunk_delay)
     async with (
         simulators(claude_default=claude_default) as (slack, claude),
         running_bot(
@@ -124,8 +139,13 @@ async def run_demo(
         explainer = asyncio.create_task(view.explain_silences(idle_timeout))
         try:
             view.say(f"store: {harness.bot.store.kind}")
+            files = []
+            if IMAGE_DIRECTIVE in question:
+                photo = samples.photo(3000, 2000)
+                files.append(slack.files.upload("sample-photo.jpg", photo, mimetype="image/jpeg"))
+                view.say(f"(attached sample-photo.jpg: 3000×2000 px, {len(photo):,} bytes)")
             view.say(f"<alice> @claude {question}")
-            asked = await harness.mention(question, user=ALICE)
+            asked = await harness.mention(question, user=ALICE, files=files)
             replies = await harness.finished(asked, timeout=idle_timeout + 120)
             if usage:
                 bot = harness.bot

@@ -42,6 +42,9 @@ SCOPES_BY_METHOD: dict[str, tuple[str, ...]] = {
     # The Home tab and the channel settings modal: no scope (Slack's metadata, `no_scope_required`).
     "views.publish": (),
     "views.open": (),
+    # Files in the thread (bot/files.py): files.info completes a file stub, and the same scope
+    # lets the bot token download `url_private_download` (without it Slack sends a sign-in page).
+    "files.info": ("files:read",),
 }
 """Every Slack Web API method the bot calls, with the bot scopes it needs."""
 

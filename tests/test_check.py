@@ -53,3 +53,18 @@ async def test_missing_configuration_names_the_variables() -> None:
     assert code == 1
     assert "SLACK_BOT_TOKEN set: not set" in report
     assert "export ANTHROPIC_API_KEY" in report
+
+
+async def test_a_missing_files_read_scope_is_reported_with_what_it_costs() -> None:
+    """Files in threads: downloads need files:read, which the manifest declares."""
+    assert "files:read" in BOT_SCOPES
+    scopes = [s for s in BOT_SCOPES if s != "files:read"]
+    async with SlackSim(scopes=scopes) as slack, ClaudeSim() as claude:
+        out = io.StringIO()
+        code = await run_check(settings_for(slack, claude), out)
+    report = out.getvalue()
+    assert code == 1
+    assert (
+        "[FAIL] bot scopes: missing: files:read (without files:read, no file in a thread "
+        "reaches Claude)" in report
+    )

@@ -1791,3 +1791,86 @@ async def test_an_answers_usage_costs_one_round_trip(
     await one_question()
     await commands_run(redis_client, one_answer, round_trips=1)
     await commands_run(redis_client, one_question, round_trips=1)
+
+
+# Files in threads: prepared files kept for a thread's follow-up questions
+# ============================================================================================
+
+PREPARED = {
+    "kind": "image",
+    "block": {"type": "image", "source": {"type": "base64", "media_type": "image/png"}},
+    "tokens": 1234,
+    "name": "ünïcode ✓.png",
+}
+
+
+async def test_a_prepared_file_round_trips_and_is_a_copy(store: Store) -> None:
+    assert await store.get_file("T1:F1") is None
+    await store.put_file("T1:F1", PREPARED, 60)
+    cached = await store.get_file("T1:F1")
+    assert cached == PREPARED
+    assert cached is not None
+    cached["tokens"] = 0  # the caller's copy, not the cache
+    assert await store.get_file("T1:F1") == PREPARED
+    assert await store.get_file("T1:F2") is None
+
+
+async def test_a_prepared_file_expires_with_the_ttl_of_its_latest_write(
+    store: Store, store_clock: ManualClock
+) -> None:
+    await store.put_file("T1:F1", PREPARED, 60)
+    await store.put_file("T1:F1", {**PREPARED, "tokens": 1}, 1.0)  # a write starts a new ttl
+    store_clock.now = T0 + 0.99
+    assert await store.get_file("T1:F1") == {**PREPARED, "tokens": 1}
+
+    async def gone() -> bool:
+        return await store.get_file("T1:F1") is None
+
+    assert await expired(store, store_clock, T0 + 1.0, gone)
+
+
+async def test_the_memory_store_keeps_a_bounded_number_and_size_of_files(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bot.store import memory
+
+    monkeypatch.setattr(memory, "MAX_FILES", 3)
+    monkeypatch.setattr(memory, "MAX_FILE_CHARS", 1_000)
+    store = MemoryStore()
+    for n in range(5):
+        await store.put_file(f"F{n}", {"n": n}, 60)
+    await store.get_file("F2")  # used lately: kept over F3
+    await store.put_file("F5", {"n": 5}, 60)
+    assert [n for n in range(6) if await store.get_file(f"F{n}") is not None] == [2, 4, 5]
+    await store.put_file("big", {"data": "x" * 600}, 60)
+    await store.put_file("bigger", {"data": "y" * 600}, 60)  # the two do not fit together
+    assert await store.get_file("big") is None
+    assert await store.get_file("bigger") == {"data": "y" * 600}
+    await store.put_file("huge", {"data": "z" * 2_000}, 60)  # never fits: not kept at all
+    assert await store.get_file("huge") is None
+    assert await store.get_file("bigger") == {"data": "y" * 600}
+    assert store._file_chars == sum(len(v[1]) for v in store._files.values())
+
+
+async def test_a_prepared_file_lives_under_the_prefix_with_redis_expiring_it(
+    redis_store: RedisStore, redis_client: redis.asyncio.Redis
+) -> None:
+    await redis_store.put_file("T1:F1", PREPARED, 3600)
+    ttl = await redis_client.pttl(PREFIX + "file:T1:F1")
+    assert 3_500_000 < ttl <= 3_600_000
+
+
+@pytest.mark.parametrize("operation", ["get_file", "put_file"])
+async def test_file_operations_raise_store_error_when_redis_is_unreachable(
+    operation: str,
+) -> None:
+    no_retries = Retry(NoBackoff(), retries=0)
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", retry=no_retries)
+    calls = {"get_file": store.get_file("F1"), "put_file": store.put_file("F1", {}, 60)}
+    try:
+        with pytest.raises(StoreError, match="unreachable"):
+            await calls.pop(operation)
+    finally:
+        for unused in calls.values():
+            unused.close()
+        await store.close()

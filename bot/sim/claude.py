@@ -32,6 +32,7 @@ from bot.sim.claude_stream import (
     input_estimate,
     message_start,
 )
+from bot.sim.content_blocks import block_problem, request_problem
 
 __all__ = ["ClaudeSim", "Script", "ScriptSource", "default_script", "long_markdown"]
 
@@ -71,7 +72,9 @@ def _validation_error(body: Any) -> str | None:
                     and not block.get("text")
                 ):
                     return f"messages.{i}.content.{j}: text content blocks must be non-empty"
-    return None
+                if (problem := block_problem(f"messages.{i}.content.{j}", block)) is not None:
+                    return problem  # an image or document block (files in the thread)
+    return request_problem(body)
 
 
 class ClaudeSim:

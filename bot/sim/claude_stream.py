@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.sim.claude_scripts import Script
+from bot.sim.content_blocks import media_tokens, without_media
 
 
 class ServerStopping(Exception):
@@ -34,8 +35,9 @@ def estimate_tokens(text: str) -> int:
 
 
 def input_estimate(body: dict[str, Any]) -> int:
-    prompt = {"system": body.get("system"), "messages": body.get("messages")}
-    return estimate_tokens(json.dumps(prompt, ensure_ascii=False))
+    # Images and documents count as Claude counts them, not as the length of their base64.
+    prompt = {"system": body.get("system"), "messages": without_media(body.get("messages"))}
+    return estimate_tokens(json.dumps(prompt, ensure_ascii=False)) + media_tokens(body)
 
 
 def output_tokens(script: Script) -> int:

@@ -84,14 +84,18 @@ def mention_envelope(
     bot_user_id: str,
     event_id: str | None = None,
     api_app_id: str = "A0001",
+    files: list[JsonDict] | None = None,
 ) -> JsonDict:
-    """An ``app_mention`` event callback; ``text`` should contain ``<@bot_user_id>``."""
+    """An ``app_mention`` event callback; ``text`` should contain ``<@bot_user_id>``;
+    ``files``: the file objects posted with the message."""
     event = {
         "type": "app_mention",
         **_message_fields(
             team_id=team_id, channel=channel, user=user, text=text, ts=ts, thread_ts=thread_ts
         ),
     }
+    if files:
+        event["files"] = files
     return _envelope(
         team_id=team_id,
         api_app_id=api_app_id,

@@ -130,10 +130,12 @@ class Harness:
         user: str = ALICE,
         thread_ts: str | None = None,
         event_id: str | None = None,
+        files: list[dict[str, Any]] | None = None,
     ) -> SimMessage:
-        """A person mentions the bot; Slack stores the message and delivers the event."""
+        """A person mentions the bot (with `files`: file objects of `slack.files.upload`);
+        Slack stores the message and delivers the event."""
         asked = self.slack.post_user_message(
-            CHANNEL, f"<@{BOT_USER}> {text}", user=user, thread_ts=thread_ts
+            CHANNEL, f"<@{BOT_USER}> {text}", user=user, thread_ts=thread_ts, files=files
         )
         await self._deliver(
             mention_envelope(
@@ -145,6 +147,7 @@ class Harness:
                 thread_ts=thread_ts,
                 bot_user_id=BOT_USER,
                 event_id=event_id,
+                files=files,
             )
         )
         return asked

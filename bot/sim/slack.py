@@ -21,6 +21,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from bot.sim.slack_api import DEFAULT_SCOPES, LOST_RESPONSE, SimCall, WebApi
+from bot.sim.slack_files import SimFiles
 from bot.sim.slack_payloads import JsonDict, Limits, decode_blocks
 from bot.sim.slack_socket import SocketMode
 from bot.sim.slack_views import Views
@@ -72,6 +73,8 @@ class SlackSim(Workspace):
         )
         self.socket = SocketMode(self.notify)
         self._runner: web.AppRunner | None = None
+        self.files = SimFiles(self.api)  # uploads, files.info and the file host
+        self.api.add_method("files.info", self.files.info)
 
     # --- the Web API's credentials -----------------------------------------------------------
 
@@ -90,12 +93,14 @@ class SlackSim(Workspace):
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._serve)
         app.router.add_get("/socket", self.socket.serve)
+        self.files.routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         port = self._runner.addresses[0][1]
         self.api_url = f"http://127.0.0.1:{port}/api/"
         self.api.socket_url = f"ws://127.0.0.1:{port}/socket"
+        self.files.base_url = f"http://127.0.0.1:{port}"
         return self.api_url
 
     async def stop(self) -> None:

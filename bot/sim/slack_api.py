@@ -26,6 +26,7 @@ DEFAULT_SCOPES = (
     "mpim:history",
     "chat:write",
     "users:read",
+    "files:read",
 )
 MAX_PAGE = 1000
 
@@ -124,6 +125,10 @@ class WebApi:
         self._rate_limits.pop(method, None)
         self._buckets = {k: v for k, v in self._buckets.items() if k[1] != method}
 
+    def add_method(self, method: str, handler: Handler) -> None:
+        """Answer `method` with `handler` (a feature kept in its own module, such as files)."""
+        self._handlers[method] = handler
+
     def call(self, method: str, params: JsonDict, token: str | None, *, peer: str = "") -> Reply:
         """Answer one call, keep its record, and wake whoever waits for a change."""
         reply = self._answer(method, params, token)
@@ -209,6 +214,7 @@ class WebApi:
             "blocks": blocks,
             "thread_ts": m.thread_ts,
             "subtype": m.subtype,
+            "files": m.files,
         }
         out.update({k: v for k, v in optional.items() if v})
         if with_metadata and m.metadata:

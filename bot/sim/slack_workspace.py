@@ -30,6 +30,7 @@ class SimMessage:
     subtype: str | None = None
     metadata: JsonDict | None = None  # Slack message metadata (event_type, event_payload)
     history: list[JsonDict] = field(default_factory=list)
+    files: list[JsonDict] = field(default_factory=list)  # file objects (bot.sim.slack_files)
 
     def visible_text(self) -> str:
         """What a reader sees: markdown_text, else the text blocks, else the fallback ``text``."""
@@ -130,8 +131,10 @@ class Workspace:
         user: str,
         thread_ts: str | None = None,
         bot_id: str | None = None,
+        files: list[JsonDict] | None = None,
     ) -> SimMessage:
-        """A person (or another bot, with ``bot_id``) writes, as if from a Slack client."""
+        """A person (or another bot, with ``bot_id``) writes, as if from a Slack client;
+        ``files`` are file objects of `SlackSim.files` posted with the message."""
         if channel not in self._channels:
             raise ValueError(f"unknown channel {channel!r}: call add_channel() first")
         if bot_id is not None:
@@ -145,6 +148,7 @@ class Workspace:
             bot_id=bot_id,
             text=text,
             thread_ts=self.thread_root(channel, thread_ts),
+            files=list(files or []),
         )
         return self.store(message)
 

@@ -342,6 +342,16 @@ class Store(Protocol):
 
     async def channel_overrides(self, team_id: str) -> dict[str, ChannelOverride]:
         """Every channel override of a workspace, by channel."""
+
+    # -- files in threads -----------------------------------------------------------
+
+    async def get_file(self, key: str) -> dict[str, Any] | None:
+        """A Slack file as last prepared for Claude (`put_file`), or None."""
+        ...
+
+    async def put_file(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
+        """Keep a prepared file for `ttl_seconds` from this write, so a follow-up question in
+        the thread does not download it again. A memory store keeps a bounded amount."""
         ...
 
 

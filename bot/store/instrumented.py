@@ -65,6 +65,9 @@ TIMEOUTS: dict[str, float] = {
     "record_feedback": 2.0,
     "set_channel_override": 2.0,
     "channel_overrides": 2.0,
+    # Files in threads: a prepared PDF can be tens of megabytes.
+    "get_file": 2.0,
+    "put_file": 5.0,
 }
 
 
@@ -259,3 +262,11 @@ class InstrumentedStore:
 
     async def channel_overrides(self, team_id: str) -> dict[str, ChannelOverride]:
         return await self._measured("channel_overrides", self.inner.channel_overrides(team_id))
+
+    # -- files in threads -----------------------------------------------------------
+
+    async def get_file(self, key: str) -> dict[str, Any] | None:
+        return await self._measured("get_file", self.inner.get_file(key))
+
+    async def put_file(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
+        await self._measured("put_file", self.inner.put_file(key, value, ttl_seconds))

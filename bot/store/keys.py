@@ -24,6 +24,8 @@ default; the demo uses its own):
   usage-days           sorted set: `{team}|{day}` of every day with usage, by day number
   feedback:{answer_id} hash: each voter's vote on the answer
   channels:{team}      hash: channel -> the override an admin set from Slack (JSON)
+  file:{team}:{file_id}
+                       string: a Slack file as prepared for Claude (JSON: its content block)
 
 The index key shapes are also built inside the Lua scripts (`lua.INDEX_KEYS`), from the same
 names below passed in as arguments.
@@ -45,6 +47,7 @@ CANCEL_CHANNEL = "cancel"
 BUCKET = "bucket:"
 COMPETING_SUFFIX = ":competing"
 THREAD = "thread:"
+FILE = "file:"
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,9 @@ class Keys:
 
     def thread_index(self, channel: str, thread_ts: str) -> str:
         return f"{self.prefix}{INFLIGHT}:thread:{channel}:{thread_ts}"
+
+    def file(self, key: str) -> str:
+        return self.prefix + FILE + key
 
 
 # -- running for a company: usage, budgets, feedback, channel overrides (`ledger.py`) --------

@@ -53,6 +53,8 @@ K = TypeVar("K")
 
 MAX_EVENTS = 100_000  # dedupe claims kept at most (about 10 MB); the oldest are dropped first
 MAX_THREADS = 1_000  # cached threads kept at most
+MAX_FILES = 1_000  # prepared files kept at most (the least recently used go first)
+MAX_FILE_CHARS = 100_000_000  # and at most this much of them (about 100 MB)
 TOMBSTONE_SECONDS = 6 * 3600.0
 
 
@@ -95,6 +97,8 @@ class MemoryStore:
         self._threads: OrderedDict[str, tuple[float, str]] = OrderedDict()  # key -> (expiry, JSON)
         self._listeners: set[asyncio.Queue[tuple[str, str] | None]] = set()
         self._closed = False
+        self._files: OrderedDict[str, tuple[float, str]] = OrderedDict()  # key -> (expiry, JSON)
+        self._file_chars = 0
 
     # -- dedupe and threads ----------------------------------------------------------------------
 
@@ -407,6 +411,34 @@ class MemoryStore:
         for queue in self._listeners:
             queue.put_nowait(None)
         self._listeners.clear()
+
+    # -- files in threads -----------------------------------------------------------
+
+    async def get_file(self, key: str) -> dict[str, Any] | None:
+        entry = self._files.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            self._drop_file(key)
+            return None
+        self._files.move_to_end(key)
+        return json.loads(entry[1])  # type: ignore[no-any-return]
+
+    async def put_file(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
+        # JSON, like Redis, so callers can't mutate the cached copy; bounded in count and size.
+        encoded = json.dumps(value)
+        self._drop_file(key)
+        if len(encoded) > MAX_FILE_CHARS:
+            return
+        self._files[key] = (self._clock() + ttl_seconds, encoded)
+        self._file_chars += len(encoded)
+        while len(self._files) > MAX_FILES or self._file_chars > MAX_FILE_CHARS:
+            self._drop_file(next(iter(self._files)))
+
+    def _drop_file(self, key: str) -> None:
+        entry = self._files.pop(key, None)
+        if entry is not None:
+            self._file_chars -= len(entry[1])
 
     # -- running for a company: usage, budgets, feedback, channel overrides (`ledger.py`) ------
     # Each entry carries its expiry on the store's clock; expired ones go at the next write.

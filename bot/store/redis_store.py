@@ -430,6 +430,20 @@ class RedisStore:
         with _translated("close"):
             await self._redis.aclose()
 
+    # -- files in threads -----------------------------------------------------------
+
+    async def get_file(self, key: str) -> dict[str, Any] | None:
+        with _translated("get_file"):
+            raw = await self._redis.get(self._keys.file(key))
+        if raw is None:
+            return None
+        value = json.loads(raw)
+        return value if isinstance(value, dict) else None
+
+    async def put_file(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
+        with _translated("put_file"):
+            await self._redis.set(self._keys.file(key), json.dumps(value), px=_ms(ttl_seconds))
+
     # -- running for a company: usage, budgets, feedback, channel overrides (`ledger.py`) ------
 
     @property
