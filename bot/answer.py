@@ -284,7 +284,10 @@ class Answer:
         st = self.state
         try:
             await self._wait_for_earlier_answers()
-            conversation = await self._conversation()
+            # The channel may turn files off (CHANNEL_SETTINGS_FILE's `files`).
+            conversation = await self._conversation(
+                fetch_files=self.profile.channel.switch("files", True)
+            )
             self.dropped_turns = conversation.dropped_turns
             try:
                 await stream_answer(
@@ -337,7 +340,7 @@ class Answer:
         conversation = await self._conversation(fetch_files=False)
         self.dropped_turns = conversation.dropped_turns
         await stream_answer(
-            self.s.claude, self.s.settings, conversation.messages, self.state, self.s.clock
+            self.s.claude, self.settings, conversation.messages, self.state, self.s.clock
         )
 
     async def _conversation(self, *, fetch_files: bool = True) -> Conversation:
