@@ -447,7 +447,7 @@ class Answer:
             )
         else:
             sent = await self.message.finish(text, footer=footer, notes=notes)
-        if self.publisher.thinking_shown:  # an edit may not clear Slack's thread status
+        if self.publisher.thread_status_set:  # an edit may not clear Slack's thread status
             with contextlib.suppress(SlackFailure):
                 await self.s.slack.call(
                     "assistant.threads.setStatus",

@@ -19,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.config import SECRETS, ConfigError, Settings, secret_problem
 from bot.manifest import BOT_SCOPES
 from bot.store import RedisStore, StoreError
+from bot.tools import tool_request
 
 TIMEOUT_SECONDS = 10.0
 
@@ -244,12 +245,48 @@ async def _check_models(settings: Settings, users: dict[str, list[str]]) -> list
     return results
 
 
+async def check_tools(settings: Settings) -> list[CheckResult]:
+    """Claude's web tools (which versions, which domains) and each MCP server in MCP_SERVERS:
+    its token variable must be set when it names one (a server without its token refuses
+    Claude, and every answer would say the tool failed)."""
+    request = tool_request(settings, settings.claude_model)
+    web = [tool["type"] for tool in request.tools if tool["type"] != "mcp_toolset"]
+    domains = ""
+    if settings.web_allowed_domains:
+        domains = f"; only {', '.join(settings.web_allowed_domains)}"
+    elif settings.web_blocked_domains:
+        domains = f"; never {', '.join(settings.web_blocked_domains)}"
+    detail = (
+        f"{', '.join(web)} (up to {settings.web_max_uses} uses each per request){domains}"
+        if web
+        else "off (WEB_SEARCH and WEB_FETCH are false)"
+    )
+    results = [CheckResult("web tools", True, detail)]
+    for server in settings.mcp_servers:
+        name = f"MCP server {server.name}"
+        if server.token_env and server.token() is None:
+            results.append(
+                CheckResult(
+                    name,
+                    False,
+                    f"{server.token_env} (its token) is not set",
+                    f"export {server.token_env}=… or remove token_env from MCP_SERVERS",
+                )
+            )
+            continue
+        auth = f"token from {server.token_env}" if server.token_env else "no token"
+        via = request.betas[0] if request.betas else ""
+        results.append(CheckResult(name, True, f"{server.url} ({auth}; via {via})"))
+    return results
+
+
 CHECKS: tuple[Callable[[Settings], Awaitable[list[CheckResult]]], ...] = (
     check_config,
     check_slack,
     check_claude,
     check_redis,
     check_channel_settings,
+    check_tools,
 )
 
 

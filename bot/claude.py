@@ -21,6 +21,8 @@ import httpx2
 from anthropic.types import MessageParam, RawMessageStreamEvent
 
 from bot.config import Settings
+from bot.lookups import Trail, marker
+from bot.tools import tool_request
 from bot.usage import Usage
 
 Clock = Callable[[], float]
@@ -35,7 +37,11 @@ class StreamState:
     deltas: int = 0
     events: int = 0  # any event at all: the stream has started once this is above 0
     thinking: bool = False
-    usage: Usage | None = None
+    usage: Usage | None = None  # every request of the answer together
+    earlier_usage: Usage = field(default_factory=Usage)  # requests before the current one
+    request_usage: Usage | None = None
+    requests: int = 0  # requests made for this answer (more than 1 after `pause_turn`)
+    trail: Trail = field(default_factory=Trail)  # what Claude's tools did (bot/lookups.py)
     model: str = ""
     stop_reason: str | None = None
     stop_details: dict[str, Any] | None = None
@@ -52,6 +58,9 @@ class StreamState:
             self.changed_at = now
         self.changed.set()
 
+    def ends_in_space(self) -> bool:
+        return bool(self.chunks) and self.chunks[-1][-1:].isspace()
+
     def text(self) -> str:
         if len(self.chunks) > 1:
             self.chunks[:] = ["".join(self.chunks)]
@@ -64,33 +73,56 @@ def fold_event(state: StreamState, event: RawMessageStreamEvent, now: float) -> 
     Raw events rather than the SDK's `messages.stream()` helper, which rebuilds the whole message
     on every delta: nearly every event is a text delta, tested first and kept O(1). Thinking
     shows only as a flag (its text is never shown); usage comes from `message_start` and
-    `message_delta` (whose `output_tokens` is cumulative); anything else (block stops, tool
-    input, citations, signatures) changes nothing shown. Fields the API may omit are read
-    with a default, as the SDK builds events without validating them.
+    `message_delta` (whose counts are cumulative for the request); every other block (tool use,
+    tool results, citations) goes to the `Trail`, which says what tools do and which sources the
+    text cites. Fields the API may omit are read with a default, as the SDK builds events
+    without validating them.
     """
     state.events += 1
+    trail = state.trail
     if event.type == "content_block_delta":
         delta = event.delta
         if delta.type == "text_delta":
+            if trail.activity is not None:
+                trail.text_resumed()
             state.add_text(delta.text, now)
+        else:
+            trail.delta(event.index, delta)
     elif event.type == "content_block_start":
-        if event.content_block.type in ("thinking", "redacted_thinking") and not state.thinking:
+        block = event.content_block
+        if block.type in ("thinking", "redacted_thinking") and not state.thinking:
             state.thinking = True
             state.changed.set()
+        seq = trail.activity_seq
+        trail.start(event.index, block, state.length)
+        if trail.activity_seq != seq:
+            state.changed.set()
+    elif event.type == "content_block_stop":
+        seq = trail.activity_seq
+        cited = trail.stop(event.index, state.length)
+        if cited:
+            state.add_text(("" if state.ends_in_space() else " ") + marker(cited), now)
+        if trail.activity_seq != seq:
+            state.changed.set()
     elif event.type == "message_start":
+        trail.new_request()
+        state.requests += 1
         state.model = getattr(event.message, "model", None) or ""
-        state.usage = _usage(getattr(event.message, "usage", None), Usage())
+        state.request_usage = _usage(getattr(event.message, "usage", None), Usage())
+        state.usage = state.earlier_usage + state.request_usage
     elif event.type == "message_delta":
         state.stop_reason = getattr(event.delta, "stop_reason", None)
         details = getattr(event.delta, "stop_details", None)
         state.stop_details = details.model_dump() if details is not None else None
-        state.usage = _usage(getattr(event, "usage", None), state.usage or Usage())
+        state.request_usage = _usage(getattr(event, "usage", None), state.request_usage or Usage())
+        state.usage = state.earlier_usage + state.request_usage
 
 
 def _usage(counts: Any, before: Usage) -> Usage:
     """`before` updated with the counts an event carries (absent or None: unchanged)."""
     if counts is None:
         return before
+    tools = getattr(counts, "server_tool_use", None)
     return Usage(
         input_tokens=getattr(counts, "input_tokens", None) or before.input_tokens,
         output_tokens=getattr(counts, "output_tokens", None) or before.output_tokens,
@@ -98,6 +130,9 @@ def _usage(counts: Any, before: Usage) -> Usage:
         or before.cache_creation_input_tokens,
         cache_read_input_tokens=getattr(counts, "cache_read_input_tokens", None)
         or before.cache_read_input_tokens,
+        web_search_requests=getattr(tools, "web_search_requests", None)
+        or before.web_search_requests,
+        web_fetch_requests=getattr(tools, "web_fetch_requests", None) or before.web_fetch_requests,
     )
 
 
@@ -110,24 +145,54 @@ async def stream_answer(
 ) -> None:
     """Stream Claude's answer to `messages` into `state`, as raw events (see fold_event).
 
-    The read timeout is the idle timeout: any event, a ping too, resets it. The SDK retries
-    until the response starts (429, 529, 5xx, connection errors), never after. Errors
-    propagate; `describe_failure` names them.
+    With server tools on, Claude may pause a long tool turn (`pause_turn`): the conversation
+    so far, its own content included, goes back to it and the answer streams on into the same
+    state, at most `claude_max_continuations` times (then the answer ends paused, with a note).
     """
-    stream = await claude.messages.create(
-        model=settings.claude_model,
-        max_tokens=settings.claude_max_tokens,
-        system=[
+    tools = tool_request(settings, settings.claude_model)
+    conversation = messages
+    while True:
+        await _stream_request(claude, settings, conversation, tools.kwargs(), state, clock)
+        if state.stop_reason != "pause_turn" or state.requests > settings.claude_max_continuations:
+            return
+        state.earlier_usage = state.usage or state.earlier_usage
+        state.stop_reason = None  # until the continuation says how it ended
+        conversation = [
+            *messages,
+            {"role": "assistant", "content": state.trail.content(state.text())},
+        ]
+
+
+async def _stream_request(
+    claude: anthropic.AsyncAnthropic,
+    settings: Settings,
+    messages: list[dict[str, Any]],
+    tools: dict[str, Any],
+    state: StreamState,
+    clock: Clock,
+) -> None:
+    """One request. The read timeout is the idle timeout: any event, a ping too, resets it.
+    The SDK retries until the response starts (429, 529, 5xx, connection errors), never after.
+    Errors propagate; `describe_failure` names them. MCP servers need the beta endpoint."""
+    params: dict[str, Any] = {
+        "model": settings.claude_model,
+        "max_tokens": settings.claude_max_tokens,
+        "system": [
             {
                 "type": "text",
                 "text": settings.system_prompt,
                 "cache_control": {"type": "ephemeral"},
             }
         ],
-        messages=cast("list[MessageParam]", messages),
-        stream=True,
-        timeout=httpx2.Timeout(settings.stream_idle_timeout_seconds, connect=10.0),
-    )
+        "messages": cast("list[MessageParam]", messages),
+        "stream": True,
+        "timeout": httpx2.Timeout(settings.stream_idle_timeout_seconds, connect=10.0),
+        **tools,
+    }
+    if "betas" in params:
+        stream: Any = await claude.beta.messages.create(**params)
+    else:
+        stream = await claude.messages.create(**params)
     # Closed on every way out (its end, an error, a cancel for Stop or shutdown), which
     # releases the connection: an unfinished response's connection is closed, not pooled.
     async with stream:

@@ -62,6 +62,9 @@ def closing(
     elif state.stop_reason is None:
         interrupted = ENDED_EARLY
     notes: list[str] = []
+    sources = render.sources_note(state.trail.sources.listed())
+    if sources:  # right after the text it numbers
+        notes.append(sources)
     note = render.stop_reason_note(state.stop_reason, state.stop_details)
     if interrupted is None and note:
         notes.append(note)
@@ -88,10 +91,14 @@ def footer(state: StreamState, facts: FooterFacts) -> str | None:
         return None
     model = state.model or facts.model
     cost = estimate_cost(state.usage, model) if facts.show_cost else None
+    usage, trail = state.usage, state.trail
     return render.format_footer(
-        state.usage,
+        usage,
         elapsed=facts.elapsed,
         model=model,
         cost_usd=cost,
         dropped_turns=facts.dropped_turns,
+        # As billed; what the stream showed when the usage leaves them out.
+        searches=usage.web_search_requests or trail.searches,
+        pages_read=usage.web_fetch_requests or trail.fetches,
     )

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -91,6 +100,30 @@ def secret_problem(spec: SecretSpec, value: str | None, mode: Mode | None) -> st
         found = f"is {pasted}" if pasted else "is not a Slack token of that kind"
         return f"{name} {found}; it must be {spec.what} ({spec.prefix}…)"
     return None
+
+
+class McpServer(BaseModel):
+    """A remote MCP server Claude may use through Anthropic's MCP connector (`MCP_SERVERS`).
+    The token is never written in the list: `token_env` names the variable that holds it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    url: str
+    token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        _require_url(value, ("https",), "https://mcp.example.com/sse")
+        return value
+
+    def token(self) -> str | None:
+        """The server's bearer token, read from its variable when a request is made."""
+        return os.environ.get(self.token_env) or None if self.token_env else None
+
+
+_MCP_SERVERS = TypeAdapter(tuple[McpServer, ...])
 
 
 class Settings(BaseSettings):
@@ -190,6 +223,7 @@ class Settings(BaseSettings):
         fields = ("slack_bot_token", "slack_signing_secret", "slack_app_token", "anthropic_api_key")
         values = [getattr(self, f) for f in fields]
         secrets = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        secrets += [token for server in self.mcp_servers if (token := server.token())]
         if self.redis_url:
             parts = urlsplit(self.redis_url)
             passwords = [parts.password, *parse_qs(parts.query).get("password", [])]
@@ -260,6 +294,55 @@ class Settings(BaseSettings):
     # How long a downloaded file is kept in the store (prepared for Claude) for follow-ups.
     file_cache_seconds: float = Field(3600, gt=0, le=7 * 86400)
 
+    # --- Claude's server tools (bot/tools.py, bot/lookups.py) ---------------------------
+    web_search: bool = True
+    web_fetch: bool = True
+    # Per request to Claude, for each tool (Claude's own cap: it reports max_uses_exceeded).
+    web_max_uses: int = Field(5, ge=1, le=50)
+    # Comma-separated domains; at most one of the two lists (Claude refuses both at once).
+    web_allowed_domains: Annotated[tuple[str, ...], NoDecode] = ()
+    web_blocked_domains: Annotated[tuple[str, ...], NoDecode] = ()
+    # How often an answer is resumed after Claude pauses a long tool turn (`pause_turn`).
+    claude_max_continuations: int = Field(3, ge=0, le=20)
+    # A JSON list of remote MCP servers: [{"name": …, "url": "https://…", "token_env": …}].
+    mcp_servers: Annotated[tuple[McpServer, ...], NoDecode] = ()
+
+    @field_validator("web_allowed_domains", "web_blocked_domains", mode="before")
+    @classmethod
+    def _domain_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("mcp_servers", mode="before")
+    @classmethod
+    def _mcp_json(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return ()
+            try:
+                return _MCP_SERVERS.validate_json(value)
+            except ValidationError as e:
+                first = e.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "list"
+                raise ValueError(
+                    "must be a JSON list of {name, url, token_env} "
+                    f"({where}: {_message(first['msg'])})"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_domain_list(self) -> Settings:
+        if self.web_allowed_domains and self.web_blocked_domains:
+            raise ValueError(
+                "set WEB_ALLOWED_DOMAINS or WEB_BLOCKED_DOMAINS, not both "
+                "(Claude's web tools take one list)"
+            )
+        names = [server.name for server in self.mcp_servers]
+        if len(set(names)) != len(names):
+            raise ValueError("MCP_SERVERS: each server needs its own name")
+        return self
+
 
 def _require_url(value: str, schemes: tuple[str, ...], example: str) -> None:
     """ValueError (one line for pydantic) unless `value` is a URL with one of `schemes`."""
@@ -273,12 +356,18 @@ def _require_url(value: str, schemes: tuple[str, ...], example: str) -> None:
         raise ValueError(f"must be a {' or '.join(s + '://' for s in schemes)} URL, like {example}")
 
 
+def _message(msg: str) -> str:
+    """pydantic's message without the prefix it gives a validator's own words."""
+    return msg.removeprefix("Value error, ")
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the environment; turn pydantic's multi-line report into one line per problem."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as e:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in e.errors()
+            ": ".join(filter(None, (".".join(map(str, err["loc"])).upper(), _message(err["msg"]))))
+            for err in e.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None

@@ -93,6 +93,7 @@ class PublishView:
     first_shown: bool  # the first words have replaced the placeholder
     thinking: bool  # Claude is thinking (before any text)
     thinking_shown: bool
+    status_pending: bool = False  # a tool's progress line changed since the last edit
 
 
 @dataclass(frozen=True)
@@ -106,13 +107,15 @@ class EditPlan:
 
 def plan_edit(view: PublishView, pacer: MessagePacer) -> EditPlan:
     """What edit, if any, goes out next while the answer streams: the new text, paced per
-    message; or a status line while Claude thinks before writing. The budget then says
+    message (with a running tool's progress line, which is paced as text is); or a status line
+    while Claude thinks before writing. The budget then says
     whether it goes now (`budget_claim`). The final edit is not planned: it always goes."""
-    if view.text_length == view.shown_upto:
+    text_pending = view.text_length > view.shown_upto
+    if not text_pending and not view.status_pending:
         if view.thinking and not view.thinking_shown and not view.text_length:
             return EditPlan(EditKind.STATUS)
         return EditPlan()
-    kind = EditKind.FIRST if not view.first_shown else EditKind.INTERMEDIATE
+    kind = EditKind.FIRST if text_pending and not view.first_shown else EditKind.INTERMEDIATE
     wait = pacer.wait(view.now, kind, view.deltas)
     return EditPlan() if wait is None else EditPlan(kind, wait)
 

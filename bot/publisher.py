@@ -72,6 +72,8 @@ class Publisher:
         self.on_stop = on_stop
         self.first_shown = False
         self.thinking_shown = False
+        self.activity_shown = 0  # the trail's `activity_seq` the message shows
+        self.thread_status_set = False  # assistant.threads.setStatus was used: clear it at the end
 
     async def run(self) -> None:
         """Paced edits while the stream runs, until it ends or a stop is requested."""
@@ -95,6 +97,7 @@ class Publisher:
                     first_shown=self.first_shown,
                     thinking=st.thinking,
                     thinking_shown=self.thinking_shown,
+                    status_pending=st.trail.activity_seq != self.activity_shown,
                 ),
                 self.pacer,
             )
@@ -131,6 +134,7 @@ class Publisher:
         if wait > 0:
             return wait
         st.changed_at = None
+        activity, seq = st.trail.activity, st.trail.activity_seq
         try:
             sent = await self.message.continue_long(text)
             if not sent.delivered:
@@ -138,9 +142,13 @@ class Publisher:
                 return 1.0
             part = render.part_text(text, self.message.offset)
             mentions = self.message.mentions
-            payload = render.streaming_payload(part, answer_id=self.answer_id, mentions=mentions)
+            payload = render.streaming_payload(
+                part, answer_id=self.answer_id, mentions=mentions, status=activity
+            )
             if self.message.plain:
                 plain = render.plain_pieces(part, mentions=mentions)[0]
+                if activity:
+                    plain = f"{plain}\n{render.plain_pieces(activity, mentions=mentions)[0]}"
                 payload = render.SlackPayload(text=plain, blocks=[])
             self.pacer.sent(self.clock(), st.deltas)
             await self.message.update(payload, kind, budget_taken=True)
@@ -154,6 +162,9 @@ class Publisher:
                 self._refused(Sent(Delivery.REFUSED, e))
             return e.retry_after or self.interval or 1.0
         self.message.shown_upto = len(text)
+        if seq != self.activity_shown:
+            self.activity_shown = seq
+            await self._thread_status(activity)
         if kind is EditKind.FIRST:
             self.first_shown = True
             self.metrics.time_to_first_text.observe(self.clock() - self.q.received_at)
@@ -173,10 +184,21 @@ class Publisher:
             payload = render.thinking_payload(answer_id=self.answer_id, label=THINKING_LABEL)
             with contextlib.suppress(SlackFailure):
                 await self.message.update(payload, EditKind.STATUS, wanted=self.wanted)
+        await self._thread_status("Thinking…")
+
+    async def _thread_status(self, activity: str | None) -> None:
+        """The thread's status line where Slack shows one (assistant threads), best effort:
+        `is searching the web: …` while a tool runs, cleared when text resumes."""
+        if activity is not None and not activity.endswith("…"):
+            return  # a failed lookup is said in the message only
+        status = f"is {activity[0].lower()}{activity[1:]}" if activity else ""
+        if not status and not self.thread_status_set:
+            return
+        self.thread_status_set = bool(status) or self.thread_status_set
         with contextlib.suppress(SlackFailure):
             await self.slack.call(
                 "assistant.threads.setStatus",
                 channel_id=self.q.channel,
                 thread_ts=self.q.thread_ts,
-                status="is thinking…",
+                status=status[:200],
             )

@@ -6,7 +6,7 @@ Pure data and arithmetic: the fold of Claude's stream fills a `Usage`, the foote
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,19 @@ class Usage:
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    # Claude's server tools, as billed (`usage.server_tool_use` of the stream's message_delta).
+    web_search_requests: int = 0
+    web_fetch_requests: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        """Two requests' usage together: an answer continued after `pause_turn` is several."""
+        summed = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        return Usage(**summed)
+
+    @property
+    def server_tool_calls(self) -> int:
+        """Billed server tool calls: the usage ledger counts them per model."""
+        return self.web_search_requests + self.web_fetch_requests
 
     @property
     def total_input(self) -> int:
@@ -43,6 +56,8 @@ _LONG_PROMPT_PRICES: dict[str, tuple[int, float, float]] = {
     "claude-haiku-5-5": (100_000, 0.50, 2.50),
 }
 _CACHE_WRITE, _CACHE_READ = 1.25, 0.1
+# Web search is billed per search ($10 per 1,000); web fetch costs only the tokens it adds.
+_PER_WEB_SEARCH = 10.0 / 1000
 
 
 def estimate_cost(usage: Usage, model: str) -> float | None:
@@ -61,4 +76,4 @@ def estimate_cost(usage: Usage, model: str) -> float | None:
         + usage.cache_read_input_tokens * price_in * _CACHE_READ
         + usage.output_tokens * price_out
     )
-    return dollars / 1_000_000
+    return dollars / 1_000_000 + usage.web_search_requests * _PER_WEB_SEARCH

@@ -20,7 +20,7 @@ still find them under ``render``.
 from __future__ import annotations
 
 from bot.render.markdown import to_slack_markdown
-from bot.render.notes import format_footer, interrupted_note, stop_reason_note
+from bot.render.notes import format_footer, interrupted_note, sources_note, stop_reason_note
 from bot.render.partial import render_partial
 from bot.render.payloads import (
     CONTINUED_HINT,
@@ -76,6 +76,7 @@ __all__ = [
     "placeholder_payload",
     "plain_pieces",
     "render_partial",
+    "sources_note",
     "split_answer",
     "stop_button_answer_id",
     "stop_reason_note",

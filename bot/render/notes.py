@@ -28,9 +28,11 @@ def format_footer(
     model: str | None = None,
     cost_usd: float | None = None,
     dropped_turns: int = 0,
+    searches: int = 0,
+    pages_read: int = 0,
 ) -> str:
     """``Tokens: 1,234 in, 567 out`` then `` · ``-separated extras (cache, time, model, cost,
-    left-out history) on the same line."""
+    left-out history, web lookups) on the same line."""
     parts = [f"Tokens: {usage.total_input:,} in, {usage.output_tokens:,} out"]
     cache = []
     if usage.cache_read_input_tokens:
@@ -48,7 +50,36 @@ def format_footer(
     if dropped_turns > 0:
         plural = "s" if dropped_turns != 1 else ""
         parts.append(f"{dropped_turns:,} earlier message{plural} left out")
+    if searches > 0:
+        parts.append(f"{searches:,} search{'es' if searches != 1 else ''}")
+    if pages_read > 0:
+        parts.append(f"{pages_read:,} page{'s' if pages_read != 1 else ''} read")
     return " · ".join(parts)
+
+
+SOURCES_HEADING = "**Sources**"
+_SOURCES_LIMIT = 900  # the list is one note: within a note's room, whole entries only
+_TITLE_LIMIT = 80
+_SAFE_URL = re.compile(r"https?://[^\s<>|\[\]`\\]+")
+
+
+def sources_note(sources: list[tuple[str, str]]) -> str | None:
+    """The numbered list of the pages an answer cites, as Markdown links with their titles;
+    None when it cites none. Titles and URLs are the web's: a URL that is not plain http(s)
+    is shown as text, and a title loses what could make it Markdown."""
+    lines = [SOURCES_HEADING]
+    size = len(SOURCES_HEADING)
+    for number, (url, title) in enumerate(sources, start=1):
+        label = re.sub(r"[\[\]<>|*_`~\\]", "", one_line(title))[:_TITLE_LIMIT].strip() or "link"
+        safe = _SAFE_URL.fullmatch(url) is not None
+        url = url.replace("(", "%28").replace(")", "%29")
+        line = f"{number}. [{label}]({url})" if safe else f"{number}. {label}"
+        if size + len(line) + 1 > _SOURCES_LIMIT:
+            lines.append(f"…and {len(sources) - number + 1} more")
+            break
+        lines.append(line)
+        size += len(line) + 1
+    return "\n".join(lines) if len(lines) > 1 else None
 
 
 def one_line(text: str) -> str:
@@ -69,7 +100,7 @@ _STOP_NOTES = {
     "max_tokens": "_(truncated: reached the output limit)_",
     "model_context_window_exceeded": "_(truncated: the conversation is too long)_",
     "tool_use": "_(stopped: Claude asked to use a tool, which this bot does not run)_",
-    "pause_turn": "_(paused by Claude before finishing)_",
+    "pause_turn": "_(paused by Claude before finishing: its lookups took too many rounds)_",
 }
 
 

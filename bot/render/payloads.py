@@ -190,14 +190,21 @@ def thinking_payload(*, answer_id: str | None, label: str = "Thinking…") -> Sl
 
 
 def streaming_payload(
-    body_md_prefix: str, *, answer_id: str | None, mentions: Mentions = NO_MENTIONS
+    body_md_prefix: str,
+    *,
+    answer_id: str | None,
+    mentions: Mentions = NO_MENTIONS,
+    status: str | None = None,
 ) -> SlackPayload:
-    """An intermediate edit: the answer so far, rendered safely, and the Stop button."""
+    """An intermediate edit: the answer so far, rendered safely, the status line of a tool
+    that runs (``Searching the web: …``) under it, and the Stop button."""
     shown = _within(partial(render_partial, mentions=mentions), body_md_prefix, MARKDOWN_LIMIT)
     blocks = [_markdown_block(shown if shown.strip() else "…")]
+    if status:
+        blocks.append(_context_block(escape_mrkdwn(_truncate(one_line(status), 200), mentions)))
     if answer_id:
         blocks.append(_stop_block(answer_id))
-    text = _fallback_text(body_md_prefix, mentions=mentions)
+    text = _fallback_text(body_md_prefix, mentions=mentions) or (status or "")
     return SlackPayload(text=text or "…", blocks=blocks)
 
 
