@@ -441,7 +441,11 @@ def test_interrupted_note() -> None:
             "_Claude declined to answer._ It could cause harm.",
         ),
         ("tool_use", None, "_(stopped: Claude asked to use a tool, which this bot does not run)_"),
-        ("pause_turn", None, "_(paused by Claude before finishing: its lookups took too many rounds)_"),
+        (
+            "pause_turn",
+            None,
+            "_(paused by Claude before finishing: its lookups took too many rounds)_",
+        ),
         ("brand_new_reason", None, "_(stopped: brand_new_reason)_"),
     ],
 )
