@@ -24,17 +24,37 @@ from typing import Any, Self
 
 from aiohttp import web
 
-from bot.sim.claude_scripts import Script, ScriptSource, default_script, long_markdown
+from bot.sim.claude_scripts import (
+    Cite,
+    Lookup,
+    Say,
+    Script,
+    ScriptSource,
+    default_script,
+    long_markdown,
+)
 from bot.sim.claude_stream import (
     ServerStopping,
     SseStream,
     complete_message,
     input_estimate,
     message_start,
+    script_steps,
 )
+from bot.sim.claude_tool_checks import tools_problem
+from bot.sim.claude_tools import Plan, plan_answer
 from bot.sim.content_blocks import block_problem, request_problem
 
-__all__ = ["ClaudeSim", "Script", "ScriptSource", "default_script", "long_markdown"]
+__all__ = [
+    "Cite",
+    "ClaudeSim",
+    "Lookup",
+    "Say",
+    "Script",
+    "ScriptSource",
+    "default_script",
+    "long_markdown",
+]
 
 _MODEL_INFO_BASE: dict[str, Any] = {
     "type": "model",
@@ -100,6 +120,7 @@ class ClaudeSim:
         self._default_failures: dict[str, int] = {}  # conversation -> failed attempts so far
         self._open_streams = 0
         self._ids = 0
+        self._emitted: set[str] = set()  # encrypted values handed out, to know them back
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -228,11 +249,12 @@ class ClaudeSim:
             body = await request.json()
         except ValueError:
             return self._error(400, "invalid_request_error", "request body is not valid JSON")
-        if (problem := _validation_error(body)) is not None:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        if (problem := _validation_error(body)) is not None or (
+            problem := tools_problem(body, headers, self._emitted)
+        ) is not None:
             return self._error(400, "invalid_request_error", problem)
-        self.requests.append(
-            {**body, "_headers": {k.lower(): v for k, v in request.headers.items()}}
-        )
+        self.requests.append({**body, "_headers": headers})
         timeline: list[tuple[float, int]] = []
         self.timelines.append(timeline)
         self._notify()
@@ -241,8 +263,9 @@ class ClaudeSim:
             assert script.http_error is not None
             status, error_type = script.http_error
             return self._error(status, error_type, f"Simulated {error_type}")
+        plan = self._plan(body, script)
         if not body.get("stream"):
-            return await self._message_json(body, script)
+            return await self._message_json(body, script, plan)
         response = web.StreamResponse(
             headers={
                 "content-type": "text/event-stream",
@@ -258,7 +281,7 @@ class ClaudeSim:
             if script.fixture is not None:
                 await stream.replay(script.fixture)
             else:
-                await stream.play(message_start(body, script, self._next_id("msg")))
+                await stream.play(message_start(body, script, self._next_id("msg")), plan)
         except ServerStopping:
             stream.cut()
         finally:
@@ -283,9 +306,14 @@ class ClaudeSim:
         model_id = request.match_info["model_id"]
         return web.json_response({**_MODEL_INFO_BASE, "id": model_id, "display_name": model_id})
 
-    async def _message_json(self, body: dict[str, Any], script: Script) -> web.Response:
+    def _plan(self, body: dict[str, Any], script: Script) -> Plan:
+        """The script's content blocks; the encrypted values in them are remembered."""
+        return plan_answer(script_steps(script), body, self._next_id, self._emitted)
+
+    async def _message_json(self, body: dict[str, Any], script: Script, plan: Plan) -> web.Response:
         if script.first_delay > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), script.first_delay)
-        message = complete_message(message_start(body, script, self._next_id("msg")), script)
+        message = message_start(body, script, self._next_id("msg"))
+        message = complete_message(message, script, plan)
         return web.json_response(message, headers={"request-id": self._next_id("req")})

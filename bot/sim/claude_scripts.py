@@ -16,7 +16,19 @@ it (they combine):
 ``[sim:stall]``        the stream goes silent (no pings) after 3 text deltas
 ``[sim:overloaded]``   HTTP 529 ``overloaded_error`` on every attempt
 ``[sim:overloaded N]`` HTTP 529 on the first N attempts only (the SDK retries, then it answers)
+``[sim:search N]``     N web searches (default 1), 3 results each, 0.3 s before each
+                       result (none with ``[sim:fast]``), then text citing them
+``[sim:fetch]``        a web fetch of the question's first URL (or a docs.example.org
+                       page), then text citing it
+``[sim:search-error]`` the first search fails (``too_many_requests``), the next works
+``[sim:pause]``        with the above: stop with ``pause_turn`` after the tool calls; a
+                       request ending with that assistant content gets the rest
+``[sim:mcp]``          a ``lookup_ticket`` call to the request's first MCP server
+                       (plain text without ``mcp_servers``)
 =====================  =============================================================
+
+A script with `steps` (`Say` text blocks, `Lookup` server tool calls; see
+`bot.sim.claude_tools`) plays them instead of its `text`.
 """
 
 from __future__ import annotations
@@ -25,6 +37,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from bot.sim.claude_tools import Cite, Lookup, Say, default_steps
+
+__all__ = ["Cite", "Lookup", "Say", "Script", "ScriptSource", "default_script", "long_markdown"]
 
 
 @dataclass
@@ -54,12 +70,13 @@ class Script:
     silence_seconds: float = 3600.0
     end_without_message_delta: bool = False
     fixture: str | None = None
+    steps: list[Say | Lookup] | None = None  # set: these blocks instead of `text` (thinking first)
 
 
 ScriptSource = Script | Callable[[dict[str, Any]], Script]
 
 
-_DIRECTIVE = re.compile(r"\[sim:(\w+)(?:\s+(\d+))?\]")
+_DIRECTIVE = re.compile(r"\[sim:([\w-]+)(?:\s+(\d+))?\]")
 _FAULT_AFTER = 3
 _SLOW_DELAY = 0.05
 _LONG_DEFAULT = 5000
@@ -159,7 +176,11 @@ def default_script(body: dict[str, Any], *, chunk_delay: float = 0.0) -> Script:
         script.thinking = (
             f"The user asked about {asked or 'nothing in particular'}. Answer briefly."
         )
+    tools = default_steps(directives, prompt, asked, body, fast="fast" in directives)
+    if tools is not None:
+        script.steps, script.stop_reason = tools
     if "refuse" in directives:
+        script.steps = None
         script.text = ""
         script.stop_reason = "refusal"
         script.stop_details = {"type": "refusal", "category": None, "explanation": None}

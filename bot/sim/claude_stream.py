@@ -12,7 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.sim.claude_scripts import Script
+from bot.sim.claude_scripts import Say, Script
+from bot.sim.claude_tools import TOOL_USE_TYPES, Plan, steps_text
 from bot.sim.content_blocks import media_tokens, without_media
 
 
@@ -43,7 +44,26 @@ def input_estimate(body: dict[str, Any]) -> int:
 def output_tokens(script: Script) -> int:
     if script.output_tokens is not None:
         return script.output_tokens
-    return estimate_tokens(script.text + (script.thinking or ""))
+    return estimate_tokens(steps_text(script_steps(script)) + (script.thinking or ""))
+
+
+def script_steps(script: Script) -> list[Any]:
+    """The steps the script plays: its `steps`, or its `text` as one text block."""
+    return script.steps if script.steps is not None else [Say(script.text)]
+
+
+def _usage_delta(script: Script, plan: Plan) -> dict[str, Any]:
+    usage: dict[str, Any] = {"output_tokens": output_tokens(script)}
+    if plan.server_tool_use is not None:
+        usage["server_tool_use"] = plan.server_tool_use
+    return usage
+
+
+def _json_pieces(value: dict[str, Any]) -> list[str]:
+    """A tool's input as the API streams it: an empty piece, then the JSON in three or so."""
+    text = json.dumps(value)
+    size = max(1, -(-len(text) // 3))
+    return ["", *_chunks(text, size)]
 
 
 def signature(script: Script) -> str:
@@ -73,18 +93,18 @@ def message_start(body: dict[str, Any], script: Script, message_id: str) -> dict
     }
 
 
-def complete_message(message: dict[str, Any], script: Script) -> dict[str, Any]:
-    """`message` (from `message_start`) with the script's content, stop reason and usage: the
-    answer to a request that does not stream."""
+def complete_message(message: dict[str, Any], script: Script, plan: Plan) -> dict[str, Any]:
+    """`message` (from `message_start`) with the script's content (`plan`), stop reason and
+    usage: the answer to a request that does not stream."""
     if script.thinking is not None:
         message["content"].append(
             {"type": "thinking", "thinking": script.thinking, "signature": signature(script)}
         )
-    message["content"].append({"type": "text", "text": script.text})
+    message["content"] += [planned.block for planned in plan.blocks]
     message["stop_reason"] = script.stop_reason
     if script.stop_details is not None:
         message["stop_details"] = script.stop_details
-    message["usage"]["output_tokens"] = output_tokens(script)
+    message["usage"].update(_usage_delta(script, plan))
     return message
 
 
@@ -111,6 +131,8 @@ class SseStream:
     script: Script
     stopping: asyncio.Event
     timeline: list[tuple[float, int]] = field(default_factory=list)
+    _sent: int = 0  # text deltas written so far, for the script's fault
+    _streamed: int = 0  # text characters written so far
 
     async def send(self, event: str, data: dict[str, Any]) -> None:
         await self.response.write(sse(event, data))
@@ -145,42 +167,31 @@ class SseStream:
                 await self.pause(self.script.chunk_delay, pings=False)
             await self.send_raw(event)
 
-    async def play(self, message: dict[str, Any]) -> None:
+    async def play(self, message: dict[str, Any], plan: Plan) -> None:
         """The script as the Messages API streams it, from `message_start` (announcing
-        `message`) to `message_stop`, unless its fault ends it first."""
+        `message`) to `message_stop`, `plan` its content, unless its fault ends it first."""
         script = self.script
         await self.send("message_start", {"type": "message_start", "message": message})
         await self.pause(script.first_delay)
-        index = 0
+        first = 0
         if script.thinking is not None:
             await self._thinking_block(script.thinking)
-            index = 1
-        await self.send(
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": index,
-                "content_block": {"type": "text", "text": ""},
-            },
-        )
-        await self.send("ping", {"type": "ping"})
-        chunks = _chunks(script.text, script.chunk_chars)
-        streamed = 0
-        for sent in range(len(chunks) + 1):
-            if await self._fault(sent, last=sent == len(chunks)):
-                return
-            if sent == len(chunks):
-                break
-            if sent:
-                await self.pause(script.chunk_delay)
-            text_delta = {"type": "text_delta", "text": chunks[sent]}
-            await self.send(
-                "content_block_delta",
-                {"type": "content_block_delta", "index": index, "delta": text_delta},
-            )
-            streamed += len(chunks[sent])
-            self.timeline.append((time.monotonic(), streamed))
-        await self.send("content_block_stop", {"type": "content_block_stop", "index": index})
+            first = 1
+        texts = [i for i, planned in enumerate(plan.blocks) if planned.block["type"] == "text"]
+        self._sent = self._streamed = 0
+        for i, planned in enumerate(plan.blocks):
+            await self.pause(planned.delay)
+            index = first + i
+            await self._start(index, planned.block, ping=i == 0)
+            if planned.block["type"] == "text":
+                if await self._text(index, planned.block, final=i == texts[-1]):
+                    return
+            elif planned.block["type"] in TOOL_USE_TYPES:
+                for piece in _json_pieces(planned.block["input"]):
+                    await self._delta(index, {"type": "input_json_delta", "partial_json": piece})
+            await self.send("content_block_stop", {"type": "content_block_stop", "index": index})
+        if not texts and await self._fault(self._sent, last=True):
+            return
         if script.end_without_message_delta:
             return
         delta: dict[str, Any] = {"stop_reason": script.stop_reason, "stop_sequence": None}
@@ -188,13 +199,43 @@ class SseStream:
             delta["stop_details"] = script.stop_details
         await self.send(
             "message_delta",
-            {
-                "type": "message_delta",
-                "delta": delta,
-                "usage": {"output_tokens": output_tokens(script)},
-            },
+            {"type": "message_delta", "delta": delta, "usage": _usage_delta(script, plan)},
         )
         await self.send("message_stop", {"type": "message_stop"})
+
+    async def _start(self, index: int, block: dict[str, Any], *, ping: bool) -> None:
+        """`content_block_start`: text and tool uses start empty, results whole."""
+        if block["type"] == "text":
+            block = {"type": "text", "text": ""}
+        elif block["type"] in TOOL_USE_TYPES:
+            block = {**block, "input": {}}
+        await self.send(
+            "content_block_start",
+            {"type": "content_block_start", "index": index, "content_block": block},
+        )
+        if ping:
+            await self.send("ping", {"type": "ping"})
+
+    async def _delta(self, index: int, delta: dict[str, Any]) -> None:
+        await self.send(
+            "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        )
+
+    async def _text(self, index: int, block: dict[str, Any], *, final: bool) -> bool:
+        """A text block's citations, then its text in paced deltas; True when a fault ended
+        the stream (faults count the deltas of every text block)."""
+        for citation in block.get("citations") or []:
+            await self._delta(index, {"type": "citations_delta", "citation": citation})
+        for k, chunk in enumerate(_chunks(block["text"], self.script.chunk_chars)):
+            if await self._fault(self._sent, last=False):
+                return True
+            if k:
+                await self.pause(self.script.chunk_delay)
+            await self._delta(index, {"type": "text_delta", "text": chunk})
+            self._sent += 1
+            self._streamed += len(chunk)
+            self.timeline.append((time.monotonic(), self._streamed))
+        return final and await self._fault(self._sent, last=True)
 
     async def _thinking_block(self, thinking: str) -> None:
         await self.send(
