@@ -9,17 +9,22 @@ received it (`claude.requests`)."""
 from __future__ import annotations
 
 import io
+import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.demo import run_demo
+from bot.logs import JsonFormatter, Redactor
+from bot.render import STOP_ACTION_ID, stop_button_answer_id
 from bot.sim.claude import Script
 from bot.sim.claude_scripts import Lookup, Say
+from bot.sim.events import block_action_payload
 from bot.sim.slack import SimMessage, SlackSim
-from tests.harness import CHANNEL, running_bot, simulators
+from tests.harness import ALICE, CHANNEL, TEAM, running_bot, simulators
 
 A = ("https://docs.example.org/rate-limits", "Rate limits | Example Docs")
 B = ("https://news.example.net/2026/edits", "Editing messages in 2026")
@@ -45,7 +50,7 @@ def shows(slack: SlackSim, asked: SimMessage, words: str) -> bool:
 
 
 def searched(steps: list[Any]) -> Script:
-    return Script(steps=steps, chunk_chars=8)
+    return Script(steps=steps, chunk_chars=8, ping_every=0.5)  # Claude pings while tools run
 
 
 async def test_a_search_shows_what_it_looks_for_then_cited_text_and_its_sources() -> None:
@@ -53,7 +58,7 @@ async def test_a_search_shows_what_it_looks_for_then_cited_text_and_its_sources(
         claude.enqueue(
             searched(
                 [
-                    Say("Let me check the current limits."),
+                    Say("Let me check the current limits. "),
                     Lookup("web_search", {"query": QUERY}, results=[A, B, C], delay=3.0),
                     Say("Slack allows about one edit per second per message", cites=[0, 1]),
                     Say(", and bursts are absorbed", cites=[0]),
@@ -69,7 +74,7 @@ async def test_a_search_shows_what_it_looks_for_then_cited_text_and_its_sources(
     assert "Sources" in text
     final = reply.history[-1]["blocks"]
     body = final[0]["text"]
-    assert "1. [Rate limits | Example Docs](https://docs.example.org/rate-limits)" in body
+    assert "1. [Rate limits Example Docs](https://docs.example.org/rate-limits)" in body
     assert "2. [Editing messages in 2026](https://news.example.net/2026/edits)" in body
     assert "blog.example.com" not in body  # found, never cited: not a source
     # The status line went with the text's return: the finished message shows none.
@@ -159,9 +164,10 @@ async def test_a_paused_tool_turn_is_resumed_into_the_same_message() -> None:
 
 
 async def test_a_turn_paused_too_often_ends_with_a_note() -> None:
-    async with simulators() as (slack, claude), running_bot(
-        slack, claude, claude_max_continuations=0
-    ) as h:
+    async with (
+        simulators() as (slack, claude),
+        running_bot(slack, claude, claude_max_continuations=0) as h,
+    ):
         asked = await h.mention("news? [sim:search] [sim:pause] [sim:fast]")
         [reply] = await h.finished(asked)
     assert len(claude.requests) == 1
@@ -172,11 +178,20 @@ async def test_mcp_servers_go_through_the_connector_with_their_token(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("TICKETS_MCP_TOKEN", "mcp-secret-token-123")
-    servers = '[{"name": "tickets", "url": "https://mcp.example.com/mcp", "token_env": "TICKETS_MCP_TOKEN"}]'
+    servers = json.dumps(
+        [
+            {
+                "name": "tickets",
+                "url": "https://mcp.example.com/mcp",
+                "token_env": "TICKETS_MCP_TOKEN",
+            }
+        ]
+    )
     caplog.set_level(logging.DEBUG)
-    async with simulators() as (slack, claude), running_bot(
-        slack, claude, mcp_servers=servers
-    ) as h:
+    async with (
+        simulators() as (slack, claude),
+        running_bot(slack, claude, mcp_servers=servers) as h,
+    ):
         claude.enqueue(
             searched(
                 [
@@ -200,7 +215,12 @@ async def test_mcp_servers_go_through_the_connector_with_their_token(
     ]
     assert {"type": "mcp_toolset", "mcp_server_name": "tickets"} in request["tools"]
     assert "Ticket T-1 is open." in reply.visible_text()
-    assert "mcp-secret-token-123" not in caplog.text
+    # The SDK logs its request at DEBUG, the server's token in it: the bot's log formatter masks
+    # it like the bot's own secrets (it must: the connector takes the token in the body).
+    settings = h.bot.settings
+    formatter = JsonFormatter(Redactor(settings.secret_values()))
+    shown = "\n".join(formatter.format(record) for record in caplog.records)
+    assert "mcp-secret-token-123" in caplog.text and "mcp-secret-token-123" not in shown
 
 
 async def test_the_web_tools_follow_their_switches(tmp_path: Path) -> None:
@@ -224,3 +244,77 @@ async def test_a_search_in_the_demo() -> None:
     final = await run_demo("What is new? [sim:search]", out=out, chunk_delay=0.0)
     text = final.visible_text()
     assert "Sources" in text and "· 1 search" in text
+
+
+# -- faults around tools: every one ends in one finished message -------------------------------
+
+LOOKING = "Looking this up. "
+SEARCH = Lookup("web_search", {"query": QUERY}, results=[A, B])
+
+
+def paused_first() -> Script:
+    """A first request that pauses its tool turn after a search."""
+    return replace(searched([Say(LOOKING), SEARCH]), stop_reason="pause_turn")
+
+
+@pytest.mark.parametrize(
+    ("moment", "scripts", "reason"),
+    [
+        (
+            "after a search, before the text resumes",
+            lambda: [replace(searched([Say(LOOKING), SEARCH, Say("Never shown")]), drop_after=3)],
+            "the connection to Claude was lost",
+        ),
+        (
+            "the continuation is refused",
+            lambda: [paused_first(), Script(http_error=(529, "overloaded_error"))],
+            "Claude is overloaded",
+        ),
+        (
+            "mid-continuation",
+            lambda: [paused_first(), Script(text="The rest streams and then", drop_after=2)],
+            "the connection to Claude was lost",
+        ),
+    ],
+)
+async def test_a_fault_around_a_tool_ends_in_one_finished_message(
+    moment: str, scripts: Any, reason: str
+) -> None:
+    async with simulators() as (slack, claude), running_bot(slack, claude) as h:
+        claude.enqueue(*scripts())
+        asked = await h.mention(f"fault {moment}")
+        replies = await h.finished(asked)
+        await claude.wait_for_open_streams(0)
+    assert len(replies) == 1, moment
+    text = replies[0].visible_text()
+    assert text.startswith(LOOKING.strip()), moment
+    assert text.strip().splitlines()[-1].startswith("[interrupted: ") and reason in text, moment
+    assert "Never shown" not in text
+    final = replies[0].history[-1]["blocks"]
+    assert not any(b["type"] == "context" and "Searching" in str(b) for b in final), moment
+
+
+async def test_stop_while_a_tool_runs_ends_the_answer_and_its_status_line() -> None:
+    slow = Lookup("web_search", {"query": QUERY}, results=[A], delay=60.0)
+    async with simulators() as (slack, claude), running_bot(slack, claude) as h:
+        claude.enqueue(searched([Say(LOOKING), slow, Say("Never shown")]))
+        asked = await h.mention("search slowly")
+        await slack.wait_for(lambda: shows(slack, asked, "Searching the web"))
+        [reply] = h.replies(asked)
+        status, _ = await h.poster.post_action(
+            block_action_payload(
+                team_id=TEAM,
+                user=ALICE,
+                channel=CHANNEL,
+                message_ts=reply.ts,
+                action_id=STOP_ACTION_ID,
+                value=stop_button_answer_id({"blocks": reply.blocks}) or "",
+            )
+        )
+        assert status == 200
+        [reply] = await h.finished(asked)
+        await claude.wait_for_open_streams(0)  # Stop closed Claude's stream mid-tool
+    text = reply.visible_text()
+    assert text.startswith(LOOKING.strip()) and "Never shown" not in text
+    assert text.strip().splitlines()[-1] == "[interrupted: stopped by @alice]"
+    assert not any(b["type"] == "context" and "Searching" in str(b) for b in reply.blocks)

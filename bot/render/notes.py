@@ -70,7 +70,7 @@ def sources_note(sources: list[tuple[str, str]]) -> str | None:
     lines = [SOURCES_HEADING]
     size = len(SOURCES_HEADING)
     for number, (url, title) in enumerate(sources, start=1):
-        label = re.sub(r"[\[\]<>|*_`~\\]", "", one_line(title))[:_TITLE_LIMIT].strip() or "link"
+        label = one_line(re.sub(r"[\[\]<>|*_`~\\]", " ", title))[:_TITLE_LIMIT].strip() or "link"
         safe = _SAFE_URL.fullmatch(url) is not None
         url = url.replace("(", "%28").replace(")", "%29")
         line = f"{number}. [{label}]({url})" if safe else f"{number}. {label}"

@@ -190,6 +190,7 @@ class SseStream:
                 for piece in _json_pieces(planned.block["input"]):
                     await self._delta(index, {"type": "input_json_delta", "partial_json": piece})
             await self.send("content_block_stop", {"type": "content_block_stop", "index": index})
+            await self.pause(planned.after)
         if not texts and await self._fault(self._sent, last=True):
             return
         if script.end_without_message_delta:

@@ -50,7 +50,8 @@ class Lookup:
     `results` are `(url, title)`: web_search's results, or web_fetch's one fetched page; for an
     MCP tool (`server` set) their titles are the lines of the result's text. `error` (an
     `error_code`) makes the result the tool's error instead. `delay` separates the tool use
-    from its result (with pings every `Script.ping_every`).
+    from its result, `after` the result from what follows (a reader then sees the result's
+    effect, a failed lookup's line say); both with pings every `Script.ping_every`.
     """
 
     name: str
@@ -59,6 +60,7 @@ class Lookup:
     error: str | None = None
     server: str | None = None
     delay: float = 0.0
+    after: float = 0.0
 
 
 Step = Say | Lookup
@@ -70,6 +72,7 @@ class Planned:
 
     block: dict[str, Any]
     delay: float = 0.0
+    after: float = 0.0  # a pause once the block is complete
 
 
 @dataclass
@@ -233,7 +236,10 @@ def plan_answer(
     fetched = sum(source.encrypted_content is None for source in sources)
     blocks: list[Planned] = []
     requests = {"web_search_requests": 0, "web_fetch_requests": 0}
+    pending = 0.0  # the last lookup's `after`: a pause before the next block
     for step in steps:
+        if blocks and pending:
+            blocks[-1].after, pending = pending, 0.0
         if isinstance(step, Say):
             block: dict[str, Any] = {"type": "text", "text": step.text}
             if step.cites:
@@ -251,6 +257,7 @@ def plan_answer(
             continue
         use, result = _lookup_blocks(step, new_id)
         blocks += [use, result]
+        pending = step.after
         if step.server is not None:
             continue
         requests[f"{step.name}_requests"] += 1
@@ -263,6 +270,8 @@ def plan_answer(
             title = content["content"]["title"]
             sources.append(_Source(content["url"], title, None, fetched))
             fetched += 1
+    if blocks and pending:
+        blocks[-1].after = pending
     return Plan(blocks, requests if any(requests.values()) else None)
 
 
