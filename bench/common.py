@@ -8,6 +8,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 from collections.abc import Iterable, Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -65,3 +66,18 @@ def write_text(path: Path, text: str) -> Path:
 
 def write_json(path: Path, document: Any, *, indent: int = 1) -> Path:
     return write_text(path, json.dumps(document, indent=indent) + "\n")
+
+
+def bot_code() -> dict[str, Any]:
+    """Which bot was measured: the commit, and whether `bot/` differed from it."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
+        )
+        return out.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or "unknown",
+        "bot_modified": bool(git("status", "--porcelain", "--", "bot")),
+    }

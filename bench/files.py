@@ -39,8 +39,16 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, machine, markdown_table, percentile, write_json, write_text
-from bench.pacing import bot_code, redis_server
+from bench.common import (
+    RESULTS,
+    bot_code,
+    machine,
+    markdown_table,
+    percentile,
+    write_json,
+    write_text,
+)
+from bench.pacing import redis_server
 from bot import attachments as att
 from bot import files as files_module
 from bot.imaging import prepare_image

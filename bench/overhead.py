@@ -49,6 +49,7 @@ from bench.common import RESULTS, ROOT, machine, markdown_table, percentile, wri
 from bot.config import DEFAULT_SYSTEM_PROMPT, Settings
 from bot.render import STOP_ACTION_ID
 from bot.sim.claude import ClaudeSim, Script
+from bot.sim.claude_scripts import Lookup, Say
 from bot.sim.events import EventPoster, mention_envelope
 from bot.sim.redis import RedisServer, RedisUnavailable
 from bot.sim.replica import Replica
@@ -99,7 +100,7 @@ DEFAULT_BUDGET_LABEL = (
 # Workloads: a question's text tells the simulated Claude how to answer it
 # --------------------------------------------------------------------------------------------
 
-_BENCH_DIRECTIVE = re.compile(r"\[bench (\d+) ([\d.]+) (\d+) (\d+)\]")
+_BENCH_DIRECTIVE = re.compile(r"\[bench (\d+) ([\d.]+) (\d+) (\d+)(?: (\d+))?\]")
 _PROSE = (
     "the answer streams into one message while new words arrive from the model and each "
     "edit carries the newest text so nobody waits for the end"
@@ -115,9 +116,11 @@ class Workload:
     rate: float
     chars: int = DELTA_CHARS
     hold: int = 0
+    searches: int = 0  # web searches before the text, which then cites them (bench/tools.py)
 
     def question(self) -> str:
-        return f"<@{BOT_USER}> [bench {self.deltas} {self.rate:g} {self.chars} {self.hold}]"
+        tools = f" {self.searches}" if self.searches else ""
+        return f"<@{BOT_USER}> [bench {self.deltas} {self.rate:g} {self.chars} {self.hold}{tools}]"
 
     @property
     def seconds(self) -> float:
@@ -125,7 +128,10 @@ class Workload:
 
     def label(self) -> str:
         rate = f"{self.rate:g}/s" if self.rate > 0 else "flat out"
-        return f"{self.deltas} deltas × {self.chars} chars, {rate}"
+        tools = ""
+        if self.searches:
+            tools = f", {self.searches} searches, cited every {CITED_EVERY} deltas"
+        return f"{self.deltas} deltas × {self.chars} chars, {rate}{tools}"
 
 
 def _prose(chars: int) -> str:
@@ -147,15 +153,41 @@ def bench_script(body: dict[str, Any]) -> Script:
     found = _BENCH_DIRECTIVE.findall(json.dumps(body.get("messages")))
     if not found:
         return Script()
-    deltas, rate, chars, hold = found[-1]
+    deltas, rate, chars, hold, searches = found[-1]
     n, c, r, h = int(deltas), int(chars), float(rate), int(hold)
     return Script(
         text=_prose(n * c),
+        steps=_tool_steps(_prose(n * c), c, int(searches or 0)) if searches else None,
         chunk_chars=c,
         chunk_delay=1.0 / r if r > 0 else 0.0,
         silence_after=h or None,
         silence_seconds=3600.0,
     )
+
+
+CITED_EVERY = 10  # deltas per cited passage of a tool-using answer
+_RESULTS_PER_SEARCH = 3
+
+
+def _tool_steps(text: str, chars: int, searches: int) -> list[Say | Lookup]:
+    """`searches` web searches, then `text` in passages of CITED_EVERY deltas, each citing one
+    result: a tool-using answer with as many citations as a real one has, or more."""
+    steps: list[Say | Lookup] = [
+        Lookup(
+            "web_search",
+            {"query": f"benchmark question {i}"},
+            results=[
+                (f"https://docs.example.org/{i}/{j}", f"Result {i}.{j}")
+                for j in range(_RESULTS_PER_SEARCH)
+            ],
+        )
+        for i in range(searches)
+    ]
+    size = CITED_EVERY * chars
+    cited = searches * _RESULTS_PER_SEARCH
+    for k, start in enumerate(range(0, len(text), size)):
+        steps.append(Say(text[start : start + size], cites=[k % cited]))
+    return steps
 
 
 # --------------------------------------------------------------------------------------------

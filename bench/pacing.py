@@ -42,7 +42,15 @@ import matplotlib.pyplot as plt  # after use(): the backend must be chosen first
 import redis.asyncio as aioredis
 
 from bench import peers
-from bench.common import RESULTS, ROOT, machine, markdown_table, percentile, write_json, write_text
+from bench.common import (
+    RESULTS,
+    bot_code,
+    machine,
+    markdown_table,
+    percentile,
+    write_json,
+    write_text,
+)
 from bot.app import SlackStream
 from bot.config import Settings
 from bot.pacing import PacingPolicy
@@ -700,21 +708,6 @@ def checks_table(all_checks: Sequence[Check]) -> str:
         )
         rows.append([c.n, c.run, c.target, shown, limit, "yes" if c.ok else "**no**"])
     return markdown_table(["N", "policy", "target", "measured", "limit", "met"], rows, "rllrrl")
-
-
-def bot_code() -> dict[str, Any]:
-    """Which bot was measured: the commit, and whether `bot/` differed from it."""
-
-    def git(*args: str) -> str:
-        out = subprocess.run(
-            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
-        )
-        return out.stdout.strip()
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD") or "unknown",
-        "bot_modified": bool(git("status", "--porcelain", "--", "bot")),
-    }
 
 
 def _relative(points: Sequence[tuple[float, int]], t0: float) -> list[list[float]]:
