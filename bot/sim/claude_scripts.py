@@ -16,7 +16,7 @@ it (they combine):
 ``[sim:stall]``        the stream goes silent (no pings) after 3 text deltas
 ``[sim:overloaded]``   HTTP 529 ``overloaded_error`` on every attempt
 ``[sim:overloaded N]`` HTTP 529 on the first N attempts only (the SDK retries, then it answers)
-``[sim:search N]``     N web searches (default 1), 3 results each, 0.3 s before each
+``[sim:search N]``     N web searches (default 1), 3 results each, 1.5 s before each
                        result (none with ``[sim:fast]``), then text citing them
 ``[sim:fetch]``        a web fetch of the question's first URL (or a docs.example.org
                        page), then text citing it

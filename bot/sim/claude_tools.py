@@ -161,6 +161,9 @@ def page_text(url: str, title: str) -> str:
     )
 
 
+_SPEAKER = re.compile(r"^\[[UW][A-Z0-9]+(?: \([^)]*\))?\]:\s*")
+
+
 def _result_content(lookup: Lookup, tool_use_id: str) -> Any:
     if lookup.name == "web_fetch":
         if lookup.error is not None:
@@ -290,7 +293,7 @@ _HOSTS = (
 )
 _URL = re.compile(r"https?://[^\s<>|\"']+")
 DEFAULT_FETCH_URL = "https://docs.example.org/page"
-SEARCH_DELAY = 0.3
+SEARCH_DELAY = 1.5  # a real search takes a second or two: long enough to see its status line
 
 
 def _search_results(topic: str, n: int) -> list[tuple[str, str]]:
@@ -318,7 +321,8 @@ def default_steps(
     if not (searches or failing or fetch or server):
         return None
     delay = 0.0 if fast else SEARCH_DELAY
-    topic = asked[:40].rstrip() or "the question"
+    # The question without the speaker label the bot puts before each message.
+    topic = _SPEAKER.sub("", asked)[:40].rstrip() or "the question"
     lookups: list[Lookup] = []
     if server is not None:
         ticket = "T-1: replies stream slowly in busy channels (open, assigned to the bot team)"
@@ -347,7 +351,7 @@ def default_steps(
     says.append(
         Say("\n\nThis answer comes from the *simulated* Claude, so it is the same every time.")
     )
-    steps: list[Step] = [Say("Let me look that up."), *lookups, *says]
+    steps: list[Step] = [Say("Let me look that up. "), *lookups, *says]
     return _turn(steps, body, pause="pause" in directives)
 
 
