@@ -1,38 +1,34 @@
-"""Composition root: builds clients, store, Bolt app and aiohttp app; runs start-up and shutdown.
+"""Composition root: builds clients, store and Bolt app; runs start-up and shutdown.
 
 Nothing here decides how an answer is produced: that is `reply`; which events are answered is
-`admission`; when edits go out is `pacing`. This module only connects them and owns the process
-lifecycle (ready, draining on SIGTERM, exit).
+`admission`; when edits go out is `pacing`; the Home tab is `home_tab`; HTTP routes and run
+loops are `serving`. This module only connects them and owns the bot's lifecycle (ready,
+draining, closing what it opened).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import anthropic
-from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
-from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import home, render, slack_http
 from bot.admission import ADMISSION_TIMEOUT_SECONDS, Admission
 from bot.budgets import Budgets, Calendar, time_zone
 from bot.channels import ChannelDirectory
 from bot.config import Settings
-from bot.feedback import FeedbackDesk, Rated
-from bot.handlers import ACTIONS, VIEWS, register_listeners
+from bot.feedback import FeedbackDesk
+from bot.handlers import register_listeners
+from bot.home_tab import HomeTab
 from bot.janitor import Janitor
 from bot.lifecycle import Phase, stopped_by
 from bot.metrics import Metrics
@@ -42,12 +38,9 @@ from bot.reply import HURRY_SECONDS, Replier
 from bot.retry import Backoff
 from bot.slackapi import SlackCalls, SlackFailure
 from bot.store import (
-    AnswerRecord,
-    ChannelOverride,
     InstrumentedStore,
     MemoryStore,
     RedisStore,
-    SpendView,
     Store,
     StoreError,
 )
@@ -55,12 +48,8 @@ from bot.usage_ledger import UsageLedger
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024  # Slack's payloads are far smaller; anything bigger is refused (413)
 # Connections to Slack kept by the shared session (about one per answer editing at that moment).
 SLACK_MAX_CONNECTIONS = 1000
-# How long a model named in the channel settings modal is looked up at Claude (the modal's
-# answer must reach Slack within 3 s); a lookup that fails otherwise accepts the name.
-MODEL_LOOKUP_SECONDS = 1.5
 UI_DRAIN_SECONDS = 3.0  # at shutdown, Home tab updates and votes in progress get this long
 
 
@@ -124,9 +113,10 @@ def bolt_logger() -> logging.Logger:
 
 
 class SlackStream:
-    """One running bot: Bolt listeners, the replier, the janitor, background work, the HTTP
-    routes. `start()` opens what the bot needs, each resource with its closing registered in
-    one exit stack; `shutdown()` drains the answers, then unwinds the stack in reverse."""
+    """One running bot: Bolt listeners, the replier, the janitor, the Home tab, background
+    work (`serving` puts it on the network). `start()` opens what the bot needs, each resource
+    with its closing registered in one exit stack; `shutdown()` drains the answers, then
+    unwinds the stack in reverse."""
 
     def __init__(
         self,
@@ -192,7 +182,17 @@ class SlackStream:
             metrics=self.metrics,
             policy=self.replier.services.policy,
             incarnation=self.replier.incarnation,
-            feedback=self._recovered_feedback,
+            feedback=self.feedback_desk.recovered_buttons,
+        )
+        self.home_tab = HomeTab(
+            slack=self.slack,
+            store=self.store,
+            claude=self.claude,
+            channels=self.channels,
+            calendar=self.calendar,
+            budgets=self.budgets,
+            in_background=self._in_background,
+            default_team=lambda: self._identity().team_id,
         )
         self.bolt = AsyncApp(
             client=self.slack_client,
@@ -205,21 +205,13 @@ class SlackStream:
             process_before_response=True,
             logger=bolt_logger(),
         )
-        register_listeners(self.bolt, self)
+        register_listeners(self.bolt, self, self.home_tab)
         self._resources = contextlib.AsyncExitStack()
         self._intake: set[asyncio.Task[None]] = set()  # acknowledged events being admitted
         self._intake_closers: list[Callable[[], Awaitable[None]]] = []
         self._ui: set[asyncio.Task[None]] = set()  # Home tab updates, modals, feedback votes
         self._stopped = asyncio.Event()
         self._shut_down = False
-
-    def _recovered_feedback(self, record: AnswerRecord) -> render.FeedbackButtons | None:
-        """The feedback buttons of an answer a janitor finishes with its owner's footer (its
-        votes count on the day it is recovered, for the model it was asked of)."""
-        if not record.text.strip():
-            return None
-        day = self.calendar.period().day
-        return Rated(record.answer_id, day, record.channel, record.model, record.asker).buttons()
 
     def _identity(self) -> BotIdentity:
         if self.identity is None:
@@ -250,7 +242,7 @@ class SlackStream:
         )
         await self.janitor.sweep(previous_owner=self.settings.replica_id)
         background = [
-            asyncio.create_task(self._forward_cancels(), name="cancel-signals"),
+            asyncio.create_task(self.replier.follow_cancels(self._stopped), name="cancel-signals"),
             asyncio.create_task(self.janitor.run(self._stopped), name="janitor"),
         ]
         stack.push_async_callback(self._stop_background, background)
@@ -324,20 +316,6 @@ class SlackStream:
             self.slack_client.session = None
             await session.close()
 
-    async def _forward_cancels(self) -> None:
-        """Stop signals from any replica, delivered to the answers streaming here."""
-        backoff = Backoff()
-        while not self._stopped.is_set():
-            try:
-                async for answer_id, user in self.store.cancel_signals():
-                    self.replier.stop(answer_id, stopped_by(user))
-                    backoff.reset()
-            except StoreError as e:
-                log.warning("cancel signals interrupted; resubscribing", extra={"error": str(e)})
-            if self._stopped.is_set():
-                return
-            await asyncio.sleep(backoff.delay() or backoff.cap)
-
     # -- Dispatcher (called by the Bolt listeners) ---------------------------------------------
 
     async def ask(self, event: dict[str, Any], *, event_id: str | None, team_id: str) -> None:
@@ -384,7 +362,7 @@ class SlackStream:
                 await self._tell(channel, user, "That answer has already finished.")
                 return
             asker = record.asker
-        if user != asker and not await self._is_admin(user):
+        if user != asker and not await self.slack.is_admin(user):
             await self._tell(
                 channel,
                 user,
@@ -396,19 +374,11 @@ class SlackStream:
         with contextlib.suppress(StoreError):
             await self.store.request_cancel(answer_id, user)
 
-    async def _is_admin(self, user: str) -> bool:
-        try:
-            data = await self.slack.call("users.info", user=user)
-        except SlackFailure:
-            return False
-        info = data.get("user") or {}
-        return bool(info.get("is_admin") or info.get("is_owner") or info.get("is_primary_owner"))
-
     async def _tell(self, channel: str, user: str, text: str) -> None:
         with contextlib.suppress(SlackFailure):
             await self.slack.call("chat.postEphemeral", channel=channel, user=user, text=text)
 
-    # -- Channel settings, the Home tab, feedback ----------------------------------------------
+    # -- Channel settings, feedback, background UI work ----------------------------------------
 
     def reload_channel_settings(self) -> bool:
         """SIGHUP: read CHANNEL_SETTINGS_FILE again. Answers in flight keep the settings they
@@ -434,291 +404,3 @@ class SlackStream:
         self._in_background(
             self.feedback_desk.vote(team_id=team, voter=user, value=value), "feedback"
         )
-
-    def home_opened(self, *, user: str, team_id: str) -> None:
-        self._in_background(self.publish_home(user, team_id or self._identity().team_id), "home")
-
-    async def publish_home(self, user: str, team_id: str) -> None:
-        """Publish `user`'s Home tab: their usage; for an admin, the admin section too."""
-        period = self.calendar.period()
-        spend: SpendView | None
-        try:
-            spend = await self.store.usage_spend(team_id, user, day=period.day, month=period.month)
-        except StoreError:
-            spend = None
-        admin = None
-        if await self._is_admin(user):
-            admin = await self._admin_facts(team_id, period.month + "-01", period.day)
-        view = home.home_view(
-            home.HomeFacts(user=user, period=period, budgets=self.budgets, spend=spend, admin=admin)
-        )
-        try:
-            await self.slack.call("views.publish", user_id=user, view=view)
-        except SlackFailure as e:
-            log.warning("could not publish the Home tab", extra={"error": e.error})
-
-    async def _admin_facts(self, team_id: str, since: str, until: str) -> home.AdminFacts:
-        try:
-            overrides = await self.store.channel_overrides(team_id)
-            cells = await self.store.usage_cells(since=since, until=until, team_id=team_id)
-        except StoreError:
-            overrides, cells = {}, []
-        channel_file = self.channels.file
-        return home.AdminFacts(
-            defaults=self.channels.resolve(""),
-            file_path=channel_file.path,
-            file_channels={c: self.channels.resolve(c) for c in channel_file.channels},
-            overrides=overrides,
-            cells=cells,
-            zone=self.calendar.zone,
-        )
-
-    def open_channel_settings(
-        self, *, user: str, team_id: str, trigger_id: str, channel: str
-    ) -> None:
-        self._in_background(
-            self._open_channel_settings(
-                user, team_id or self._identity().team_id, trigger_id, channel
-            ),
-            "channel-settings",
-        )
-
-    async def _open_channel_settings(
-        self, user: str, team_id: str, trigger_id: str, channel: str
-    ) -> None:
-        if not await self._is_admin(user):
-            log.info("refused to open channel settings for a non-admin", extra={"user": user})
-            return
-        override: ChannelOverride | None = None
-        if channel:
-            try:
-                override = (await self.store.channel_overrides(team_id)).get(channel)
-            except StoreError:
-                override = self.channels.last_override(team_id, channel)
-        try:
-            await self.slack.call(
-                "views.open", trigger_id=trigger_id, view=home.settings_modal(channel, override)
-            )
-        except SlackFailure as e:
-            log.warning("could not open the channel settings", extra={"error": e.error})
-
-    async def channel_settings_submitted(
-        self, *, user: str, team_id: str, view: dict[str, Any]
-    ) -> dict[str, str] | None:
-        """An admin saved the modal: store the override (None back), or say what is wrong
-        per block. Anyone else is refused, whatever the request says."""
-        if not await self._is_admin(user):
-            log.info("refused channel settings from a non-admin", extra={"user": user})
-            return {"channel": "Only workspace admins can change a channel's settings."}
-        submitted = home.read_submission(view)
-        if isinstance(submitted, dict):
-            return submitted
-        if submitted.model and not await self._model_exists(submitted.model):
-            return {"model": f"Claude has no model named {submitted.model}."}
-        override = None
-        if not submitted.clears:
-            override = ChannelOverride(
-                system_prompt=submitted.system_prompt,
-                model=submitted.model,
-                by=user,
-                at=self.calendar.clock(),
-            )
-        team = team_id or self._identity().team_id
-        try:
-            await self.store.set_channel_override(team, submitted.channel, override)
-        except StoreError:
-            return {"channel": "The settings could not be saved right now; please try again."}
-        self.channels.remember(team, submitted.channel, override)
-        log.info(
-            "channel settings changed from Slack",
-            extra={
-                "channel": submitted.channel,
-                "by": user,
-                "model": submitted.model,
-                "prompt_chars": len(submitted.system_prompt),
-                "removed": override is None,
-            },
-        )
-        self._in_background(self.publish_home(user, team), "home")
-        return None
-
-    async def _model_exists(self, model: str) -> bool:
-        """False only when Claude says it has no such model; any other failure accepts it."""
-        try:
-            async with asyncio.timeout(MODEL_LOOKUP_SECONDS):
-                await self.claude.models.retrieve(model)
-        except anthropic.NotFoundError:
-            return False
-        except (anthropic.APIError, TimeoutError):
-            return True
-        return True
-
-    # -- HTTP ----------------------------------------------------------------------------------
-
-    def web_app(self, *, with_events: bool = True) -> web.Application:
-        """The aiohttp application: Slack endpoint (HTTP mode), health, readiness and metrics."""
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
-        if with_events:
-            app.router.add_post("/slack/events", self._slack_events)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
-        return app
-
-    async def _slack_events(self, request: web.Request) -> web.StreamResponse:
-        """Authenticate, validate (`slack_http`), hand to Bolt. Refused while draining, so
-        Slack retries elsewhere. Every hostile request gets a 4xx and one log line."""
-        if self.draining or not self.ready:
-            return web.json_response({"error": "not ready"}, status=503)
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return web.json_response({"error": "body too large"}, status=413)
-        secret = self.settings.slack_signing_secret
-        checked = _parse_slack_body(
-            request, raw, secret.get_secret_value() if secret else None, time.time()
-        )
-        if isinstance(checked, slack_http.Refusal):
-            log.info(
-                "refused a request", extra={"status": checked.status, "reason": checked.reason}
-            )
-            error = "invalid signature" if checked.status == 401 else checked.reason
-            return web.json_response({"error": error}, status=checked.status)
-        if not checked.dispatch:
-            log.info("acknowledged a request the bot has no listener for")
-            return web.json_response({}, status=200)
-        headers: dict[str, Any] = {name.lower(): v for name, v in request.headers.items()}
-        headers["content-type"] = checked.content_type  # how it was validated is how Bolt reads it
-        try:
-            bolt_request = AsyncBoltRequest(
-                body=checked.body, query=request.query_string, headers=headers
-            )
-        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as e:
-            # Bolt reads fields `slack_http` did not check: refuse, and say so loudly.
-            log.warning("refused a request Bolt cannot read", extra={"error": type(e).__name__})
-            return web.json_response({"error": "malformed body"}, status=400)
-        response = await self.bolt.async_dispatch(bolt_request)
-        if response.status == 404:
-            # An event type we don't handle: acknowledge it, or Slack retries and counts failures.
-            return web.json_response({}, status=200)
-        return await to_aiohttp_response(response)
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "alive"})
-
-    async def _readyz(self, request: web.Request) -> web.Response:
-        try:
-            async with asyncio.timeout(1.0):
-                await self.store.ping()
-            store_state = "ok"
-        except (StoreError, TimeoutError):
-            store_state = "degraded"
-        ready = self.ready and not self.draining
-        body = {
-            "ready": ready,
-            "draining": self.draining,
-            "store": {"kind": self.store.kind, "state": store_state},
-            "in_flight": len(self.replier.running),
-        }
-        return web.json_response(body, status=200 if ready else 503)
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=self.metrics.render(), headers={"Content-Type": Metrics.content_type}
-        )
-
-
-def _parse_slack_body(
-    request: web.Request, raw: bytes, secret: str | None, now: float
-) -> slack_http.Accepted | slack_http.Refusal:
-    """The signature first, over the raw bytes, then the body (see `slack_http`)."""
-    refusal = slack_http.authenticate(request.headers, raw, secret, now=now)
-    return refusal or slack_http.read_body(raw, request.content_type, actions=ACTIONS, views=VIEWS)
-
-
-async def run_until_signalled(
-    bot: SlackStream,
-    *,
-    runner_setup: Callable[[], Awaitable[Callable[[], Awaitable[None]]]],
-    open_intake: Callable[[SlackStream], Awaitable[None]] | None = None,
-) -> None:
-    """Run until SIGTERM/SIGINT, then drain. `runner_setup` starts serving HTTP and returns its
-    stop; `open_intake` (Socket Mode) starts taking events once the bot can answer them.
-
-    A signal during start-up (Slack or Redis unreachable, auth.test retrying) stops the start
-    at once, and the process exits without waiting for it."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    # SIGHUP reads CHANNEL_SETTINGS_FILE again (answers in flight keep their settings).
-    loop.add_signal_handler(signal.SIGHUP, bot.reload_channel_settings)
-    async with contextlib.AsyncExitStack() as stack:
-        stop_serving = await runner_setup()
-        stack.push_async_callback(stop_serving)  # unwound last: /healthz answers while draining
-        stack.push_async_callback(bot.shutdown)
-        started = time.monotonic()
-        starting = asyncio.create_task(bot.start(), name="start-up")
-        signalled = asyncio.create_task(stop.wait(), name="signals")
-        await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
-        if not starting.done():
-            log.warning("stopped during start-up")
-            starting.cancel()
-            await asyncio.wait({starting})
-            return
-        signalled.cancel()
-        starting.result()  # a start-up failure (a rejected token) ends the process here
-        if open_intake is not None:
-            await open_intake(bot)
-        # What exists now (modules, the SDKs' models and schemas, clients) lives as long as the
-        # process. Out of the collector's sight, it is no longer rescanned by every full
-        # collection: under load those ran every few seconds and paused the loop for up to
-        # 0.3 s at 300 answers in flight (measured), which is what Slack's event acks wait on.
-        gc.freeze()
-        log.info("ready", extra={"startup_seconds": round(time.monotonic() - started, 3)})
-        await stop.wait()
-        bot.draining = True  # readiness and events answer 503 from this moment
-
-
-async def start_http(bot: SlackStream, *, with_events: bool = True) -> tuple[web.AppRunner, str]:
-    """Serve the bot's routes on HOST:PORT (PORT 0: a free port); returns the runner and the
-    base URL it really listens on."""
-    runner = web.AppRunner(
-        bot.web_app(with_events=with_events), access_log=None, handle_signals=False
-    )
-    await runner.setup()
-    await web.TCPSite(runner, bot.settings.host, bot.settings.port).start()
-    host, port = runner.addresses[0][:2]
-    log.info("listening", extra={"host": host, "port": port})
-    return runner, f"http://{host}:{port}"
-
-
-async def serve(bot: SlackStream) -> None:
-    """HTTP mode: events, health and metrics on one aiohttp server."""
-
-    async def setup() -> Callable[[], Awaitable[None]]:
-        runner, _ = await start_http(bot)
-        return runner.cleanup
-
-    await run_until_signalled(bot, runner_setup=setup)
-
-
-async def connect_socket_mode(bot: SlackStream) -> Any:
-    """Open the Socket Mode connection; shutdown closes it first, before the drain. Call it
-    once the bot has started: an event acknowledged earlier could not be answered."""
-    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-    handler = AsyncSocketModeHandler(bot.bolt, bot.settings.secret("slack_app_token"))
-    await handler.connect_async()  # type: ignore[no-untyped-call]
-    bot.close_intake_first(handler.close_async)
-    return handler
-
-
-async def serve_socket_mode(bot: SlackStream) -> None:
-    """Socket Mode: events over Slack's WebSocket; health and metrics still served over HTTP."""
-
-    async def setup() -> Callable[[], Awaitable[None]]:
-        runner, _ = await start_http(bot, with_events=False)
-        return runner.cleanup
-
-    await run_until_signalled(bot, runner_setup=setup, open_intake=connect_socket_mode)

@@ -20,7 +20,8 @@ def _settings_for(mode: str) -> Settings:
 
 
 def _serve(mode: str) -> int:
-    from bot.app import SlackStream, serve, serve_socket_mode
+    from bot.app import SlackStream
+    from bot.serving import serve, serve_socket_mode
 
     settings = _settings_for(mode)
     bot = SlackStream(settings)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from bot import render
 from bot.budgets import Calendar
 from bot.metrics import Metrics
-from bot.store import FeedbackVote, Store, StoreError
+from bot.store import AnswerRecord, FeedbackVote, Store, StoreError
 from bot.store.ledger import FEEDBACK_VALUES
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,14 @@ class FeedbackDesk:
         self.store = store
         self.metrics = metrics
         self.calendar = calendar
+
+    def recovered_buttons(self, record: AnswerRecord) -> render.FeedbackButtons | None:
+        """The feedback buttons of an answer a janitor finishes with its owner's footer (its
+        votes count on the day it is recovered, for the model it was asked of)."""
+        if not record.text.strip():
+            return None
+        day = self.calendar.period().day
+        return Rated(record.answer_id, day, record.channel, record.model, record.asker).buttons()
 
     async def vote(self, *, team_id: str, voter: str, value: object) -> bool:
         """Record a click; False when it changed nothing (the same vote again, a value that

@@ -18,15 +18,19 @@ VIEWS = frozenset({SETTINGS_CALLBACK})
 
 
 class Dispatcher(Protocol):
-    """What the listeners hand their parsed events to (implemented in `bot.app`)."""
+    """What the listeners hand questions and answers' buttons to (`app.SlackStream`)."""
 
     async def ask(self, event: dict[str, Any], *, event_id: str | None, team_id: str) -> None: ...
 
     async def stop(self, *, answer_id: str, user: str, channel: str, team_id: str) -> None: ...
 
-    def home_opened(self, *, user: str, team_id: str) -> None: ...
-
     def feedback(self, *, user: str, team_id: str, value: object) -> None: ...
+
+
+class HomeDesk(Protocol):
+    """What the listeners hand the Home tab's events to (`home_tab.HomeTab`)."""
+
+    def home_opened(self, *, user: str, team_id: str) -> None: ...
 
     def open_channel_settings(
         self, *, user: str, team_id: str, trigger_id: str, channel: str
@@ -37,7 +41,7 @@ class Dispatcher(Protocol):
     ) -> dict[str, str] | None: ...
 
 
-def register_listeners(app: AsyncApp, dispatcher: Dispatcher) -> None:
+def register_listeners(app: AsyncApp, dispatcher: Dispatcher, home: HomeDesk) -> None:
     """Wire the events of the manifest (`app_mention`, `message.im`, `app_home_opened`), the
     Stop and feedback buttons, and the Home tab's channel settings (button and modal)."""
 
@@ -54,7 +58,7 @@ def register_listeners(app: AsyncApp, dispatcher: Dispatcher) -> None:
     @app.event("app_home_opened")
     async def on_home_opened(body: dict[str, Any], event: dict[str, Any]) -> None:
         if event.get("tab", "home") == "home" and isinstance(event.get("user"), str):
-            dispatcher.home_opened(user=event["user"], team_id=_team(body, event))
+            home.home_opened(user=event["user"], team_id=_team(body, event))
 
     @app.action(STOP_ACTION_ID)
     async def on_stop(ack: AsyncAck, body: dict[str, Any]) -> None:
@@ -77,7 +81,7 @@ def register_listeners(app: AsyncApp, dispatcher: Dispatcher) -> None:
     async def on_open_settings(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         actions = body.get("actions") or [{}]
-        dispatcher.open_channel_settings(
+        home.open_channel_settings(
             user=_user(body),
             team_id=_team_of(body),
             trigger_id=str(body.get("trigger_id") or ""),
@@ -86,7 +90,7 @@ def register_listeners(app: AsyncApp, dispatcher: Dispatcher) -> None:
 
     @app.view(SETTINGS_CALLBACK)
     async def on_settings_submitted(ack: AsyncAck, body: dict[str, Any]) -> None:
-        errors = await dispatcher.channel_settings_submitted(
+        errors = await home.channel_settings_submitted(
             user=_user(body), team_id=_team_of(body), view=body.get("view") or {}
         )
         if errors:

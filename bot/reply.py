@@ -15,12 +15,13 @@ import anthropic
 from bot import render
 from bot.answer import Answer, Services
 from bot.config import Settings
-from bot.lifecycle import StopRequest, shutdown
+from bot.lifecycle import StopRequest, shutdown, stopped_by
 from bot.metrics import Metrics
 from bot.pacing import PacingPolicy
 from bot.question import BotIdentity, Question
+from bot.retry import Backoff
 from bot.slackapi import SlackCalls, SlackFailure
-from bot.store import Store
+from bot.store import Store, StoreError
 from bot.thread import ThreadReader
 from bot.usage_ledger import AnswerProfile, UsageLedger
 
@@ -110,6 +111,21 @@ class Replier:
         """Stop an answer streaming here; it ends with `[interrupted: reason]`."""
         answer = self.running.get(answer_id)
         return answer.request_stop(request) if answer is not None else False
+
+    async def follow_cancels(self, stopped: asyncio.Event) -> None:
+        """Stop signals from any replica, delivered to the answers streaming here, until
+        `stopped` is set."""
+        backoff = Backoff()
+        while not stopped.is_set():
+            try:
+                async for answer_id, user in self.services.store.cancel_signals():
+                    self.stop(answer_id, stopped_by(user))
+                    backoff.reset()
+            except StoreError as e:
+                log.warning("cancel signals interrupted; resubscribing", extra={"error": str(e)})
+            if stopped.is_set():
+                return
+            await asyncio.sleep(backoff.delay() or backoff.cap)
 
     async def refuse(self, question: Question, line: str) -> None:
         """A polite line in the question's thread instead of an answer (over a cap or a

@@ -177,6 +177,15 @@ class SlackCalls:
             if not cursor:
                 return
 
+    async def is_admin(self, user: str) -> bool:
+        """Whether `user` is a workspace admin or owner; a failed lookup says no."""
+        try:
+            data = await self.call("users.info", user=user)
+        except SlackFailure:
+            return False
+        info = data.get("user") or {}
+        return bool(info.get("is_admin") or info.get("is_owner") or info.get("is_primary_owner"))
+
     def _record(self, method: str, error: str) -> None:
         self._metrics.slack_errors.labels(method, error).inc()
         log.warning("slack call failed", extra={"method": method, "error": error})

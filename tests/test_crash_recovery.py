@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.app import SlackStream, start_http
+from bot.app import SlackStream
 from bot.lifecycle import RECOVERY_REASON, Phase
+from bot.serving import start_http
 from bot.sim.claude import Script
 from bot.sim.redis import RedisServer
 from bot.sim.replica import Replica

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import pytest
 
-from bot.app import SlackStream, run_until_signalled, start_http
+from bot.app import SlackStream
+from bot.serving import run_until_signalled, start_http
 from bot.sim.events import mention_envelope, sign
 from bot.store import MemoryStore
 from tests.harness import (
@@ -151,7 +152,7 @@ class _ReadyLine(logging.Handler):
 async def test_a_served_bot_freezes_its_start_up_heap_and_stops_on_sigterm() -> None:
     """`serve` hides what exists at start-up from the garbage collector (full collections
     then stay short under load), and SIGTERM still drains and stops it."""
-    app_log = logging.getLogger("bot.app")
+    app_log = logging.getLogger("bot.serving")
     ready, level = _ReadyLine(), app_log.level
     app_log.addHandler(ready)
     app_log.setLevel(logging.INFO)

@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 
 from bot import cli
-from bot.app import SlackStream, connect_socket_mode, start_http
+from bot.app import SlackStream
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import JsonFormatter, Redactor
+from bot.serving import connect_socket_mode, start_http
 from bot.sim.claude import Script
 from bot.sim.events import mention_envelope, sign
 from bot.sim.redis import free_port

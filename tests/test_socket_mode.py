@@ -7,7 +7,8 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 
-from bot.app import SlackStream, connect_socket_mode, run_until_signalled, start_http
+from bot.app import SlackStream
+from bot.serving import connect_socket_mode, run_until_signalled, start_http
 from bot.sim.claude import Script
 from bot.sim.events import block_action_payload, mention_envelope
 from tests.harness import ALICE, CHANNEL, TEAM, settings_for, simulators

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from bot.app import SlackStream, start_http
+from bot.app import SlackStream
 from bot.config import Settings
 from bot.pacing import PacingPolicy
 from bot.render import STOP_ACTION_ID
+from bot.serving import start_http
 from bot.sim.claude import ClaudeSim, ScriptSource
 from bot.sim.events import EventPoster, dm_envelope, mention_envelope
 from bot.sim.slack import DEFAULT_BOT_TOKEN, SimMessage, SlackSim
