@@ -234,7 +234,7 @@ async def test_slackstream_check_prints_no_secret(
     async with simulators(bot_token="xoxb-the-only-valid-token") as (slack, claude):
         settings = _settings(slack, claude, redis_url=unreachable)
         for name, value in settings.model_dump().items():
-            if value is not None and not isinstance(value, frozenset):
+            if value is not None and not isinstance(value, (frozenset, tuple)):
                 plain = getattr(value, "get_secret_value", lambda v=value: v)()
                 monkeypatch.setenv(name.upper(), str(plain))
         try:  # `check` runs its own event loop: in a thread, while the simulators serve here
