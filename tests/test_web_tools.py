@@ -188,6 +188,7 @@ async def test_mcp_servers_go_through_the_connector_with_their_token(
         ]
     )
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="anthropic")  # whatever an earlier test left it at
     async with (
         simulators() as (slack, claude),
         running_bot(slack, claude, mcp_servers=servers) as h,
