@@ -25,14 +25,12 @@ from dataclasses import dataclass
 import anthropic
 
 from bot import render
+from bot.asking import Asking
+from bot.bookkeeping import Bookkeeping
 from bot.budgets import Calendar
 from bot.channels import ChannelFile, resolve
-from bot.claude import StreamState, stream_answer
-from bot.closing import Closing, FooterFacts, closing
+from bot.claude import StreamState
 from bot.config import Settings
-from bot.conversation import Conversation, build_conversation
-from bot.feedback import Rated
-from bot.files import NO_FILES, FileReader
 from bot.lease import Lease
 from bot.lifecycle import Outcome, Phase, StopKind, StopRequest, advance, shutdown
 from bot.logs import ContextLog
@@ -50,7 +48,6 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
-THREAD_WAIT_POLL_SECONDS = 0.25  # a follow-up question re-checks its thread this often
 # A short line in the thread when Slack still takes one (by `Refusal` value).
 REFUSAL_NOTICES = {
     str(Refusal.MESSAGE_GONE): "The answer stopped because its message was deleted.",
@@ -102,29 +99,8 @@ class Answer:
         self.hurry = asyncio.Event()  # the process is going away: wait for nothing any more
         self.state = StreamState()
         self.stream_error: BaseException | None = None
-        self.dropped_turns = 0
         settings = services.settings
-        # Files in the thread (bot/files.py): what was sent, and the closing line about the rest.
-        self.files = FileReader(
-            slack=services.slack, store=services.store, settings=settings, log=self.log
-        )
-        self.thread_files = NO_FILES
-        self.file_note: str | None = None
-        token = f"{services.incarnation}:{uuid.uuid4().hex[:12]}"
-        record = AnswerRecord(
-            answer_id=self.answer_id,
-            team_id=q.team_id,
-            channel=q.channel,
-            thread_ts=q.thread_ts,
-            question_ts=q.ts,
-            asker=q.user,
-            owner=settings.replica_id,
-            incarnation=services.incarnation,
-            token=token,
-            origin=token,
-            model=self.profile.channel.model,
-            dedupe_keys=tuple(dedupe_keys),
-        )
+        record = new_record(services, q, model=self.profile.channel.model, dedupe_keys=dedupe_keys)
         self.lease = Lease(
             store=services.store,
             metrics=services.metrics,
@@ -161,6 +137,29 @@ class Answer:
             ending=self.ending,
             wanted=self._wanted,
             on_stop=self.request_stop,
+        )
+        self.books = Bookkeeping(
+            q=q,
+            profile=self.profile,
+            settings=settings,
+            metrics=services.metrics,
+            ledger=services.ledger,
+            clock=services.clock,
+            log=self.log,
+        )
+        self.asking = Asking(
+            q=q,
+            settings=self.settings,
+            slack=services.slack,
+            store=services.store,
+            claude=services.claude,
+            threads=services.threads,
+            identity=services.identity,
+            context_budget=settings.context_token_budget,
+            clock=services.clock,
+            log=self.log,
+            know=self._know,
+            files=self.profile.channel.switch("files", True),  # CHANNEL_SETTINGS_FILE's `files`
         )
 
     # -- stopping --------------------------------------------------------------------------------
@@ -283,20 +282,10 @@ class Answer:
         """Fold Claude's stream into `self.state`; a failure is kept for the publisher."""
         st = self.state
         try:
-            await self._wait_for_earlier_answers()
-            # The channel may turn files off (CHANNEL_SETTINGS_FILE's `files`).
-            conversation = await self._conversation(
-                fetch_files=self.profile.channel.switch("files", True)
+            await self.asking.wait_turn(
+                stopped=lambda: self.stop is not None, waiting=self._show_waiting
             )
-            self.dropped_turns = conversation.dropped_turns
-            try:
-                await stream_answer(
-                    self.s.claude, self.settings, conversation.messages, st, self.s.clock
-                )
-            except anthropic.BadRequestError:
-                if not self.thread_files.sent or st.events:
-                    raise
-                await self._stream_without_files()
+            await self.asking.stream(st, own_ts=self.message.ts)
         except Exception as e:
             self.stream_error = e
         finally:
@@ -304,84 +293,16 @@ class Answer:
             self.ending.set()
             st.changed.set()
 
-    async def _wait_for_earlier_answers(self) -> None:
-        """One answer per thread at a time: wait (in question order) for earlier ones to
-        finish, so this one sees them in its context. A dead replica's answer is cleared by a
-        janitor within a lease."""
-        q = self.q
-        if q.thread_ts == q.ts:
-            return  # the question starts its thread: nothing can be ahead of it
-        shown_waiting = False
-        while self.stop is None:
-            try:
-                earlier = await self.s.store.earlier_in_thread(q.channel, q.thread_ts, q.ts)
-            except StoreError:
-                return  # degraded: answer now rather than wait blind
-            if not earlier:
-                return
-            if not shown_waiting:
-                shown_waiting = True
-                self.log.info("waiting for an earlier answer in the thread")
-                with contextlib.suppress(SlackFailure):
-                    await self.message.update(
-                        render.placeholder_payload(
-                            "Waiting for the answer above to finish…", answer_id=self.answer_id
-                        ),
-                        EditKind.STATUS,
-                        wanted=self._wanted,
-                    )
-            await asyncio.sleep(THREAD_WAIT_POLL_SECONDS)
-
-    async def _stream_without_files(self) -> None:
-        """Claude refused the request with its files (one it cannot read after all, such as a
-        broken PDF): the same question once more without them, the files named as left out."""
-        self.log.warning("Claude refused the request with its files; asking again without them")
-        self.thread_files = self.thread_files.without_files("Claude could not read it")
-        conversation = await self._conversation(fetch_files=False)
-        self.dropped_turns = conversation.dropped_turns
-        await stream_answer(
-            self.s.claude, self.settings, conversation.messages, self.state, self.s.clock
-        )
-
-    async def _conversation(self, *, fetch_files: bool = True) -> Conversation:
-        """The thread as Claude turns; if Slack can't give us the thread, the question alone."""
-        q = self.q
-        identity = self.s.identity()
-        try:
-            thread = await self.s.threads.messages(
-                q.channel, q.thread_ts, before_ts=self.message.ts
+    async def _show_waiting(self) -> None:
+        self.log.info("waiting for an earlier answer in the thread")
+        with contextlib.suppress(SlackFailure):
+            await self.message.update(
+                render.placeholder_payload(
+                    "Waiting for the answer above to finish…", answer_id=self.answer_id
+                ),
+                EditKind.STATUS,
+                wanted=self._wanted,
             )
-        except SlackFailure as e:
-            self.log.warning(
-                "could not read the thread; answering the question alone", extra={"error": e.error}
-            )
-            thread = []
-        if not any(m.get("ts") == q.ts for m in thread):
-            thread.append({"ts": q.ts, "user": q.user, "text": q.text})
-        people = sorted({str(m["user"]) for m in thread if m.get("user") and not m.get("bot_id")})
-        async with asyncio.TaskGroup() as lookups:  # the names and the files at once
-            named = lookups.create_task(self.s.threads.names(people))
-            if fetch_files:
-                own = (identity.user_id, identity.bot_id)
-                files = lookups.create_task(
-                    self.files.read(thread, team_id=q.team_id, question_ts=q.ts, own=own)
-                )
-        names = named.result()
-        self._know(names)
-        if fetch_files:
-            self.thread_files = files.result()
-        conversation = build_conversation(
-            thread,
-            question_ts=q.ts,
-            bot_user_id=identity.user_id,
-            bot_id=identity.bot_id,
-            names=names,
-            token_budget=self.s.settings.context_token_budget,
-            skip_ts={self.message.ts},
-            attachments=self.thread_files.by_ts,
-        )
-        self.file_note = self.thread_files.closing_note(conversation.files_left_out)
-        return conversation
 
     def _know(self, names: dict[str, str]) -> None:
         """People Claude may mention are shown by name (never notified unless allowed)."""
@@ -392,32 +313,6 @@ class Answer:
 
     # -- the end ---------------------------------------------------------------------------------
 
-    def _closing(self) -> Closing:
-        """How this answer ends (decided in `closing`), logged and counted here."""
-        settings = self.s.settings
-        ending = closing(
-            self.state,
-            stop=self.stop,
-            stream_error=self.stream_error,
-            idle_timeout=settings.stream_idle_timeout_seconds,
-            facts=FooterFacts(
-                model=self.profile.channel.model,
-                elapsed=self.s.clock() - self.q.received_at,
-                show_cost=settings.show_cost,
-                dropped_turns=self.dropped_turns,
-            ),
-        )
-        if ending.failure is not None:
-            self.s.metrics.claude_errors.labels(ending.failure.error_type).inc()
-            self.log.warning(
-                "claude stream failed",
-                extra={"error_type": ending.failure.error_type, "error": repr(self.stream_error)},
-            )
-        if ending.ended_early:
-            self.s.metrics.claude_errors.labels("no_message_delta").inc()
-            self.log.warning("claude stream ended without message_delta")
-        return ending
-
     async def _end(self) -> Outcome:
         stop = self.stop
         if stop is not None and not stop.finishes_here:
@@ -426,14 +321,20 @@ class Answer:
             return stop.outcome
         if stop is not None and stop.kind is StopKind.SLACK_REFUSED:
             return await self._undeliverable(stop)
-        ending = self._closing()
+        ending = self.books.close(
+            self.state,
+            stop=stop,
+            stream_error=self.stream_error,
+            dropped_turns=self.asking.asked.dropped_turns,
+        )
         outcome, footer, notes, text = ending.outcome, ending.footer, ending.notes, ending.text
-        budget_note = await self._count_usage(outcome)  # the answer's one usage round trip
+        budget_note = await self.books.count_usage(self.state, outcome)  # one round trip
         if footer and budget_note:
             footer = f"{footer} · {budget_note}"
-        self.message.feedback = self._feedback(text)  # the final message's buttons
-        if self.file_note and outcome is not Outcome.FAILED:  # files not read: right after the text
-            notes = [self.file_note, *notes]
+        self.message.feedback = self.books.feedback(self.state, text)  # the final message's buttons
+        file_note = self.asking.asked.file_note
+        if file_note and outcome is not Outcome.FAILED:  # files not read: right after the text
+            notes = [file_note, *notes]
         self._advance(Phase.FINISHING)
         # Recorded with the final edit's budget token: whoever finishes writes this same text.
         self.lease.note(text=text, phase=Phase.FINISHING, footer=footer or "", notes=tuple(notes))
@@ -460,9 +361,7 @@ class Answer:
         self._advance(Phase.FINISHED)
         if text and not self.publisher.first_shown:  # it all came before the first edit
             self.s.metrics.time_to_first_text.observe(self.s.clock() - self.q.received_at)
-        if self.state.usage is not None:
-            self.s.metrics.tokens.labels("in").inc(self.state.usage.total_input)
-            self.s.metrics.tokens.labels("out").inc(self.state.usage.output_tokens)
+        self.books.tokens(self.state)
         self.log.info(
             "answer finished",
             extra={
@@ -473,32 +372,6 @@ class Answer:
         )
         await self.lease.finish(str(outcome))
         return outcome
-
-    @property
-    def model(self) -> str:
-        """The model that answered (as Claude reported it), else the one asked for."""
-        return self.state.model or self.profile.channel.model
-
-    async def _count_usage(self, outcome: Outcome) -> str | None:
-        """Add this answer's usage to the shared counters; the footer's budget note, if any."""
-        if self.s.ledger is None or self.state.usage is None:
-            return None
-        return await self.s.ledger.record(
-            self.q, self.profile, self.state.usage, model=self.model, outcome=str(outcome)
-        )
-
-    def _feedback(self, text: str) -> render.FeedbackButtons | None:
-        """Slack's feedback buttons, for an answer with something to rate."""
-        if not text.strip():
-            return None
-        rated = Rated(
-            answer_id=self.answer_id,
-            day=self.profile.period.day,
-            channel=self.q.channel,
-            model=self.model,
-            asker=self.q.user,
-        )
-        return rated.buttons()
 
     async def _final_not_delivered(self, sent: Sent) -> Outcome:
         if sent.refusal is not None:
@@ -548,6 +421,28 @@ class Answer:
             await self.lease.finish(str(Outcome.INTERRUPTED))
             return Outcome.INTERRUPTED
         return Outcome.ABANDONED
+
+
+def new_record(
+    services: Services, q: Question, *, model: str, dedupe_keys: Sequence[str]
+) -> AnswerRecord:
+    """The store's record of a new answer, owned by this replica: its first lease token is
+    also its origin, which tells its own registrations apart after the store is emptied."""
+    token = f"{services.incarnation}:{uuid.uuid4().hex[:12]}"
+    return AnswerRecord(
+        answer_id=q.answer_id,
+        team_id=q.team_id,
+        channel=q.channel,
+        thread_ts=q.thread_ts,
+        question_ts=q.ts,
+        asker=q.user,
+        owner=services.settings.replica_id,
+        incarnation=services.incarnation,
+        token=token,
+        origin=token,
+        model=model,
+        dedupe_keys=tuple(dedupe_keys),
+    )
 
 
 def default_profile(services: Services, q: Question) -> AnswerProfile:
