@@ -23,6 +23,7 @@ import yaml
 from packaging.version import Version
 from prometheus_client import Counter, Gauge, Histogram
 
+from bot.channels import load_channel_file
 from bot.lifecycle import Outcome
 from bot.metrics import Metrics
 
@@ -87,13 +88,19 @@ def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+CHANNELS_CONFIGMAP = "slackstream-channels"
+
+
 def k8s_objects() -> dict[str, dict[str, Any]]:
-    """Every object under infra/k8s, keyed by kind."""
+    """Every object under infra/k8s, keyed by kind (the per-channel settings' ConfigMap, the
+    one second object of a kind, as `ConfigMap/slackstream-channels`)."""
     objects: dict[str, dict[str, Any]] = {}
     for path in sorted(K8S.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-            assert doc["kind"] not in objects, f"two {doc['kind']} objects"
-            objects[doc["kind"]] = doc
+            name = doc["metadata"]["name"]
+            key = f"ConfigMap/{name}" if name == CHANNELS_CONFIGMAP else doc["kind"]
+            assert key not in objects, f"two {key} objects"
+            objects[key] = doc
     return objects
 
 
@@ -402,6 +409,24 @@ def test_compose_env_file_is_documented_by_env_example() -> None:
     assert (INFRA / "env.example").is_file()
     gitignore = (REPO / ".gitignore").read_text(encoding="utf-8").split()
     assert ".env" in gitignore, "the filled-in copy must not be committed"
+
+
+def test_the_channel_settings_example_is_valid_and_mounted_where_the_config_says(
+    tmp_path: Path,
+) -> None:
+    objects = k8s_objects()
+    example = objects[f"ConfigMap/{CHANNELS_CONFIGMAP}"]["data"]["channels.yml"]
+    path = tmp_path / "channels.yml"
+    path.write_text(example, encoding="utf-8")
+    assert load_channel_file(str(path)).channels  # validates as the bot validates it
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    [volume] = [
+        v for v in pod["volumes"] if v.get("configMap", {}).get("name") == CHANNELS_CONFIGMAP
+    ]
+    assert volume["configMap"]["optional"] is True  # the bot starts without it
+    [mount] = [m for m in bot_container()["volumeMounts"] if m["name"] == volume["name"]]
+    config = (K8S / "configmap.yaml").read_text(encoding="utf-8")
+    assert f'CHANNEL_SETTINGS_FILE: "{mount["mountPath"]}/channels.yml"' in config
 
 
 def test_env_example_lists_every_variable_and_nothing_else() -> None:
