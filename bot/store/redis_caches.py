@@ -14,12 +14,14 @@ from bot.store.redis_base import RedisBase, to_ms, translated
 class RedisCaches(RedisBase):
     """The cache part of `RedisStore`."""
 
+    async def _get_json(self, action: str, key: str) -> Any:
+        """The JSON at `key`, or None."""
+        with translated(action):
+            raw = await self._redis.get(key)
+        return None if raw is None else json.loads(raw)
+
     async def get_thread(self, key: str) -> list[dict[str, Any]] | None:
-        with translated("get_thread"):
-            raw = await self._redis.get(self._keys.thread(key))
-        if raw is None:
-            return None
-        messages = json.loads(raw)
+        messages = await self._get_json("get_thread", self._keys.thread(key))
         return messages if isinstance(messages, list) else None
 
     async def put_thread(
@@ -30,11 +32,7 @@ class RedisCaches(RedisBase):
         )
 
     async def get_file(self, key: str) -> dict[str, Any] | None:
-        with translated("get_file"):
-            raw = await self._redis.get(self._keys.file(key))
-        if raw is None:
-            return None
-        value = json.loads(raw)
+        value = await self._get_json("get_file", self._keys.file(key))
         return value if isinstance(value, dict) else None
 
     async def put_file(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
