@@ -1486,7 +1486,7 @@ async def test_an_idle_cancel_subscription_does_not_resubscribe(
     await listening(redis_store, redis_url)
     await redis_client.config_resetstat()
 
-    with caplog.at_level(logging.WARNING, logger="bot.store.redis_store"):
+    with caplog.at_level(logging.WARNING, logger="bot.store.redis_cancels"):
         await asyncio.sleep(IDLE_SECONDS)  # the idleness under test
 
     stats = await redis_client.info("commandstats")
@@ -1832,10 +1832,10 @@ async def test_a_prepared_file_expires_with_the_ttl_of_its_latest_write(
 async def test_the_memory_store_keeps_a_bounded_number_and_size_of_files(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from bot.store import memory
+    from bot.store import memory_caches
 
-    monkeypatch.setattr(memory, "MAX_FILES", 3)
-    monkeypatch.setattr(memory, "MAX_FILE_CHARS", 1_000)
+    monkeypatch.setattr(memory_caches, "MAX_FILES", 3)
+    monkeypatch.setattr(memory_caches, "MAX_FILE_CHARS", 1_000)
     store = MemoryStore()
     for n in range(5):
         await store.put_file(f"F{n}", {"n": n}, 60)

@@ -445,3 +445,21 @@ if cell_keep_ms > 0 then
 end
 return {1, previous or ''}
 """
+
+
+# Every script by the name `RedisBase._run` runs it under (that name also labels its errors).
+SCRIPTS = {
+    "claim_event": CLAIM_EVENT,
+    "register": REGISTER,
+    "renew": RENEW,
+    "finish": FINISH,
+    "claim_lapsed": CLAIM_LAPSED,
+    "count": COUNT,
+    "earlier": EARLIER,
+    "take_edit_token": TAKE_EDIT_TOKEN,
+    "pause": PAUSE,
+    "put_thread": PUT_THREAD,
+    "admission_view": ADMISSION_VIEW,
+    "record_usage": RECORD_USAGE,
+    "record_feedback": RECORD_FEEDBACK,
+}

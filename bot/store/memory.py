@@ -1,5 +1,8 @@
 """The store of a lone replica (no `REDIS_URL`): the same contract as `RedisStore`, nothing
-survives a restart.
+survives a restart. This module holds the answers' life: event claims, leases with their
+checkpoints and tombstones, the indexes of answers in flight, and the workspace edit budget;
+`MemoryStore` mixes in the other parts (`memory_cancels`, `memory_caches`, `memory_ledger`; the
+package docstring says why mixins).
 
 Each method runs without awaiting, so on one event loop every step is atomic. `clock` is the
 store's clock (leases, buckets, expiries); tests inject a manual one. Everything it keeps is
@@ -10,15 +13,13 @@ without end.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
-import json
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from bot.lifecycle import Phase
@@ -34,27 +35,13 @@ from bot.store.contract import (
     check_budget,
     thread_order,
 )
-from bot.store.ledger import (
-    BUDGETS,
-    AdmissionView,
-    ChannelOverride,
-    FeedbackVote,
-    Spend,
-    SpendView,
-    Thresholds,
-    UsageCell,
-    UsageEntry,
-    UsageKeep,
-    UsageTotals,
-    VoteResult,
-)
+from bot.store.memory_caches import MemoryCaches
+from bot.store.memory_cancels import MemoryCancels
+from bot.store.memory_ledger import MemoryLedger
 
 K = TypeVar("K")
 
 MAX_EVENTS = 100_000  # dedupe claims kept at most (about 10 MB); the oldest are dropped first
-MAX_THREADS = 1_000  # cached threads kept at most
-MAX_FILES = 1_000  # prepared files kept at most (the least recently used go first)
-MAX_FILE_CHARS = 100_000_000  # and at most this much of them (about 100 MB)
 TOMBSTONE_SECONDS = 6 * 3600.0
 
 
@@ -71,7 +58,7 @@ def _encoded_length(text: str) -> int:
     return len(text.encode())
 
 
-class MemoryStore:
+class MemoryStore(MemoryCancels, MemoryCaches, MemoryLedger):
     """See the module docstring."""
 
     kind = "memory"
@@ -79,6 +66,7 @@ class MemoryStore:
     def __init__(
         self, *, clock: Callable[[], float] = time.monotonic, max_events: int = MAX_EVENTS
     ) -> None:
+        super().__init__()
         self._clock = clock
         self._max_events = max_events
         self._answers: dict[str, AnswerRecord] = {}
@@ -90,17 +78,11 @@ class MemoryStore:
         self._events: OrderedDict[str, tuple[str, float]] = OrderedDict()  # key -> (token, expiry)
         self._event_expiries: list[tuple[float, int, str]] = []
         self._sequence = itertools.count()
-        self._cancels: dict[str, tuple[str, float]] = {}
         self._buckets: dict[str, TokenBucket] = {}
         # team -> answer_id -> when it last asked, oldest first (so expiry pops from the front)
         self._competitors: dict[str, OrderedDict[str, float]] = {}
-        self._threads: OrderedDict[str, tuple[float, str]] = OrderedDict()  # key -> (expiry, JSON)
-        self._listeners: set[asyncio.Queue[tuple[str, str] | None]] = set()
-        self._closed = False
-        self._files: OrderedDict[str, tuple[float, str]] = OrderedDict()  # key -> (expiry, JSON)
-        self._file_chars = 0
 
-    # -- dedupe and threads ----------------------------------------------------------------------
+    # -- dedupe ----------------------------------------------------------------------------------
 
     async def claim_event(self, key: str, ttl_seconds: float, token: str) -> EventClaim:
         now = self._clock()
@@ -123,25 +105,6 @@ class MemoryStore:
             held = self._events.get(key)
             if held is not None and held[1] == expires:
                 del self._events[key]
-
-    async def get_thread(self, key: str) -> list[dict[str, Any]] | None:
-        entry = self._threads.get(key)
-        if entry is None or entry[0] <= self._clock():
-            self._threads.pop(key, None)
-            return None
-        return json.loads(entry[1])  # type: ignore[no-any-return]
-
-    async def put_thread(
-        self, key: str, messages: list[dict[str, Any]], ttl_seconds: float
-    ) -> None:
-        # Stored as JSON, like Redis does, so callers can't mutate the cached copy.
-        now = self._clock()
-        current = self._threads.get(key)
-        expires = current[0] if current is not None and current[0] > now else now + ttl_seconds
-        self._threads[key] = (expires, json.dumps(messages))
-        self._threads.move_to_end(key)
-        while len(self._threads) > MAX_THREADS:
-            self._threads.popitem(last=False)
 
     # -- answers ---------------------------------------------------------------------------------
 
@@ -263,7 +226,7 @@ class MemoryStore:
             return LeaseState.LOST
         if record.phase is not Phase.FINISHED:
             self._unindex(record)
-            self._cancels.pop(answer_id, None)
+            self._drop_cancel(answer_id)
             self._answers[answer_id] = replace(
                 record, phase=Phase.FINISHED, outcome=outcome, text=""
             )
@@ -323,43 +286,6 @@ class MemoryStore:
                 claimed.append(taken)
         return claimed
 
-    # -- cancel ----------------------------------------------------------------------------------
-
-    async def request_cancel(self, answer_id: str, by_user: str, ttl_seconds: float = 3600) -> None:
-        now = self._clock()
-        self._cancels = {k: v for k, v in self._cancels.items() if v[1] > now}  # expired go
-        self._cancels[answer_id] = (by_user, now + ttl_seconds)
-        for queue in self._listeners:
-            queue.put_nowait((answer_id, by_user))
-
-    def _cancel_flag(self, answer_id: str) -> str | None:
-        flag = self._cancels.get(answer_id)
-        if flag is None:
-            return None
-        by_user, expires = flag
-        if expires <= self._clock():
-            del self._cancels[answer_id]
-            return None
-        return by_user
-
-    def cancel_signals(self) -> AsyncIterator[tuple[str, str]]:
-        """Listening starts at this call, not at the first iteration."""
-        queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
-        if self._closed:
-            queue.put_nowait(None)
-        else:
-            self._listeners.add(queue)
-        return self._drain(queue)
-
-    async def _drain(
-        self, queue: asyncio.Queue[tuple[str, str] | None]
-    ) -> AsyncIterator[tuple[str, str]]:
-        try:
-            while (signal := await queue.get()) is not None:
-                yield signal
-        finally:
-            self._listeners.discard(queue)
-
     # -- edit budget -----------------------------------------------------------------------------
 
     async def take_edit_token(
@@ -405,186 +331,3 @@ class MemoryStore:
 
     async def ping(self) -> None:
         """Always reachable: it lives in this process."""
-
-    async def close(self) -> None:
-        self._closed = True
-        for queue in self._listeners:
-            queue.put_nowait(None)
-        self._listeners.clear()
-
-    # -- files in threads -----------------------------------------------------------
-
-    async def get_file(self, key: str) -> dict[str, Any] | None:
-        entry = self._files.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= self._clock():
-            self._drop_file(key)
-            return None
-        self._files.move_to_end(key)
-        return json.loads(entry[1])  # type: ignore[no-any-return]
-
-    async def put_file(self, key: str, value: dict[str, Any], ttl_seconds: float) -> None:
-        # JSON, like Redis, so callers can't mutate the cached copy; bounded in count and size.
-        encoded = json.dumps(value)
-        self._drop_file(key)
-        if len(encoded) > MAX_FILE_CHARS:
-            return
-        self._files[key] = (self._clock() + ttl_seconds, encoded)
-        self._file_chars += len(encoded)
-        while len(self._files) > MAX_FILES or self._file_chars > MAX_FILE_CHARS:
-            self._drop_file(next(iter(self._files)))
-
-    def _drop_file(self, key: str) -> None:
-        entry = self._files.pop(key, None)
-        if entry is not None:
-            self._file_chars -= len(entry[1])
-
-    # -- running for a company: usage, budgets, feedback, channel overrides (`ledger.py`) ------
-    # Each entry carries its expiry on the store's clock; expired ones go at the next write.
-
-    @property
-    def _ledger(self) -> _Ledger:
-        ledger: _Ledger = self.__dict__.setdefault("_ledger_state", _Ledger())
-        return ledger
-
-    def _spend(self, key: tuple[str, str, str]) -> Spend:
-        entry = self._ledger.spend.get(key)
-        return entry[0] if entry is not None and entry[1] > self._clock() else Spend()
-
-    async def admission_view(
-        self, team_id: str, user: str, channel: str, *, day: str, month: str
-    ) -> AdmissionView:
-        mine, workspace = await self.count_in_flight(team_id, user)
-        override = self._ledger.overrides.get(team_id, {}).get(channel) if channel else None
-        spend = await self.usage_spend(team_id, user, day=day, month=month)
-        return AdmissionView(mine, workspace, spend, override)
-
-    async def record_usage(
-        self, entry: UsageEntry, *, thresholds: Thresholds, keep: UsageKeep
-    ) -> UsageTotals:
-        ledger, now = self._ledger, self._clock()
-        ledger.forget_expired(now)
-        cells = ledger.live(ledger.cells, (entry.team_id, entry.day), now) or {}
-        ledger.cells[(entry.team_id, entry.day)] = (cells, now + keep.day_seconds)
-        counts = cells.setdefault((entry.user, entry.channel, entry.model), {})
-        for name, value in entry.counters().items():
-            counts[name] = counts.get(name, 0) + value
-        rollups = (
-            ((entry.team_id, entry.day, entry.user), keep.day_seconds),
-            ((entry.team_id, entry.month, entry.user), keep.month_seconds),
-            ((entry.team_id, entry.month, ""), keep.month_seconds),
-        )
-        before = [self._spend(key) for key, _ in rollups]
-        after = [
-            Spend(b.answers + 1, b.tokens + entry.tokens, b.cost_micros + (entry.cost_micros or 0))
-            for b in before
-        ]
-        for (key, seconds), spend in zip(rollups, after, strict=True):
-            ledger.spend[key] = (spend, now + seconds)
-        levels = zip(
-            BUDGETS,
-            thresholds.as_tuple(),
-            (before[0].tokens, before[1].cost_micros, before[2].cost_micros),
-            (after[0].tokens, after[1].cost_micros, after[2].cost_micros),
-            strict=True,
-        )
-        crossed = tuple(name for name, limit, was, is_ in levels if was < limit <= is_)
-        return UsageTotals(SpendView(*after), crossed)
-
-    async def usage_spend(self, team_id: str, user: str, *, day: str, month: str) -> SpendView:
-        return SpendView(
-            self._spend((team_id, day, user)),
-            self._spend((team_id, month, user)),
-            self._spend((team_id, month, "")),
-        )
-
-    async def usage_cells(
-        self, *, since: str, until: str, team_id: str | None = None
-    ) -> list[UsageCell]:
-        now = self._clock()
-        found: list[UsageCell] = []
-        for (team, day), (cells, expires) in sorted(
-            self._ledger.cells.items(), key=lambda item: (item[0][1], item[0][0])
-        ):
-            if expires <= now or not since <= day <= until or team_id not in (None, team):
-                continue
-            found += [
-                UsageCell(day, team, user, channel, model, dict(counts))
-                for (user, channel, model), counts in sorted(cells.items())
-            ]
-        return found
-
-    async def record_feedback(
-        self, vote: FeedbackVote, *, keep_seconds: float, cell_keep_seconds: float
-    ) -> VoteResult:
-        ledger, now = self._ledger, self._clock()
-        ledger.forget_expired(now)
-        votes = ledger.live(ledger.votes, vote.answer_id, now) or {}
-        previous = votes.get(vote.voter)
-        if previous == vote.value:
-            return VoteResult(False, previous)
-        votes[vote.voter] = vote.value
-        ledger.votes[vote.answer_id] = (votes, now + keep_seconds)
-        if cell_keep_seconds > 0:
-            key = (vote.team_id, vote.day)
-            cells = ledger.live(ledger.cells, key, now) or {}
-            expires = max(ledger.cells.get(key, (cells, 0.0))[1], now + cell_keep_seconds)
-            ledger.cells[key] = (cells, expires)
-            counts = cells.setdefault((vote.asker, vote.channel, vote.model), {})
-            counts[f"feedback_{vote.value}"] = counts.get(f"feedback_{vote.value}", 0) + 1
-            if previous is not None:
-                counts[f"feedback_{previous}"] = counts.get(f"feedback_{previous}", 0) - 1
-        return VoteResult(True, previous)
-
-    async def set_channel_override(
-        self, team_id: str, channel: str, override: ChannelOverride | None
-    ) -> None:
-        overrides = self._ledger.overrides.setdefault(team_id, {})
-        if override is None:
-            overrides.pop(channel, None)
-        else:
-            overrides[channel] = override
-
-    async def channel_overrides(self, team_id: str) -> dict[str, ChannelOverride]:
-        return dict(self._ledger.overrides.get(team_id, {}))
-
-
-LEDGER_PRUNE_SECONDS = 60.0
-V = TypeVar("V")
-
-
-@dataclass
-class _Ledger:
-    """What a MemoryStore keeps for `ledger.py`, each entry with its expiry."""
-
-    # (team, day) -> ({(user, channel, model): {counter: n}}, expiry)
-    cells: dict[tuple[str, str], tuple[dict[tuple[str, str, str], dict[str, int]], float]] = field(
-        default_factory=dict
-    )
-    # (team, day or month, user or "" for the workspace) -> (spend, expiry)
-    spend: dict[tuple[str, str, str], tuple[Spend, float]] = field(default_factory=dict)
-    # answer id -> ({voter: value}, expiry)
-    votes: dict[str, tuple[dict[str, str], float]] = field(default_factory=dict)
-    overrides: dict[str, dict[str, ChannelOverride]] = field(default_factory=dict)
-    pruned_at: float = -math.inf
-
-    @staticmethod
-    def live(table: dict[K, tuple[V, float]], key: K, now: float) -> V | None:
-        """The entry at `key` unless it expired."""
-        entry = table.get(key)
-        return entry[0] if entry is not None and entry[1] > now else None
-
-    def forget_expired(self, now: float) -> None:
-        """Drop what expired; at most once a minute, since it looks at every entry."""
-        if now - self.pruned_at < LEDGER_PRUNE_SECONDS:
-            return
-        self.pruned_at = now
-        _prune(self.cells, now)
-        _prune(self.spend, now)
-        _prune(self.votes, now)
-
-
-def _prune(table: dict[K, tuple[V, float]], now: float) -> None:
-    for key in [k for k, (_, expires) in table.items() if expires <= now]:
-        del table[key]
