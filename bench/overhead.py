@@ -65,11 +65,6 @@ DELTA_CHARS = 4  # characters per delta: small, so that per-delta costs dominate
 HOLD_ARRIVALS = 25.0  # questions a second while answers are being held open (memory phase)
 IDLE_WINDOW = 8.0  # seconds of an idle bot whose Redis traffic is counted
 BENCH_COMMANDS = frozenset({"info", "config|resetstat", "config", "flushall"})
-# Commands a client sends itself (one round trip each; a MULTI/EXEC pipeline counts as its EXEC);
-# everything else in commandstats runs inside a Lua script or a transaction.
-ROUND_TRIP_COMMANDS = frozenset(
-    {"evalsha", "eval", "set", "get", "exec", "ping", "subscribe", "publish", "script|load"}
-)
 # The bot's settings for every run: production defaults, except a workspace edit budget large
 # enough that every answer is edited at the full per-message pace (1 edit/s), the bot's worst case.
 BOT_ENV = {
@@ -606,6 +601,12 @@ class Rig:
             found[f"{m['kind']} {m['labels']}"] += int(float(m["value"]))
         return found
 
+    async def store_calls(self) -> int:
+        """The bot's store calls so far, from its /metrics: one call is one round trip (a
+        script, a command or a pipeline). Redis's commandstats cannot tell a client's SET from
+        one inside a script."""
+        return sum(int(float(m[1])) for m in _STORE_CALLS_METRIC.finditer(await self._metrics()))
+
     async def commandstats(self) -> Counter[str]:
         """Calls per Redis command since the last reset, without the benchmark's own."""
         raw = await self.redis.info("commandstats")
@@ -621,6 +622,9 @@ class Rig:
         await self.sims.reset()
 
 
+_STORE_CALLS_METRIC = re.compile(
+    r"^slackstream_store_latency_seconds_count\{([^}]*)\} (\S+)$", re.MULTILINE
+)
 _IN_FLIGHT_METRIC = re.compile(r"^slackstream_answers_in_flight (\S+)$", re.MULTILINE)
 _ERROR_METRIC = re.compile(
     r"^slackstream_(?P<kind>store|slack|claude)_errors_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$",
@@ -848,11 +852,12 @@ async def redis_phase(rig: Rig, cases: list[tuple[str, Workload]], answers: int)
     rows = []
     for name, workload in cases:
         await rig.reset_counters()
-        before = await rig.errors()
+        before, sent = await rig.errors(), await rig.store_calls()
         stats = await rig.run(workload, answers, workload.seconds + 120)
         _require_completed(stats, answers, f"redis {name}")
         errors = _new_errors(before, await rig.errors())
         calls = await rig.commandstats()
+        round_trips = (await rig.store_calls() - sent) / answers
         per = {c: n / answers for c, n in calls.items()}
         rows.append(
             {
@@ -861,9 +866,7 @@ async def redis_phase(rig: Rig, cases: list[tuple[str, Workload]], answers: int)
                 "answer_chars": workload.deltas * workload.chars,
                 "nominal_seconds": round(workload.seconds, 1),
                 "commands_per_answer": round(sum(per.values()), 1),
-                "round_trips_per_answer": round(
-                    sum(n for c, n in per.items() if c in ROUND_TRIP_COMMANDS), 1
-                ),
+                "round_trips_per_answer": round(round_trips, 1),
                 "edits_per_answer": round(stats["calls"].get("chat.update", 0) / answers, 1),
                 "by_command": {c: round(n, 1) for c, n in sorted(per.items(), key=lambda x: -x[1])},
                 "bot_errors": errors,
@@ -872,14 +875,14 @@ async def redis_phase(rig: Rig, cases: list[tuple[str, Workload]], answers: int)
     # With no answer in flight, only background work should reach Redis (a janitor sweep every
     # 3.75 s); more means answers that ended left something running (e.g. a heartbeat loop).
     await rig.reset_counters()
+    sent = await rig.store_calls()
     await asyncio.sleep(IDLE_WINDOW)
     idle = await rig.commandstats()
+    idle_trips = await rig.store_calls() - sent
     return {
         "answers_per_case": answers,
         "cases": rows,
-        "idle_round_trips_per_second": round(
-            sum(n for c, n in idle.items() if c in ROUND_TRIP_COMMANDS) / IDLE_WINDOW, 2
-        ),
+        "idle_round_trips_per_second": round(idle_trips / IDLE_WINDOW, 2),
         "idle_by_command": dict(idle),
     }
 
@@ -954,6 +957,7 @@ async def concurrency_level(rig: Rig, n: int, seconds: float) -> dict[str, Any]:
     workload = Workload(deltas=round(DELTA_RATE * seconds), rate=DELTA_RATE)
     total = 2 * n
     await rig.reset_counters()
+    sent = await rig.store_calls()
     errors = await rig.errors()
     batch = await rig.ask(workload, total)
     pids = {
@@ -975,6 +979,7 @@ async def concurrency_level(rig: Rig, n: int, seconds: float) -> dict[str, Any]:
     await asyncio.gather(*posts)
     stats = await rig.wait_done(batch, seconds + 180)
     calls = await rig.commandstats()
+    round_trips = await rig.store_calls() - sent
     new_errors = _new_errors(errors, await rig.errors())
     measured = [ts for ts, _ in batch.questions[n:]]
     acks = [batch.acks[ts] * 1000 for ts in measured]
@@ -1003,9 +1008,7 @@ async def concurrency_level(rig: Rig, n: int, seconds: float) -> dict[str, Any]:
             for name in pids
         },
         "redis_commands_per_answer": round(sum(calls.values()) / total, 1),
-        "redis_round_trips_per_answer": round(
-            sum(n for c, n in calls.items() if c in ROUND_TRIP_COMMANDS) / total, 1
-        ),
+        "redis_round_trips_per_answer": round(round_trips / total, 1),
         "edits_per_answer": round(stats["calls"].get("chat.update", 0) / total, 1),
         "bot_errors": new_errors,
         "sustained": p99 < ACK_TARGET * 1000 and completed == total and not new_errors,
@@ -1228,7 +1231,9 @@ def report_sections(r: dict[str, Any]) -> list[str]:
             "",
             f"{rd['answers_per_case']} concurrent answers per case. *Commands* counts every "
             "command Redis executed, those inside Lua scripts and transactions included; "
-            "*round trips* counts what the bot sent (EVALSHA, SET, GET, EXEC, ...). Both include "
+            "*round trips* counts the bot's store calls (one script, command or pipeline each; "
+            "its `slackstream_store_latency_seconds_count`), since commandstats cannot tell a "
+            "client's SET from one inside a script. Both include "
             "the process's background sweeps (one EVALSHA every 3.75 s). Afterwards, with no "
             f"answer in flight, the bot sent {rd['idle_round_trips_per_second']} round trips/s "
             f"({_counts(rd['idle_by_command'])} in {IDLE_WINDOW:g} s; the janitor alone: "
