@@ -605,7 +605,7 @@ class Rig:
         """The bot's store calls so far, from its /metrics: one call is one round trip (a
         script, a command or a pipeline). Redis's commandstats cannot tell a client's SET from
         one inside a script."""
-        return sum(int(float(m[1])) for m in _STORE_CALLS_METRIC.finditer(await self._metrics()))
+        return sum(int(float(m[2])) for m in _STORE_CALLS_METRIC.finditer(await self._metrics()))
 
     async def commandstats(self) -> Counter[str]:
         """Calls per Redis command since the last reset, without the benchmark's own."""
