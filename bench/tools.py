@@ -6,8 +6,8 @@ process of their own, a throwaway redis-server): answers of D small deltas at 30
 plain, and after 3 web searches with a cited passage every 10 deltas (a citation, a marker and
 its source on every passage: more citations than real answers carry). The bot's CPU time is
 read from /proc around each batch; plain and tool-using batches alternate, `--rounds` times,
-and the medians are compared (one batch can be 10 % off the next on a shared machine). The bare loop (the SDK alone, the same streams) is reported
-beside each, as in `bench.overhead`.
+and the medians are compared (one batch can be 10 % off the next on a shared machine). The
+bare loop (the SDK alone, the same streams) is reported beside each, as in `bench.overhead`.
 
     python -m bench.tools              # 5 rounds (~6 min on 2 cores)
     python -m bench.tools --rounds 1   # quicker
