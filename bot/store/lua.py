@@ -228,10 +228,9 @@ return claimed
 """
 )
 
-# KEYS: user set, team set. ARGV: answer key prefix. Counts unfinished answers; an id whose
-# record is gone or finished without its index being cleaned is dropped, so counts stay exact.
-COUNT = """
-local user_set, team_set, answer_prefix = KEYS[1], KEYS[2], ARGV[1]
+# Needs `answer_prefix`: how many answers of an in-flight set are unfinished, dropping ids whose
+# record is gone or finished (COUNT and ADMISSION_VIEW share it, so the caps count alike).
+LIVE = """
 local function live(set)
   local n = 0
   for _, id in ipairs(redis.call('SMEMBERS', set)) do
@@ -244,8 +243,19 @@ local function live(set)
   end
   return n
 end
+"""
+
+# KEYS: user set, team set. ARGV: answer key prefix. Counts unfinished answers; an id whose
+# record is gone or finished without its index being cleaned is dropped, so counts stay exact.
+COUNT = (
+    """
+local user_set, team_set, answer_prefix = KEYS[1], KEYS[2], ARGV[1]
+"""
+    + LIVE
+    + """
 return {live(user_set), live(team_set)}
 """
+)
 
 # KEYS: thread zset. ARGV: answer key prefix, thread order of the question. Strictly earlier
 # questions only, so the asking answer never counts itself.
@@ -352,22 +362,14 @@ return 1
 # ARGV: answer key prefix, channel ('' for none).
 # Returns {mine, workspace, then answers/tokens/cost_micros of each spend, override JSON or ''}:
 # the caps (as COUNT), the budgets and the channel's override, for one round trip a question.
-ADMISSION_VIEW = """
+ADMISSION_VIEW = (
+    """
 local user_set, team_set = KEYS[1], KEYS[2]
 local user_day, user_month, team_month, overrides = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local answer_prefix, channel = ARGV[1], ARGV[2]
-local function live(set)
-  local n = 0
-  for _, id in ipairs(redis.call('SMEMBERS', set)) do
-    local phase = redis.call('HGET', answer_prefix .. id, 'phase')
-    if phase and phase ~= 'finished' then
-      n = n + 1
-    else
-      redis.call('SREM', set, id)
-    end
-  end
-  return n
-end
+"""
+    + LIVE
+    + """
 local reply = {live(user_set), live(team_set)}
 for _, key in ipairs({user_day, user_month, team_month}) do
   local spend = redis.call('HMGET', key, 'answers', 'tokens', 'cost_micros')
@@ -378,6 +380,7 @@ if channel ~= '' then override = redis.call('HGET', overrides, channel) or '' en
 reply[#reply + 1] = override
 return reply
 """
+)
 
 # KEYS: the day's cells, the asker's day spend, the asker's month spend, the workspace's month
 # spend, the index of days.
