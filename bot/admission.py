@@ -22,8 +22,9 @@ makes each message answered once. Each claim carries a token of its own, so a cl
 client re-sends after a timeout (its first attempt had run) is recognised as the same claim,
 not a duplicate. When the store is unreachable the claim falls back to this replica's memory:
 a duplicate that reaches *another* replica during the outage may then be answered twice,
-which is better than not answering at all. When the store has just lost its data (an empty
-restart), an answer first looks in the thread for an earlier answer to the same question.
+which is better than not answering at all. When the store has lost its data (an empty
+restart), a question asked before its data began may have been claimed in what was lost: its
+answer first looks in the thread for an earlier answer (`asked_before_data`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot import slackts
 from bot.budgets import Budgets, Calendar, Period
 from bot.channels import ChannelDirectory
 from bot.config import Settings
@@ -48,9 +50,8 @@ DEDUPE_TTL_SECONDS = 6 * 3600  # well past Slack's last retry (~5 min) and any c
 # Admission's store calls are bounded (store.instrumented.TIMEOUTS): an event is admitted
 # within this long whatever the store does, falling back to this replica's memory.
 ADMISSION_TIMEOUT_SECONDS = 4.0
-# After the store lost its data, questions are checked against the thread for this long: Slack's
-# retries of an event come within minutes.
-SUSPECT_WINDOW_SECONDS = 15 * 60.0
+# How far Slack's clock (a message's ts) and the store's (when its data began) may disagree.
+CLOCK_MARGIN_SECONDS = 10.0
 
 # Message subtypes that are not something a person asked: edits, deletions, joins, bot posts.
 IGNORED_SUBTYPES = frozenset(
@@ -188,7 +189,7 @@ class Admission:
                 self.metrics.events_deduped.inc()
                 log.info("duplicate event dropped", extra={"key": key})
                 return Verdict(False, "duplicate")
-            if data_age is not None and data_age < SUSPECT_WINDOW_SECONDS:
+            if data_age is not None and asked_before_data(q.ts, data_age, self.calendar.clock()):
                 intake.verify_first = True
         intake.dedupe_keys = keys
         return None
@@ -273,3 +274,12 @@ class Admission:
             channel=self.channels.resolve(q.channel, override),
             period=intake.period or self.calendar.period(),
         )
+
+
+def asked_before_data(question_ts: str, data_age: float, now: float) -> bool:
+    """Whether a question may have been claimed in data the store has since lost (a Redis
+    restarted empty): it was asked before, or about when, the store's data began. A question
+    asked later was claimed, if ever, in the data the store holds now, so its claim is the
+    whole truth and the thread need not be read back (`Answer` does that for the others)."""
+    asked = slackts.as_number(question_ts)
+    return asked is None or now - asked + CLOCK_MARGIN_SECONDS >= data_age

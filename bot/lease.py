@@ -103,9 +103,9 @@ class Lease:
         """Declare what the message shows (or is about to show): the text so far, and any of
         message_ts, part, offset, phase, footer, notes. It reaches the store with the next call
         that carries the lease: the next edit's budget request or the next renewal."""
-        if text is not None:
-            self._record = replace(self._record, text=text)
-        self._record = replace(self._record, **fields)  # type: ignore[arg-type]
+        changes = fields if text is None else {**fields, "text": text}
+        if changes:
+            self._record = replace(self._record, **changes)  # type: ignore[arg-type]
         self._pending.update(fields)
 
     def snapshot(self) -> AnswerRecord:

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Any
 
 import pytest
 
 from bot.sim.claude import Script
+from bot.sim.events import mention_envelope
 from bot.sim.redis import RedisServer
 from bot.sim.replica import Replica
+from bot.sim.rig import BOT_USER
 from bot.sim.slack import SimMessage, SlackSim
-from tests.harness import ALICE, BOB, CHANNEL, simulators
+from bot.store import RedisStore
+from tests.harness import ALICE, BOB, CHANNEL, TEAM, running_bot, simulators
 from tests.test_replicas import ask, final, replicas
 
 STEADY = Script(text="a steady answer that takes a while. " * 40, chunk_chars=12, chunk_delay=0.05)
@@ -123,6 +127,45 @@ async def test_redis_frozen_ten_seconds_drops_no_question_and_cuts_no_answer(
         answered_once(slack, question)
     assert "duplicate event dropped" not in logs
     assert "Traceback" not in logs
+
+
+async def test_only_questions_older_than_the_stores_data_are_looked_for_in_their_thread(
+    redis_url: str,
+) -> None:
+    """A question asked before Redis's data began may have been claimed, and answered, in data
+    Redis has since lost: its thread is read back first. A question asked since was claimed in
+    the data Redis holds, so it costs no extra Slack call."""
+    shift = [-120.0]  # the store's clock, injected: its data began two minutes ago
+    store = RedisStore.from_url(redis_url, clock=lambda: time.time() + shift[0])
+    await store.claim_event("event:Ev0", 60, "t0")
+    shift[0] = 0.0
+    async with simulators(claude_default=QUICK) as (slack, claude):
+        async with running_bot(slack, claude, store=store) as h:
+            new = await h.mention("asked after the data began")
+            await h.finished(new)
+            old = slack.store(
+                SimMessage(
+                    channel=CHANNEL,
+                    ts=f"{time.time() - 300:.6f}",  # asked before Redis came back empty
+                    user=ALICE,
+                    bot_id=None,
+                    text=f"<@{BOT_USER}> asked before the data began",
+                )
+            )
+            envelope = mention_envelope(
+                team_id=TEAM, channel=CHANNEL, user=ALICE, text=old.text, ts=old.ts,
+                bot_user_id=BOT_USER,
+            )  # fmt: skip
+            assert (await h.poster.post_event(envelope))[0] == 200
+            await h.finished(old)
+    read_back = [
+        c.params.get("ts")
+        for c in slack.calls_to("conversations.replies")
+        if c.params.get("include_all_metadata") in (True, "true", "1")
+    ]
+    assert read_back == [old.ts]
+    for asked in (new, old):
+        answered_once(slack, asked)
 
 
 def _text(slack: SlackSim, asked: SimMessage) -> str:

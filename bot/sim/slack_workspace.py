@@ -4,13 +4,13 @@ message with each version of it, and who is told when it changes."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bot.sim.slack_payloads import ApiError, JsonDict, block_texts
 from bot.slackts import ts_key
 
-_TS_EPOCH = 1_700_000_000
 _TS_STEP = 100  # microseconds between two generated timestamps
 
 
@@ -71,7 +71,7 @@ class Workspace:
         self._clock = clock
         self._channels: dict[str, bool] = {}  # channel id -> the bot is a member
         self._messages: dict[tuple[str, str], SimMessage] = {}
-        self._ts_counter = 0
+        self._ts_micros = 0
         self.add_user(bot_user_id, "slackstream", is_bot=True)
         self.bots[bot_id] = {
             "id": bot_id,
@@ -153,9 +153,11 @@ class Workspace:
         return self.store(message)
 
     def next_ts(self) -> str:
-        self._ts_counter += _TS_STEP
-        seconds, micros = divmod(self._ts_counter, 1_000_000)
-        return f"{_TS_EPOCH + seconds}.{micros:06d}"
+        """A new message's ts: as Slack's, the wall clock's microseconds (the bot compares it
+        with the store's clock), strictly increasing within the workspace."""
+        self._ts_micros = max(self._ts_micros + _TS_STEP, int(time.time() * 1_000_000))
+        seconds, micros = divmod(self._ts_micros, 1_000_000)
+        return f"{seconds}.{micros:06d}"
 
     def thread_root(self, channel: str, thread_ts: str | None) -> str | None:
         """A reply to a reply joins the parent's thread; the parent learns it has a thread."""

@@ -125,8 +125,12 @@ class Checkpoint:
     footer: str | None = None
     notes: tuple[str, ...] | None = None
 
+    def given(self) -> dict[str, Any]:
+        """The fields to record (every edit builds one: read directly, not deep-copied)."""
+        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+
     def as_json(self) -> str:
-        given = {k: v for k, v in asdict(self).items() if v is not None}
+        given = self.given()
         if "notes" in given:
             given["notes"] = json.dumps(list(given["notes"]))
         if "phase" in given:
@@ -134,7 +138,7 @@ class Checkpoint:
         return json.dumps(given, ensure_ascii=False)
 
     def __bool__(self) -> bool:
-        return any(v is not None for v in asdict(self).values())
+        return any(getattr(self, f.name) is not None for f in fields(self))
 
 
 class LeaseState(enum.StrEnum):
