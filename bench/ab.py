@@ -122,7 +122,8 @@ def compare(against: str, rounds: int, runs: int, budget: str) -> dict[str, Any]
                 for tree, into in order if n % 2 else order[::-1]:
                     into.extend(run_in(tree, budget, runs))
                 rows.append([n, *_fmt(theirs[-runs:]), *_fmt(ours[-runs:])])
-                print(f"round {n}: {against} {theirs[-runs:]} · this checkout {ours[-runs:]}")
+                print(f"round {n}: {against} {_fmt(theirs[-runs:])[0]} s · "
+                      f"this checkout {_fmt(ours[-runs:])[0]} s", flush=True)  # fmt: skip
         finally:
             subprocess.run(
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other)],
@@ -130,6 +131,7 @@ def compare(against: str, rounds: int, runs: int, budget: str) -> dict[str, Any]
                 capture_output=True,
             )
     per_delta = 1e6 / (ANSWERS * DELTAS)
+    pairs = [o / t for o, t in zip(ours, theirs, strict=True)]
     return {
         "against": against,
         "budget": budget,
@@ -141,7 +143,9 @@ def compare(against: str, rounds: int, runs: int, budget: str) -> dict[str, Any]
         "ours_cpu_seconds": ours,
         "theirs_median_us_per_delta": round(statistics.median(theirs) * per_delta, 1),
         "ours_median_us_per_delta": round(statistics.median(ours) * per_delta, 1),
-        "change": round(statistics.median(ours) / statistics.median(theirs) - 1, 3),
+        # Each round's runs against the other code's in the same round: drift cancels.
+        "change": round(statistics.median(pairs) - 1, 3),
+        "change_range": [round(min(pairs) - 1, 3), round(max(pairs) - 1, 3)],
         "rows": rows,
     }
 
@@ -151,15 +155,15 @@ def _fmt(seconds: list[float]) -> list[str]:
 
 
 def render(r: dict[str, Any]) -> str:
-    from bench.common import markdown_table
+    from bench.common import code_text, machine_text, markdown_table
 
-    code = r["bot_code"]
-    ours = code["commit"] + (" with bot/ modified" if code["bot_modified"] else "")
+    ours = code_text(r["bot_code"])
+    low, high = r["change_range"]
     return "\n".join(
         [
             "# This checkout against another commit: the bot's CPU (`bench/ab.py`)",
             "",
-            f"Measured {r['date']} on {r['machine']}.",
+            f"Measured {r['date']} on {machine_text(r['machine'])}.",
             "",
             f"Command: `{r['command']}` (total {r['elapsed_seconds']} s).",
             "",
@@ -169,8 +173,10 @@ def render(r: dict[str, Any]) -> str:
             "",
             markdown_table(["round", f"{r['against']} (s)", "this checkout (s)"], r["rows"]),
             "",
-            f"Median µs per delta: {r['against']} **{r['theirs_median_us_per_delta']}**, this "
-            f"checkout **{r['ours_median_us_per_delta']}**: **{r['change']:+.1%}**.",
+            f"Median µs per delta: {r['against']} {r['theirs_median_us_per_delta']}, this "
+            f"checkout {r['ours_median_us_per_delta']}. This checkout's CPU against "
+            f"{r['against']}'s in the same round, median over the rounds: "
+            f"**{r['change']:+.1%}** (from {low:+.1%} to {high:+.1%}).",
             "",
         ]
     )

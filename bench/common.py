@@ -1,5 +1,5 @@
-"""What both benchmarks need: where results go, percentiles, the machine they ran on, Markdown
-tables, and writing the results."""
+"""What every benchmark needs: where results go, percentiles, the machine and the bot code they
+ran on (and one way to name each in a report), Markdown tables, and writing the results."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import os
 import platform
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,25 @@ def machine(**extra: Any) -> dict[str, Any]:
         "packages": {p: version(p) for p in PACKAGES},
         **extra,
     }
+
+
+def machine_text(m: Mapping[str, Any]) -> str:
+    """A `machine()` in one line: "2 × AMD EPYC, Linux …, Python 3.11.7, redis-server 7.0.15;
+    anthropic 2.17.0, …" (redis-server and Pillow when the benchmark recorded them)."""
+    parts = [f"{m['nproc']} × {m['cpu_model']}", f"Linux {m['kernel']}", f"Python {m['python']}"]
+    parts += [f"{name} {m[key]}" for key, name in _EXTRAS if m.get(key)]
+    packages = ", ".join(f"{name} {v}" for name, v in m.get("packages", {}).items())
+    return ", ".join(parts) + (f"; {packages}" if packages else "")
+
+
+_EXTRAS = (("redis", "redis-server"), ("pillow", "Pillow"))
+
+
+def code_text(code: Mapping[str, Any]) -> str:
+    """A `bot_code()` in a few words: the commit, and whether bot/ differed from it."""
+    return str(code["commit"]) + (
+        " with uncommitted changes under bot/" if code["bot_modified"] else ""
+    )
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = "") -> str:

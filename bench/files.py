@@ -42,7 +42,9 @@ from typing import Any
 from bench.common import (
     RESULTS,
     bot_code,
+    code_text,
     machine,
+    machine_text,
     markdown_table,
     percentile,
     write_json,
@@ -359,10 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     prep = markdown_table(["step (one thread)", "p50 (ms)", "p90 (ms)"], step_rows, "lrr")
     text = (
-        f"# Files benchmark\n\n`{command}` — bot {code['commit']}"
-        f"{' (modified)' if code['bot_modified'] else ''}, {meta['total_seconds']} s, "
-        f"{meta['machine']['nproc']} CPUs ({meta['machine']['cpu_model']}), Python "
-        f"{meta['machine']['python']}, Pillow {meta['machine']['pillow']}.\n\n"
+        f"# Files benchmark\n\n`{command}` — bot {code_text(code)}, {meta['total_seconds']} s, "
+        f"{machine_text(meta['machine'])}.\n\n"
         f"Files: a {len(fx.pdf) / 1e6:.2f} MB PDF ({meta['files']['pdf_pages']} pages), a "
         f"{len(fx.photo) / 1e6:.2f} MB 12-megapixel JPEG (4032 × 3024). {args.runs} questions "
         "per row.\n\n" + table + "\n\n" + prep + "\n"

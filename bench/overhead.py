@@ -46,7 +46,16 @@ import aiohttp
 import redis.asyncio
 from aiohttp import web
 
-from bench.common import RESULTS, ROOT, machine, markdown_table, percentile, write_json, write_text
+from bench.common import (
+    RESULTS,
+    ROOT,
+    machine,
+    machine_text,
+    markdown_table,
+    percentile,
+    write_json,
+    write_text,
+)
 from bot.config import DEFAULT_SYSTEM_PROMPT, Settings
 from bot.render import STOP_ACTION_ID
 from bot.sim.claude import ClaudeSim, Script
@@ -1381,10 +1390,7 @@ def render_markdown(r: dict[str, Any], command: str) -> str:
     head = [
         "# Cost of the bot itself (`bench/overhead.py`)",
         "",
-        f"Measured {r['date']} on {m['nproc']} × {m['cpu_model']}, Linux {m['kernel']}, "
-        f"Python {m['python']}, Redis {m['redis']}; "
-        + ", ".join(f"{k} {v}" for k, v in m["packages"].items())
-        + ".",
+        f"Measured {r['date']} on {machine_text(m)}.",
         "",
         f"Command: `{command}` (total {r['elapsed_seconds']:.0f} s).",
         "",

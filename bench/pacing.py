@@ -45,7 +45,9 @@ from bench import peers
 from bench.common import (
     RESULTS,
     bot_code,
+    code_text,
     machine,
+    machine_text,
     markdown_table,
     percentile,
     write_json,
@@ -854,17 +856,13 @@ def write_results_json(
 
 
 def report(summaries: Sequence[Summary], all_checks: Sequence[Check], meta: dict[str, Any]) -> str:
-    m = meta["machine"]
-    redis = f", Redis {meta['redis_server']}" if meta.get("redis_server") else ""
-    code = meta["bot_code"]
-    changed = " plus uncommitted changes under bot/" if code["bot_modified"] else ""
+    m = {**meta["machine"], "redis": meta.get("redis_server")}
     return "\n".join(
         [
             "# Pacing benchmark: results",
             "",
             f"Command: `{meta['command']}` (seed {meta['seed']}). "
-            f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, Python {m['python']}{redis}. "
-            f"Bot: commit {code['commit']}{changed}.",
+            f"Machine: {machine_text(m)}. Bot: commit {code_text(meta['bot_code'])}.",
             f"Slack emulated: chat.update {SLACK_UPDATES_PER_MINUTE:g}/min, burst "
             f"{SLACK_UPDATE_BURST:g}, {1000 * SLACK_LATENCY:g} ms per call. Claude: "
             f"{CHARS_PER_SECOND:g} chars/s in {DELTA_CHARS[0]}-{DELTA_CHARS[1]}-char deltas, "

@@ -27,7 +27,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, bot_code, machine, markdown_table, write_json, write_text
+from bench.common import (
+    RESULTS,
+    bot_code,
+    code_text,
+    machine,
+    machine_text,
+    markdown_table,
+    write_json,
+    write_text,
+)
 from bench.overhead import BOT_LOOP, Rig, Workload, _log, _require_completed, cpu_case
 
 TARGET = 1.10  # the tool-using answer's CPU per delta over the plain one's
@@ -92,17 +101,13 @@ def report(meta: dict[str, Any], cases: list[dict[str, Any]], result: dict[str, 
         ["round", "answers of", "bot µs/delta", "bare loop µs/delta", "edits/answer"], rows
     )
     verdict = "met" if result["met"] else "NOT met"
-    m = meta["machine"]
-    code = meta["bot_code"]["commit"] + (
-        " (bot/ modified)" if meta["bot_code"]["bot_modified"] else ""
-    )
+    code = code_text(meta["bot_code"])
     return "\n".join(
         [
             "# Tools benchmark: CPU per delta with web search and citations",
             "",
             f"Command: `{meta['command']}` · {meta['date']} · bot at {code}",
-            f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), Linux {m['kernel']}, "
-            f"Python {m['python']}",
+            f"Machine: {machine_text(meta['machine'])}",
             "",
             f"Median bot CPU per delta: **{result['plain_us_per_delta']} µs** plain, "
             f"**{result['tools_us_per_delta']} µs** with 3 searches and a citation every "
