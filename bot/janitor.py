@@ -213,7 +213,9 @@ class Janitor:
             footer, notes = record.footer or None, list(record.notes)
             feedback = self.feedback(record) if self.feedback is not None else None
         else:
-            footer, notes = None, [render.interrupted_note(RECOVERY_REASON)]
+            # While streaming, the notes hold the Sources list of the text shown so far.
+            kept = [note for note in record.notes if note]
+            footer, notes = None, [*kept, render.interrupted_note(RECOVERY_REASON)]
         sent = await message.finish(record.text, footer=footer, notes=notes, feedback=feedback)
         if not sent.delivered:
             return _given_up(sent, answer_log)

@@ -1,7 +1,8 @@
 """Paced edits of one answer's message while Claude's stream runs: what to show next comes
 from `pacing.plan_edit`, when from the workspace budget; long answers move on to the next
 message; a status line says when Claude is thinking. Every edit first records its text in the
-store (through the lease, with the budget's token), so the store holds what readers see.
+store (through the lease, with the budget's token), so the store holds what readers see, and
+the Sources list that text cites (as the record's notes until the answer finishes).
 
 The publisher stops when the stream ends or the answer is asked to stop (`ending`); Slack
 refusing the message for good becomes a stop request, never a retry."""
@@ -73,6 +74,7 @@ class Publisher:
         self.first_shown = False
         self.thinking_shown = False
         self.activity_shown = 0  # the trail's `activity_seq` the message shows
+        self.sources_noted = 0  # how many cited sources the store's record lists
         self.thread_status_set = False  # assistant.threads.setStatus was used: clear it at the end
 
     async def run(self) -> None:
@@ -124,7 +126,14 @@ class Publisher:
         """Show the newest text: 0.0 when shown, else seconds before trying again."""
         st = self.state
         text = st.text()
-        self.lease.note(text=text)  # recorded with the budget's token, before Slack shows it
+        # Recorded with the budget's token, before Slack shows it; with the Sources list the
+        # text's superscripts number, so that a janitor finishing it keeps that list too.
+        cited = st.trail.sources
+        if len(cited.numbers) != self.sources_noted:
+            self.sources_noted = len(cited.numbers)
+            self.lease.note(text=text, notes=(render.sources_note(cited.listed()) or "",))
+        else:
+            self.lease.note(text=text)
         wanted = self.wanted
         if kind is EditKind.FIRST:
             wanted = lambda: self.wanted() and not st.done.is_set()  # noqa: E731

@@ -1,8 +1,8 @@
 """Everything at once, on a fixed seed: two real `serve` replicas, one Redis, 44 people asking,
-while Claude drops connections, reports errors, answers 529 and goes silent; Slack fails calls,
-loses responses and rate-limits a burst; Redis restarts empty and later freezes; one replica is
-SIGKILLed and comes back under the same REPLICA_ID; and Slack delivers some events again, to
-both replicas.
+while Claude searches the web (some turns pausing and continuing), drops connections, reports
+errors, answers 529 and goes silent; Slack fails calls, loses responses and rate-limits a burst;
+Redis restarts empty and later freezes; one replica is SIGKILLed and comes back under the same
+REPLICA_ID; and Slack delivers some events again, to both replicas.
 
 Whatever happened, from Slack's side: every question is answered exactly once, every message
 is finished, and an answer that Claude completed is never marked `[interrupted]` unless the
@@ -37,14 +37,17 @@ KILL_AT, BACK_AFTER = 20.0, 2.0
 RATE_LIMIT_AT, RATE_LIMIT_FOR = 25.0, 3.0
 # What Claude does, by share of the questions. Completed answers must never read [interrupted].
 FAULTS = [
-    ("", 0.55),  # a normal answer
+    ("", 0.43),  # a normal answer
     ("[sim:overloaded 1]", 0.10),  # one 529, retried by the SDK, then a normal answer
+    ("[sim:search 2]", 0.06),  # two web searches, then text citing them
+    ("[sim:search 1] [sim:pause]", 0.06),  # pause_turn after the search: a continuation
     ("[sim:drop]", 0.09),
     ("[sim:error]", 0.09),
     ("[sim:stall]", 0.09),
     ("[sim:overloaded]", 0.08),  # 529 on every attempt: one clear line, no answer
 ]
-COMPLETES = {"", "[sim:overloaded 1]"}
+COMPLETES = {"", "[sim:overloaded 1]", "[sim:search 2]", "[sim:search 1] [sim:pause]"}
+LOOKS_UP = {"[sim:search 2]", "[sim:search 1] [sim:pause]"}
 ENV: dict[str, Any] = {
     "stream_idle_timeout_seconds": 2,
     "max_answers_per_user": 10,
@@ -200,6 +203,8 @@ async def test_chaos(redis_server: RedisServer, redis_url: str) -> None:
             problems.append(f"{label}: a completed answer marked interrupted: {last}")
         if a.fault in COMPLETES and "[interrupted" not in text and "Tokens:" not in text:
             problems.append(f"{label}: no footer: {last}")
+        if a.fault in LOOKS_UP and "Tokens:" in text and "Sources" not in text:
+            problems.append(f"{label}: a cited answer without its Sources list")
     assert problems == [], "\n".join(problems)
     assert len(asked) >= 40
     assert {a.fault for a in asked} == {f for f, _ in FAULTS}  # every kind of fault happened

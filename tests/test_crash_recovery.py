@@ -19,6 +19,7 @@ from bot.app import SlackStream
 from bot.lifecycle import RECOVERY_REASON, Phase
 from bot.serving import start_http
 from bot.sim.claude import Script
+from bot.sim.claude_scripts import Lookup, Say
 from bot.sim.redis import RedisServer
 from bot.sim.replica import Replica
 from bot.sim.slack import SimMessage, SlackSim
@@ -92,6 +93,43 @@ async def test_recovery_keeps_every_character_readers_saw(redis_url: str, edits:
         shown = seen[0].strip()
         assert shown and shown != "Thinking…"
         assert body(message.visible_text()).startswith(shown), (shown, message.visible_text())
+
+
+async def test_recovery_keeps_the_sources_list_of_the_cited_text_readers_saw(
+    redis_url: str,
+) -> None:
+    """Readers saw a superscript ¹; the janitor's finished message lists what it numbers."""
+    page = ("https://docs.example.org/rate-limits", "Rate limits | Example Docs")
+    cited = Script(
+        steps=[
+            Say("Let me look. "),
+            Lookup("web_search", {"query": "edit rate"}, results=[page]),
+            Say("Edits are paced per message", cites=[0]),
+            Say(". " + PROSE * 40),
+        ],
+        chunk_chars=8,
+        chunk_delay=0.03,
+    )
+    async with simulators(claude_default=cited) as (slack, claude):
+        async with replicas(slack, claude, redis_url) as (a, _b):
+            seen: list[str] = []
+
+            def cites_shown(kind: str, message: SimMessage) -> bool:
+                if kind == "updated" and "¹" in message.visible_text():
+                    seen.append(message.visible_text())
+                    return True
+                return False
+
+            killed = kill_when(slack, a, cites_shown)
+            asked, _ = await ask(a, slack, "how often may a bot edit?")
+            await asyncio.wait_for(killed.wait(), 15)
+            await slack.wait_for(lambda: finished(slack, asked), timeout=LEASE * 5)
+    [message] = answer_messages(slack, asked)
+    text = message.visible_text()
+    assert body(text).startswith(seen[0].strip()), (seen[0], text)
+    sources = text.index("Sources")
+    assert "Rate limits Example Docs" in text[sources:], text
+    assert text.rstrip().endswith(f"[interrupted: {RECOVERY_REASON}]"), text
 
 
 @pytest.mark.parametrize("moment", ["part-0-finished", "part-1-posted", "part-1-edited"], ids=str)

@@ -68,7 +68,9 @@ class AnswerRecord:
     offset: int = 0  # where that message's part starts in `text`
     text: str = ""  # the answer as far as it is (or is about to be) shown
     footer: str = ""  # the final footer, recorded when finishing
-    notes: tuple[str, ...] = ()  # the final notes, recorded when finishing
+    # The notes the message ends with: the final ones once finishing; while streaming, the
+    # Sources list of the text shown (a janitor adds `[interrupted]` after it).
+    notes: tuple[str, ...] = ()
     outcome: str = ""  # how it ended (tombstones only)
     model: str = ""
     dedupe_keys: tuple[str, ...] = ()  # claimed again if the record has to be registered again
