@@ -9,7 +9,8 @@ an older commit is measured by its own harness. Taking turns is the point: on a 
 machine the CPU per delta of the same code drifts by 20 % between runs minutes apart, and
 back-to-back pairs cancel most of that drift; a ratio of two single runs does not.
 
-Prints each round and the medians; writes bench/results/ab.md and ab.json.
+Prints each round and the medians; writes bench/results/ab.md and ab.json (ab-default.* with
+`--budget default`).
 """
 
 from __future__ import annotations
@@ -202,8 +203,9 @@ def main() -> None:
     )
     text = render(results)
     print(text)
-    write_json(RESULTS / "ab.json", results, indent=2)
-    write_text(RESULTS / "ab.md", text)
+    name = "ab" if args.budget == "full" else f"ab-{args.budget}"
+    write_json(RESULTS / f"{name}.json", results, indent=2)
+    write_text(RESULTS / f"{name}.md", text)
 
 
 if __name__ == "__main__":
