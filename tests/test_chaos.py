@@ -56,6 +56,34 @@ ENV: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True)
+class Planned:
+    """One question, drawn before the run so that timing cannot change what is asked."""
+
+    fault: str
+    size: int
+    home: str
+    gap: float  # seconds before asking it
+    again_after: float | None  # Slack delivers it again after this long, to both replicas
+
+
+def plan_questions(rng: random.Random, homes: list[str]) -> list[Planned]:
+    """Every kind of fault at least once, the rest by weight, in a seeded order."""
+    kinds = [f for f, _ in FAULTS]
+    faults = kinds + rng.choices(kinds, [w for _, w in FAULTS], k=PEOPLE - len(kinds))
+    rng.shuffle(faults)
+    return [
+        Planned(
+            fault=fault,
+            size=rng.randrange(400, 4000),
+            home=rng.choice(homes),
+            gap=SPREAD_SECONDS / PEOPLE * rng.uniform(0.3, 1.7),
+            again_after=rng.choice([0.0, 0.3, 2.0, 6.0]) if rng.random() < 0.35 else None,
+        )
+        for fault in faults
+    ]
+
+
 @dataclass
 class Asked:
     message: SimMessage
@@ -74,16 +102,17 @@ def start_replica(name: str, slack: SlackSim, claude_url: str, redis_url: str) -
 async def test_chaos(redis_server: RedisServer, redis_url: str) -> None:
     if not redis_server.managed:
         pytest.skip("needs a redis-server this test may restart and freeze")
-    rng = random.Random(SEED)
+    # Two streams of draws: the questions are fixed before the run; Slack's faults draw from
+    # their own generator, so however the tasks interleave, the same questions are asked.
+    names = ["chaos-a", "chaos-b"]
+    plan = plan_questions(random.Random(SEED), names)
+    fault_rng = random.Random(SEED + 1)
     claude_default = functools.partial(default_script, chunk_delay=0.02)
     async with simulators(claude_default=claude_default) as (slack, claude):
         people = [f"U0P{i:02d}" for i in range(PEOPLE)]
         for person in people:
             slack.add_user(person, person.lower())
-        replicas = {
-            name: start_replica(name, slack, claude.base_url, redis_url)
-            for name in ("chaos-a", "chaos-b")
-        }
+        replicas = {name: start_replica(name, slack, claude.base_url, redis_url) for name in names}
         await asyncio.gather(*(r.start() for r in replicas.values()))
         alive = set(replicas)
         asked: list[Asked] = []
@@ -96,10 +125,9 @@ async def test_chaos(redis_server: RedisServer, redis_url: str) -> None:
             status, _ = await replicas[target].poster.post_event(envelope, retry_num=retry)
             assert status in (200, 503)
 
-        async def ask(i: int, person: str) -> None:
-            fault = rng.choices([f for f, _ in FAULTS], [w for _, w in FAULTS])[0]
-            size = rng.randrange(400, 4000)
-            text = f"<@UBOT> question {i} [sim:long {size}] {fault}".strip()
+        async def ask(i: int, person: str, planned: Planned) -> None:
+            fault = planned.fault
+            text = f"<@UBOT> question {i} [sim:long {planned.size}] {fault}".strip()
             message = slack.post_user_message(CHANNEL, text, user=person)
             envelope = mention_envelope(
                 team_id=TEAM,
@@ -109,12 +137,11 @@ async def test_chaos(redis_server: RedisServer, redis_url: str) -> None:
                 ts=message.ts,
                 bot_user_id="UBOT",
             )
-            home = rng.choice(sorted(alive))
+            home = planned.home if planned.home in alive else next(iter(alive))
             entry = Asked(message, envelope, fault, home, time.monotonic() - started)
             asked.append(entry)
             await deliver(home, envelope, None)
-            if rng.random() < 0.35:  # Slack delivers it again, to both replicas
-                delay = rng.choice([0.0, 0.3, 2.0, 6.0])
+            if (delay := planned.again_after) is not None:
 
                 async def redeliver() -> None:
                     await asyncio.sleep(delay)
@@ -129,10 +156,10 @@ async def test_chaos(redis_server: RedisServer, redis_url: str) -> None:
         async def slack_faults() -> None:
             """Now and then a 5xx on an edit and a lost response on a post."""
             while time.monotonic() - started < SPREAD_SECONDS:
-                await asyncio.sleep(rng.uniform(1.0, 3.0))
+                await asyncio.sleep(fault_rng.uniform(1.0, 3.0))
                 slack.fail_next.setdefault("chat.update", []).append("http_500")
                 slack.fail_next.setdefault("chat.postMessage", []).append(
-                    rng.choice([LOST_RESPONSE, "http_503", "internal_error"])
+                    fault_rng.choice([LOST_RESPONSE, "http_503", "internal_error"])
                 )
 
         async def infrastructure_faults() -> None:
@@ -166,9 +193,9 @@ async def test_chaos(redis_server: RedisServer, redis_url: str) -> None:
                 asyncio.create_task(slack_faults()),
                 asyncio.create_task(infrastructure_faults()),
             ]
-            for i, person in enumerate(people):
-                await asyncio.sleep(SPREAD_SECONDS / PEOPLE * rng.uniform(0.3, 1.7))
-                await ask(i, person)
+            for i, (person, planned) in enumerate(zip(people, plan, strict=True)):
+                await asyncio.sleep(planned.gap)
+                await ask(i, person, planned)
             await asyncio.gather(*chaos)
             while background:
                 await asyncio.gather(*background)
