@@ -13,12 +13,13 @@ from bot.config import Settings
 from bot.lease import Lease, Outbox
 from bot.logs import ContextLog
 from bot.metrics import Metrics
-from bot.pacing import EditKind, PacingPolicy, budget_claim
+from bot.pacing import BudgetClaim, EditKind, PacingPolicy, budget_claim
 from bot.store import LeaseState, Store, StoreError
 
 Clock = Callable[[], float]
 
 NOT_NOW = math.inf  # the answer's lease is gone: no edit is wanted any more
+WANTED_CHECK_SECONDS = 1.0  # how often a long wait for a token looks whether it is still wanted
 
 
 class EditBudget:
@@ -64,7 +65,8 @@ class EditBudget:
         else the seconds before it is worth asking again (the edit is skipped).
 
         Edits that must wait (final, continuation, a fresh first text) ask again until they
-        get a token, keeping their place by `asked_at`; the others are skipped. A waiting edit
+        get a token, keeping their place by `asked_at` (finals and continuations in the
+        budget's waiting line, see `pacing`); the others are skipped. A waiting edit
         stops waiting once `wanted()` is false, and its waits end early when `woken` is set
         (a first text is not worth a token once the stream has ended: the final edit shows it).
         """
@@ -87,7 +89,7 @@ class EditBudget:
                 burst=self.settings.workspace_edit_burst,
             )
             try:
-                grant_wait, lease_state = await self._request(claim.reserve)
+                grant_wait, lease_state = await self._request(claim, waited=now - asked_at)
             except StoreError:
                 # Unreachable, or too slow (a stalled Redis): the edit goes out unbudgeted, and
                 # per-message pacing still holds.
@@ -103,14 +105,26 @@ class EditBudget:
                 return grant_wait
             if self.hurry.is_set():
                 return 0.0  # shutting down: a final edit goes out rather than wait its turn
-            if woken is None:
-                await asyncio.sleep(grant_wait)
-            else:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(grant_wait):
-                        await woken.wait()
+            await self._wait_turn(grant_wait, wanted, woken or self.hurry)
 
-    async def _request(self, reserve: float) -> tuple[float, LeaseState | None]:
+    async def _wait_turn(
+        self, seconds: float, wanted: Callable[[], bool], wake: asyncio.Event
+    ) -> None:
+        """Until the budget said to ask again: a place in the waiting line can be a minute
+        away, so the wait ends early when `wake` is set, and `wanted()` is looked at every
+        WANTED_CHECK_SECONDS (a stopped answer or a lost lease does not keep a task waiting)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        while (left := until - loop.time()) > 0 and not wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, WANTED_CHECK_SECONDS)):
+                    await wake.wait()
+            if not wanted():
+                return
+
+    async def _request(
+        self, claim: BudgetClaim, *, waited: float
+    ) -> tuple[float, LeaseState | None]:
         """One token request, with the lease's pending checkpoint when there is a lease."""
         sending = self.lease.sending() if self.lease else _no_lease()
         async with sending as outbox:
@@ -118,10 +132,12 @@ class EditBudget:
                 self.team_id,
                 per_minute=self.settings.workspace_edits_per_minute,
                 burst=self.settings.workspace_edit_burst,
-                reserve=reserve,
+                reserve=claim.reserve,
                 answer_id=self.answer_id,
                 token=self.lease.token if self.lease and self.lease.registered else "",
                 checkpoint=outbox.checkpoint,
+                waits=claim.lines_up,
+                waited=waited,
             )
             outbox.applied = (
                 grant.granted and grant.lease is LeaseState.HELD and not grant.text_rejected

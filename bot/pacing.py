@@ -6,7 +6,7 @@ Slack's `chat.update` budget (Tier 3, ~50 a minute), held as a token bucket in t
 
 Priorities within that shared budget are expressed as a *reserve*: the number of tokens that must
 remain in the bucket after an edit takes one. Each waiting edit asks again when the bucket reaches
-its own threshold (1 + reserve), so lower reserves are served first, with no central queue:
+its own threshold (1 + reserve), so lower reserves are served first:
 
 - final and continuation edits, and an answer's first text while it is fresh (within
   FIRST_TEXT_PRIORITY_SECONDS of its first words), ask for (almost) no reserve, in arrival order;
@@ -15,6 +15,14 @@ its own threshold (1 + reserve), so lower reserves are served first, with no cen
   next token, stalest first;
 - before that, it may only use a token the others can spare: a *cushion* of one token per other
   answer competing stays in the bucket (each of them will need its final edit).
+
+Final and continuation edits, which wait as long as it takes, stand in the bucket's *waiting
+line*, ordered by when they began asking (also the order of their reserves). A waiter keeps one
+token for each waiter ahead of it, and a refused one is told to come back once those tokens have
+come too, not at the next token: a line of N final edits asks about N times in all, not N times
+per token (and is served in order however late each wakes). A waiter that gives up (its answer
+was stopped, its process is going away) just stops asking; its place lapses a little after it
+was due back, so it holds the others up by at most that long.
 
 In a quiet workspace nothing is held back and an answer is edited every `interval`. In a busy one
 the budget goes to finals and to the text that has waited longest, and the cushion lets a final
@@ -26,7 +34,7 @@ asked at once, a short answer may go from the placeholder straight to its final 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class EditKind(enum.Enum):
@@ -132,6 +140,8 @@ FIRST_TEXT_PRIORITY_SECONDS = 1.0
 # with unshown text ask every few seconds. Finished answers stay counted until then, which smooths
 # the count: a batch of answers asked together keeps its fair period while its finals go out.
 COMPETING_WINDOW_SECONDS = 20.0
+# A waiter's place in the waiting line lapses this long after it was due to ask again.
+LINE_GRACE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +150,9 @@ class BudgetClaim:
 
     reserve: float  # tokens that must stay in the bucket after this edit takes one
     waits: bool  # True: wait until a token comes; False: skip this edit when there is none
+    # True: waits for as long as it takes (final, continuation), so it stands in the waiting
+    # line. A fresh first text waits only for a moment and asks again at each token meanwhile.
+    lines_up: bool = False
 
 
 def fair_period(*, competing: int, per_minute: float, interval: float) -> float:
@@ -166,7 +179,8 @@ def budget_claim(
     if kind is EditKind.FIRST and staleness > FIRST_TEXT_PRIORITY_SECONDS:
         kind = EditKind.INTERMEDIATE
     if kind.must_send:
-        return BudgetClaim(MUST_SEND_SPREAD * max(0.0, 1.0 - waited / MUST_SEND_HORIZON), True)
+        reserve = MUST_SEND_SPREAD * max(0.0, 1.0 - waited / MUST_SEND_HORIZON)
+        return BudgetClaim(reserve, True, lines_up=kind is not EditKind.FIRST)
     period = fair_period(competing=competing, per_minute=per_minute, interval=interval)
     if staleness >= period:  # its turn has come
         return BudgetClaim(INTERMEDIATE_FLOOR + MUST_SEND_SPREAD * period / staleness, False)
@@ -189,20 +203,45 @@ class TokenBucket:
     tokens: float
     last: float
     pause_until: float = 0.0
+    # The waiting line: waiter -> (when it began asking, when its place lapses).
+    line: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     def full(cls, burst: float, now: float) -> TokenBucket:
         return cls(tokens=burst, last=now)
 
-    def take(self, now: float, *, per_minute: float, burst: float, reserve: float = 0.0) -> float:
+    def take(
+        self,
+        now: float,
+        *,
+        per_minute: float,
+        burst: float,
+        reserve: float = 0.0,
+        waiter: str = "",
+        waited: float = 0.0,
+    ) -> float:
         """Take a token if one above `reserve` is there and no pause holds: 0.0. Else the
-        seconds until one could be (a reserve keeps tokens for edits that must get through)."""
+        seconds until one could be (a reserve keeps tokens for edits that must get through).
+
+        A `waiter` (an edit that will ask again until served, asking for `waited` seconds so
+        far) stands in the waiting line while refused: its reserve then also keeps one token
+        for each waiter that began asking before it, so the line is served in order."""
         self.tokens = min(burst, self.tokens + max(0.0, now - self.last) * per_minute / 60.0)
         self.last = max(self.last, now)
-        if self.pause_until <= now and self.tokens - 1 >= reserve:
+        for name, (_, lapses) in list(self.line.items()):
+            if lapses < now:
+                del self.line[name]
+        since, ahead = now - waited, 0
+        if waiter:  # its place: by when it began asking, then by name (as a sorted set ranks)
+            self.line.pop(waiter, None)
+            ahead = sum(1 for name, (b, _) in self.line.items() if (b, name) < (since, waiter))
+        if self.pause_until <= now and self.tokens - 1 >= reserve + ahead:
             self.tokens -= 1
             return 0.0
-        return max((reserve + 1 - self.tokens) * 60.0 / per_minute, self.pause_until - now)
+        wait = max((ahead + reserve + 1 - self.tokens) * 60.0 / per_minute, self.pause_until - now)
+        if waiter:
+            self.line[waiter] = (since, now + wait + LINE_GRACE_SECONDS)
+        return wait
 
     def pause(self, until: float) -> None:
         self.pause_until = max(self.pause_until, until)

@@ -39,16 +39,24 @@ class Bucket:
 
     per_minute: float
     burst: float
+    line: bool = True  # waiting edits stand in the bucket's waiting line, as the bot's do
     bucket: TokenBucket | None = None
     asked: dict[int, float] = field(default_factory=dict)
 
-    def take(self, now: float, reserve: float, who: int) -> tuple[bool, int]:
+    def take(self, now: float, claim: BudgetClaim, who: int, waited: float) -> tuple[float, int]:
         if self.bucket is None:
             self.bucket = TokenBucket.full(self.burst, now)
-        wait = self.bucket.take(now, per_minute=self.per_minute, burst=self.burst, reserve=reserve)
+        wait = self.bucket.take(
+            now,
+            per_minute=self.per_minute,
+            burst=self.burst,
+            reserve=claim.reserve,
+            waiter=str(who) if claim.lines_up and self.line else "",
+            waited=waited,
+        )
         self.asked[who] = now
         self.asked = {k: t for k, t in self.asked.items() if t >= now - COMPETING_WINDOW_SECONDS}
-        return wait <= 0, len(self.asked)
+        return wait, len(self.asked)
 
 
 @dataclass
@@ -62,6 +70,8 @@ class SimAnswer:
     first_at: float | None = None
     unshown: list[float] = field(default_factory=list)  # when each text not yet shown arrived
     must_since: float | None = None  # when a first-text or final edit started waiting
+    ask_again_at: float = 0.0  # a waiting edit asks again when the budget said it could
+    final_asks: int = 0  # budget requests made for the final edit
     staleness: list[float] = field(default_factory=list)  # per piece of text: arrived to shown
 
     @property
@@ -80,10 +90,13 @@ def simulate(
     interval: float = 1.0,
     duration: float | list[float] = 60.0,
     stagger: float = 0.5,
+    line: bool = True,
 ) -> tuple[list[SimAnswer], list[float]]:
     """Answers stream text continuously; each tick, each answer asks to show its newest text,
-    as `answer.Answer` does: `plan_edit` first, then the workspace budget with its claim."""
-    bucket = Bucket(per_minute, burst)
+    as `answer.Answer` does: `plan_edit` first, then the workspace budget with its claim. An
+    edit that waits for its token asks again after the wait the budget gave, as
+    `budget.EditBudget` does."""
+    bucket = Bucket(per_minute, burst, line)
     policy = PacingPolicy.shared(interval)
     durations = duration if isinstance(duration, list) else [duration] * n
     answers = [SimAnswer(i * stagger, durations[i], MessagePacer(policy)) for i in range(n)]
@@ -95,6 +108,8 @@ def simulate(
                 continue
             if a.streaming(now):
                 a.unshown.append(now)  # new text arrives every tick while streaming
+                if now < a.ask_again_at:
+                    continue
                 plan = plan_edit(
                     PublishView(
                         now=now,
@@ -110,8 +125,11 @@ def simulate(
                 if plan.kind is None or plan.wait > 0:
                     continue
                 kind = plan.kind
+            elif now < a.ask_again_at:
+                continue
             else:
                 kind = EditKind.FINAL  # never planned: the final edit always goes
+                a.final_asks += 1
             if a.must_since is None:
                 a.must_since = now
             claim = budget_claim(
@@ -123,9 +141,11 @@ def simulate(
                 per_minute=per_minute,
                 burst=burst,
             )
-            granted, a.competing = bucket.take(now, claim.reserve, i)
-            if not granted:
-                if not claim.waits:
+            wait, a.competing = bucket.take(now, claim, i, waited=now - a.must_since)
+            if wait > 0:
+                if claim.waits:
+                    a.ask_again_at = now + wait
+                else:
                     a.must_since = None  # skipped: the next try is a new request
                 continue
             a.must_since = None
@@ -212,6 +232,34 @@ def test_staleness_is_shared_fairly() -> None:
     samples = [s for a in answers for s in a.staleness]
     assert nearest_rank(samples, 99) <= 1.2 * fair
     assert max(samples) <= 1.5 * fair, max(samples)
+
+
+def test_a_line_of_final_edits_asks_about_once_each_and_goes_out_no_later() -> None:
+    """50 answers end together on an empty budget. Without the waiting line every waiting final
+    edit asks again at each new token (about N²/2 asks in all); in the line each asks about
+    once, and the finals go out as soon as before, in the order they began waiting."""
+    n = 50
+    runs = {
+        line: simulate(n, per_minute=45, duration=asked_together(n), stagger=0.0, line=line)[0]
+        for line in (True, False)
+    }
+    asks = {line: sum(a.final_asks for a in answers) for line, answers in runs.items()}
+    assert asks[False] > 10 * n  # the herd the line removes
+    assert asks[True] <= 3 * n
+
+    def lateness(answers: list[SimAnswer]) -> list[float]:
+        return [a.final_at - (a.start + a.duration) for a in answers if a.final_at is not None]
+
+    assert all(len(lateness(answers)) == n for answers in runs.values())  # no final edit lost
+    mean = {line: sum(lateness(answers)) / n for line, answers in runs.items()}
+    # The same tokens, spent as soon as before (a waiter wakes at the tick after its turn).
+    assert mean[True] <= mean[False] + 2 * TICK
+    assert max(lateness(runs[True])) <= max(lateness(runs[False]))  # and first come, first served
+    token = 60 / 45
+    ends = sorted(runs[True], key=lambda a: a.start + a.duration)
+    finals = [a.final_at for a in ends if a.final_at is not None]
+    overtaken = [a - b for a, b in itertools.pairwise(finals) if a > b]
+    assert all(d <= token + TICK for d in overtaken)  # out of order by one turn at most
 
 
 def claim(

@@ -26,7 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from bot.lifecycle import Outcome, Phase
-from bot.pacing import COMPETING_WINDOW_SECONDS, TokenBucket
+from bot.pacing import COMPETING_WINDOW_SECONDS, LINE_GRACE_SECONDS, TokenBucket
 from bot.sim.redis import RedisServer, free_port
 from bot.store import (
     AnswerRecord,
@@ -979,6 +979,49 @@ async def test_a_pause_and_an_empty_bucket_wait_for_the_later_of_the_two(store: 
     assert await wait_for_token(store, "T1", **budget) == pytest.approx(10.0)
 
 
+async def test_final_edits_waiting_for_tokens_are_served_in_the_order_they_began_waiting(
+    store: Store, store_clock: ManualClock
+) -> None:
+    budget = {"per_minute": 60.0, "burst": 1.0}  # a token a second
+    assert await wait_for_token(store, "T1", **budget) == 0.0  # the bucket is now empty
+
+    async def final(answer_id: str, waited: float) -> float:
+        return await wait_for_token(
+            store, "T1", answer_id=answer_id, waits=True, waited=waited, **budget
+        )
+
+    # Three final edits line up; each is told to come back once the ones ahead were served.
+    assert [await final(a, 0.0) for a in ("a-1", "a-2", "a-3")] == [
+        pytest.approx(1.0),
+        pytest.approx(2.0),
+        pytest.approx(3.0),
+    ]
+    store_clock.now = T0 + 1
+    assert await final("a-3", 1.0) == pytest.approx(2.0)  # too early: two are still ahead
+    assert await final("a-1", 1.0) == 0.0
+    store_clock.now = T0 + 2
+    assert await final("a-2", 2.0) == 0.0
+    store_clock.now = T0 + 3
+    assert await final("a-3", 3.0) == 0.0
+
+
+async def test_a_place_in_the_line_lapses_when_its_edit_stops_asking(
+    store: Store, store_clock: ManualClock
+) -> None:
+    """A final edit that gives up (its answer was stopped, its replica died) holds up the
+    others only until a little after it was due back."""
+    budget = {"per_minute": 60.0, "burst": 1.0}
+    await wait_for_token(store, "T1", **budget)
+    lined = {"waits": True, **budget}
+    assert await wait_for_token(store, "T1", answer_id="gone", **lined) == pytest.approx(1.0)
+    assert await wait_for_token(store, "T1", answer_id="next", **lined) == pytest.approx(2.0)
+
+    store_clock.now = T0 + 2  # "gone" never came back; "next" still waits for it
+    assert await wait_for_token(store, "T1", answer_id="next", waited=2, **lined) > 0
+    store_clock.now = T0 + 1 + LINE_GRACE_SECONDS + 0.1  # its place has lapsed
+    assert await wait_for_token(store, "T1", answer_id="next", waited=3.1, **lined) == 0.0
+
+
 async def test_a_reserve_as_large_as_the_burst_is_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="reserve"):
         await store.take_edit_token("T1", per_minute=60, burst=3, reserve=3)
@@ -1160,8 +1203,13 @@ BUDGET_OPS = st.lists(
     st.tuples(
         STEPS,
         st.one_of(
-            st.tuples(st.just("take"), st.floats(min_value=0.0, max_value=1.0)),
-            st.tuples(st.just("pause"), st.floats(min_value=0.0, max_value=30.0)),
+            st.tuples(st.just("take"), st.floats(min_value=0.0, max_value=1.0), st.just("")),
+            st.tuples(  # a final edit of one of three answers, standing in the waiting line
+                st.just("take"),
+                st.floats(min_value=0.0, max_value=1.0),
+                st.sampled_from(["a-1", "a-2", "a-3"]),
+            ),
+            st.tuples(st.just("pause"), st.floats(min_value=0.0, max_value=30.0), st.just("")),
         ),
     ),
     min_size=1,
@@ -1170,10 +1218,11 @@ BUDGET_OPS = st.lists(
 
 
 async def waits_through_every_bucket(
-    url: str, per_minute: float, burst: float, ops: list[tuple[float, tuple[str, float]]]
+    url: str, per_minute: float, burst: float, ops: list[tuple[float, tuple[str, float, str]]]
 ) -> tuple[list[float], list[float], list[float]]:
     """The waits each take gets, through TokenBucket itself, the memory store and Redis, as
-    the same clock steps, reserves (a fraction of what the burst allows) and pauses go by."""
+    the same clock steps, reserves (a fraction of what the burst allows), waiting final edits
+    and pauses go by."""
     clock = ManualClock()
     memory = MemoryStore(clock=clock)
     shared = RedisStore.from_url(url, clock=clock)
@@ -1183,7 +1232,8 @@ async def waits_through_every_bucket(
     in_memory: list[float] = []
     in_redis: list[float] = []
     try:
-        for step, (op, value) in ops:
+        began: dict[str, float] = {}
+        for step, (op, value, waiter) in ops:
             now = clock.advance(step)
             if bucket is None:
                 bucket = TokenBucket.full(burst, now)
@@ -1193,9 +1243,13 @@ async def waits_through_every_bucket(
                 await shared.pause_edits(team, value)
                 continue
             budget = {"per_minute": per_minute, "burst": burst, "reserve": value * (burst - 1)}
-            model.append(bucket.take(now, **budget))
-            in_memory.append(await wait_for_token(memory, team, **budget))
-            in_redis.append(await wait_for_token(shared, team, **budget))
+            waited = now - began.setdefault(waiter, now) if waiter else 0.0
+            model.append(bucket.take(now, waiter=waiter, waited=waited, **budget))
+            lined = {"answer_id": waiter, "waits": bool(waiter), "waited": waited, **budget}
+            in_memory.append(await wait_for_token(memory, team, **lined))
+            in_redis.append(await wait_for_token(shared, team, **lined))
+            if model[-1] == 0.0:
+                began.pop(waiter, None)  # served: its next edit is a new request
     finally:
         await memory.close()
         await shared.close()
@@ -1214,7 +1268,7 @@ async def waits_through_every_bucket(
     ops=BUDGET_OPS,
 )
 def test_token_bucket_memory_and_redis_give_identical_waits(
-    redis_url: str, per_minute: float, burst: float, ops: list[tuple[float, tuple[str, float]]]
+    redis_url: str, per_minute: float, burst: float, ops: list[tuple[float, tuple[str, float, str]]]
 ) -> None:
     """`pacing.TokenBucket` is the one definition of the bucket; the Lua copies it line for
     line. Driven through the same sequence, every wait must be the same to the last bit."""

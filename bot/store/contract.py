@@ -284,11 +284,15 @@ class Store(Protocol):
         answer_id: str = "",
         token: str = "",
         checkpoint: Checkpoint | None = None,
+        waits: bool = False,
+        waited: float = 0.0,
     ) -> EditGrant:
         """Take one `chat.update` from the workspace budget every replica shares, or learn how
         long to wait. With the answer's lease `token`, the grant says whether the lease still
         holds, and a granted edit records `checkpoint` (what it is about to show) in the same
         step: at no extra round trip, the store always holds at least what Slack shows.
+        An edit that `waits` for its token (asking for `waited` seconds so far) holds a place in
+        the budget's waiting line while refused, under `answer_id` (see `pacing`).
         ValueError unless 0 <= reserve <= burst - 1."""
         ...
 

@@ -190,6 +190,8 @@ class InstrumentedStore:
         answer_id: str = "",
         token: str = "",
         checkpoint: Checkpoint | None = None,
+        waits: bool = False,
+        waited: float = 0.0,
     ) -> EditGrant:
         return await self._measured(
             "take_edit_token",
@@ -201,6 +203,8 @@ class InstrumentedStore:
                 answer_id=answer_id,
                 token=token,
                 checkpoint=checkpoint,
+                waits=waits,
+                waited=waited,
             ),
         )
 

@@ -15,6 +15,9 @@ default; the demo uses its own):
   bucket:{team}        hash: the workspace's edit budget (tokens, last, pause_until)
   bucket:{team}:competing
                        sorted set: answers sharing that budget, by when they last asked
+  bucket:{team}:line, bucket:{team}:line:lapses
+                       sorted sets: the budget's waiting line (edits that wait for a token), by
+                       when each began asking and by when its place lapses
   thread:{channel}:{thread_ts}
                        string: the thread's messages as last read from Slack (JSON)
   usage:{team}:{day}   hash: the day's usage cells, field `{user}|{channel}|{model}|{counter}`
@@ -46,6 +49,8 @@ CANCEL = "cancel:"
 CANCEL_CHANNEL = "cancel"
 BUCKET = "bucket:"
 COMPETING_SUFFIX = ":competing"
+LINE_SUFFIX = ":line"
+LAPSES_SUFFIX = ":lapses"
 THREAD = "thread:"
 FILE = "file:"
 
@@ -85,6 +90,12 @@ class Keys:
 
     def competing(self, team_id: str) -> str:
         return self.bucket(team_id) + COMPETING_SUFFIX
+
+    def line(self, team_id: str) -> str:
+        return self.bucket(team_id) + LINE_SUFFIX
+
+    def line_lapses(self, team_id: str) -> str:
+        return self.line(team_id) + LAPSES_SUFFIX
 
     def thread(self, key: str) -> str:
         return self.prefix + THREAD + key

@@ -273,9 +273,11 @@ end
 return n
 """
 
-# KEYS: bucket hash, competitors zset, answer hash, text.
+# KEYS: bucket hash, competitors zset, answer hash, text, waiting line zset (by when each
+# waiter began asking), the line's lapse zset (by when each place lapses).
 # ARGV: per_minute, burst, reserve, idle grace seconds, answer_id ('' for none), competing
-# window seconds, lease token ('' for none), checkpoint (JSON or ''), now, text keep ms.
+# window seconds, lease token ('' for none), checkpoint (JSON or ''), now, text keep ms,
+# waiter ('' for an edit that does not wait), seconds it has waited, line grace seconds.
 # Returns {wait, competing, lease state ('' without a token), text refused 0/1}.
 # The bucket is pacing.TokenBucket line for line (tests drive both through one sequence).
 TAKE_EDIT_TOKEN = (
@@ -283,21 +285,43 @@ TAKE_EDIT_TOKEN = (
     + CHECKPOINT
     + """
 local bucket_key, competing_key, answer_key, text_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local line_key, lapse_key = KEYS[5], KEYS[6]
 local per_minute, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local reserve, grace = tonumber(ARGV[3]), tonumber(ARGV[4])
 local answer_id, window, token = ARGV[5], tonumber(ARGV[6]), ARGV[7]
 local checkpoint, now, keep_ms = ARGV[8], now_from(ARGV[9]), ARGV[10]
+local waiter, waited, line_grace = ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
 local state = redis.call('HMGET', bucket_key, 'tokens', 'last', 'pause_until')
 local tokens = state[1] and tonumber(state[1]) or burst
 local last = state[2] and tonumber(state[2]) or now
 local pause_until = state[3] and tonumber(state[3]) or 0
 tokens = math.min(burst, tokens + math.max(0, now - last) * per_minute / 60)
 last = math.max(last, now)
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', lapse_key, '-inf', '(' .. num(now))) do
+  redis.call('ZREM', line_key, name)
+  redis.call('ZREM', lapse_key, name)
+end
+local ahead = 0
+if waiter ~= '' then
+  redis.call('ZADD', line_key, num(now - waited), waiter)
+  ahead = redis.call('ZRANK', line_key, waiter)
+end
 local wait = 0
-if pause_until <= now and tokens - 1 >= reserve then
+if pause_until <= now and tokens - 1 >= reserve + ahead then
   tokens = tokens - 1
+  if waiter ~= '' then
+    redis.call('ZREM', line_key, waiter)
+    redis.call('ZREM', lapse_key, waiter)
+  end
 else
-  wait = math.max((reserve + 1 - tokens) * 60 / per_minute, pause_until - now)
+  wait = math.max((ahead + reserve + 1 - tokens) * 60 / per_minute, pause_until - now)
+  if waiter ~= '' then
+    redis.call('ZADD', lapse_key, num(now + wait + line_grace), waiter)
+    local line_keep_ms = math.ceil((wait + line_grace + grace) * 1000)
+    for _, key in ipairs({line_key, lapse_key}) do
+      if redis.call('PTTL', key) < line_keep_ms then redis.call('PEXPIRE', key, line_keep_ms) end
+    end
+  end
 end
 redis.call('HSET', bucket_key, 'tokens', num(tokens), 'last', num(last))
 local idle = burst * 60 / per_minute + math.max(0, pause_until - now) + grace

@@ -298,11 +298,20 @@ class MemoryStore(MemoryCancels, MemoryCaches, MemoryLedger):
         answer_id: str = "",
         token: str = "",
         checkpoint: Checkpoint | None = None,
+        waits: bool = False,
+        waited: float = 0.0,
     ) -> EditGrant:
         check_budget(per_minute, burst, reserve)
         now = self._clock()
         bucket = self._buckets.setdefault(team_id, TokenBucket.full(burst, now))
-        wait = bucket.take(now, per_minute=per_minute, burst=burst, reserve=reserve)
+        wait = bucket.take(
+            now,
+            per_minute=per_minute,
+            burst=burst,
+            reserve=reserve,
+            waiter=answer_id if waits else "",
+            waited=waited,
+        )
         competitors = self._competitors.setdefault(team_id, OrderedDict())
         if answer_id:
             competitors.pop(answer_id, None)

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from bot.pacing import COMPETING_WINDOW_SECONDS
+from bot.pacing import COMPETING_WINDOW_SECONDS, LINE_GRACE_SECONDS
 from bot.store.contract import (
     AnswerRecord,
     Checkpoint,
@@ -202,6 +202,8 @@ class RedisStore(RedisCancels, RedisCaches, RedisLedger):
         answer_id: str = "",
         token: str = "",
         checkpoint: Checkpoint | None = None,
+        waits: bool = False,
+        waited: float = 0.0,
     ) -> EditGrant:
         check_budget(per_minute, burst, reserve)
         keys = [
@@ -209,6 +211,8 @@ class RedisStore(RedisCancels, RedisCaches, RedisLedger):
             self._keys.competing(team_id),
             self._keys.answer(answer_id),
             self._keys.text(answer_id),
+            self._keys.line(team_id),
+            self._keys.line_lapses(team_id),
         ]
         wait, competing, lease, refused = await self._run(
             "take_edit_token",
@@ -224,6 +228,9 @@ class RedisStore(RedisCancels, RedisCaches, RedisLedger):
                 checkpoint.as_json() if checkpoint and token else "",
                 self._now(),
                 to_ms(TEXT_KEEP_SECONDS),
+                answer_id if waits else "",
+                waited,
+                LINE_GRACE_SECONDS,
             ],
         )
         return EditGrant(
