@@ -66,7 +66,7 @@ FOLLOW_UPS = ("none, follow-up", "both, follow-up")
 ANSWER_MARK = "You asked"  # the simulated Claude's answers start so
 # Production defaults, except a workspace edit budget that never makes a first edit wait: the
 # benchmark asks about 150 questions in a few minutes, and waits for edit tokens are not files'.
-BOT_SETTINGS = {"workspace_edits_per_minute": 6000, "workspace_edit_burst": 100}
+BOT_SETTINGS: dict[str, Any] = {"workspace_edits_per_minute": 6000, "workspace_edit_burst": 100}
 
 
 @dataclass
@@ -146,7 +146,7 @@ class ReadTimer:
             finally:
                 durations.append(time.perf_counter() - started)
 
-        files_module.FileReader.read = timed  # type: ignore[method-assign]
+        files_module.FileReader.read = timed  # type: ignore[method-assign, assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -322,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         [name, f"{percentile(t, 50) * 1000:.0f}", f"{percentile(t, 90) * 1000:.0f}"]
         for name, t in steps.items()
     ]
-    meta = {
+    meta: dict[str, Any] = {
         "command": command,
         "machine": machine(pillow=version("pillow")),
         "bot_code": code,

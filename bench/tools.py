@@ -58,7 +58,7 @@ async def measure(rounds: int, answers: int) -> list[dict[str, Any]]:
         for n in range(rounds):
             for kind, workload in (("plain", PLAIN), ("tools", WITH_TOOLS)):
                 _log(f"round {n + 1}/{rounds}: {answers} answers, {workload.label()}")
-                case = await cpu_case(rig, workload, answers)
+                case = await cpu_case(rig, workload, answers, rounds=1)  # the rounds are this loop
                 cases.append({"round": n + 1, "kind": kind, **case})
     finally:
         await rig.close()
@@ -67,7 +67,7 @@ async def measure(rounds: int, answers: int) -> list[dict[str, Any]]:
 
 def summarise(cases: list[dict[str, Any]]) -> dict[str, Any]:
     def median(kind: str, pick: Any) -> float:
-        return statistics.median(pick(c) for c in cases if c["kind"] == kind)
+        return float(statistics.median(pick(c) for c in cases if c["kind"] == kind))
 
     def bot(c: dict[str, Any]) -> float:
         return float(c["bot_us_per_delta"])

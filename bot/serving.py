@@ -165,7 +165,7 @@ async def run_until_signalled(
         # Nearly everything an answer allocates (events, payloads, futures) dies young, in
         # bursts; at Python's default (a young collection every 700 net allocations) 300
         # answers in flight ran ~900 young collections in 40 s, 2.8 s of collector time with
-        # pauses up to 94 ms. At 20,000: 8 collections, 0.12 s (bench/overhead.py, measured).
+        # pauses up to 94 ms. At 20,000: 8 collections, 0.12 s (bench.overhead, measured).
         gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         log.info("ready", extra={"startup_seconds": round(time.monotonic() - started, 3)})
         await stop.wait()

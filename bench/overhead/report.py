@@ -209,7 +209,7 @@ def _counts(counts: dict[str, int]) -> str:
 def render_markdown(r: dict[str, Any], command: str) -> str:
     m = r["machine"]
     head = [
-        "# Cost of the bot itself (`bench/overhead.py`)",
+        "# Cost of the bot itself (`bench.overhead`)",
         "",
         f"Measured {r['date']} on {machine_text(m)}.",
         "",
