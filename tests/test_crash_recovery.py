@@ -32,6 +32,9 @@ PROSE = "Plain words stream into the message one small piece at a time, and read
 SLOWISH = Script(text=PROSE * 40, chunk_chars=8, chunk_delay=0.03)
 # Three messages' worth of paragraphs, streamed fast: the answer moves on twice.
 LONG = Script(text=(PROSE * 6 + "\n\n") * 60, chunk_chars=60, chunk_delay=0.004)
+# An edit every tenth of a second or so, the workspace's budget never in the way.
+FAST_EDITS = {"edit_interval_seconds": 0.05, "workspace_edits_per_minute": 600,
+              "workspace_edit_burst": 50}  # fmt: skip
 
 
 def answer_messages(slack: SlackSim, asked: SimMessage) -> list[SimMessage]:
@@ -62,6 +65,20 @@ def kill_when(
     return killed
 
 
+def noting(
+    seen: list[str], happened: Callable[[str, SimMessage], bool]
+) -> Callable[[str, SimMessage], bool]:
+    """`happened`, appending to `seen` what the message showed readers when it holds."""
+
+    def at(kind: str, message: SimMessage) -> bool:
+        if happened(kind, message):
+            seen.append(message.visible_text())
+            return True
+        return False
+
+    return at
+
+
 def body(text: str) -> str:
     """A finished message without its closing note and the "continued" hint."""
     lines = text.rstrip().splitlines()
@@ -77,12 +94,9 @@ async def test_recovery_keeps_every_character_readers_saw(redis_url: str, edits:
             seen: list[str] = []
 
             def at_edit(kind: str, message: SimMessage) -> bool:
-                if len(message.history) - 1 == edits:  # version 0 is the placeholder
-                    seen.append(message.visible_text())
-                    return True
-                return False
+                return len(message.history) - 1 == edits  # version 0 is the placeholder
 
-            killed = kill_when(slack, a, at_edit)
+            killed = kill_when(slack, a, noting(seen, at_edit))
             asked, _ = await ask(a, slack, "explain slowly")
             await asyncio.wait_for(killed.wait(), 15)
             await slack.wait_for(lambda: finished(slack, asked), timeout=LEASE * 5)
@@ -95,41 +109,91 @@ async def test_recovery_keeps_every_character_readers_saw(redis_url: str, edits:
         assert body(message.visible_text()).startswith(shown), (shown, message.visible_text())
 
 
+# Three results of a first search, then a fourth of a second one. The answer numbers the pages in
+# the order it first cites them: ¹ and ² from the first search, then ³ (the second search's page)
+# and ⁴ (the first search's last) at once.
+PAGES = [
+    ("https://docs.example.org/rate-limits", "Rate limits | Example Docs"),
+    ("https://wiki.example.net/chat-update", "chat.update | Example Wiki"),
+    ("https://blog.example.com/pacing", "Pacing edits | Example Blog"),
+    ("https://forum.example.io/bursts", "Bursts | Example Forum"),
+]
+NUMBERED = [PAGES[0], PAGES[1], PAGES[3], PAGES[2]]  # source n of the Sources list is [n - 1]
+CITED = Script(
+    steps=[
+        Say("Let me look. "),
+        Lookup("web_search", {"query": "edit rate"}, results=PAGES[:3]),
+        Say("Edits are paced per message", cites=[0]),
+        Say(". " + PROSE * 4),
+        Say("The workspace shares one budget", cites=[1, 0]),
+        Say(". " + PROSE * 6),
+        Lookup("web_search", {"query": "edit bursts"}, results=PAGES[3:]),
+        Say("Short bursts are allowed", cites=[3, 2]),
+        Say(". " + PROSE * 40),
+    ],
+    chunk_chars=8,
+    chunk_delay=0.03,
+)
+# When the replica dies: the `nth` edit whose message shows what `shows` looks for.
+CITED_MOMENTS: dict[str, tuple[int, Callable[[str], bool]]] = {
+    "first-citation": (1, lambda text: "¹" in text),
+    "third-edit-citing-one-source": (3, lambda text: "¹" in text),
+    "second-citation": (1, lambda text: "²" in text),
+    "citations-after-a-second-search": (1, lambda text: "⁴" in text),
+    "a-sentence-past-every-citation": (1, lambda text: "watch." in text.partition("⁴")[2]),
+}
+
+
+def nth_edit(nth: int, shows: Callable[[str], bool]) -> Callable[[str, SimMessage], bool]:
+    """Holds at the `nth` edit after which the message shows what `shows` looks for."""
+    count = 0
+
+    def at(kind: str, message: SimMessage) -> bool:
+        nonlocal count
+        if kind == "updated" and shows(message.visible_text()):
+            count += 1
+        return count == nth
+
+    return at
+
+
+def markers(text: str) -> set[int]:
+    """The source numbers of the superscripts in `text`."""
+    return {"¹²³⁴".index(c) + 1 for c in text if c in "¹²³⁴"}
+
+
+def source_lines(text: str) -> dict[int, str]:
+    """The numbered lines of a finished message's Sources list, by number."""
+    listed = text.partition("Sources")[2].splitlines()[1:]
+    numbered = (line.partition(". ") for line in listed)
+    return {int(n): rest for n, _, rest in numbered if n.isdigit()}
+
+
+@pytest.mark.parametrize("moment", list(CITED_MOMENTS), ids=str)
 async def test_recovery_keeps_the_sources_list_of_the_cited_text_readers_saw(
-    redis_url: str,
+    redis_url: str, moment: str
 ) -> None:
-    """Readers saw a superscript ¹; the janitor's finished message lists what it numbers."""
-    page = ("https://docs.example.org/rate-limits", "Rate limits | Example Docs")
-    cited = Script(
-        steps=[
-            Say("Let me look. "),
-            Lookup("web_search", {"query": "edit rate"}, results=[page]),
-            Say("Edits are paced per message", cites=[0]),
-            Say(". " + PROSE * 40),
-        ],
-        chunk_chars=8,
-        chunk_delay=0.03,
-    )
-    async with simulators(claude_default=cited) as (slack, claude):
-        async with replicas(slack, claude, redis_url) as (a, _b):
+    """Readers saw superscripts; the janitor's finished message lists every page they number."""
+    async with simulators(claude_default=CITED) as (slack, claude):
+        async with replicas(slack, claude, redis_url, **FAST_EDITS) as (a, _b):
             seen: list[str] = []
-
-            def cites_shown(kind: str, message: SimMessage) -> bool:
-                if kind == "updated" and "¹" in message.visible_text():
-                    seen.append(message.visible_text())
-                    return True
-                return False
-
-            killed = kill_when(slack, a, cites_shown)
+            killed = kill_when(slack, a, noting(seen, nth_edit(*CITED_MOMENTS[moment])))
             asked, _ = await ask(a, slack, "how often may a bot edit?")
             await asyncio.wait_for(killed.wait(), 15)
             await slack.wait_for(lambda: finished(slack, asked), timeout=LEASE * 5)
-    [message] = answer_messages(slack, asked)
-    text = message.visible_text()
-    assert body(text).startswith(seen[0].strip()), (seen[0], text)
-    sources = text.index("Sources")
-    assert "Rate limits Example Docs" in text[sources:], text
+    messages = answer_messages(slack, asked)
+    assert len(messages) == 1, [m.visible_text() for m in messages]
+    text = messages[0].visible_text()
     assert text.rstrip().endswith(f"[interrupted: {RECOVERY_REASON}]"), text
+    assert body(text).startswith(seen[0].strip()), (seen[0], text)
+    shown = markers(seen[0])
+    assert shown, seen[0]
+    listed = source_lines(text)
+    for n in shown:  # the page each superscript readers saw stands for, under its number
+        url, title = NUMBERED[n - 1]
+        label = " ".join(title.replace("|", " ").split())
+        assert label in listed.get(n, "") and url in listed[n], (n, text)
+    assert set(listed) == markers(body(text)), text  # and no number without its superscript
 
 
 @pytest.mark.parametrize("moment", ["part-0-finished", "part-1-posted", "part-1-edited"], ids=str)
@@ -137,9 +201,7 @@ async def test_a_crash_while_a_long_answer_moves_on_leaves_every_part_finished(
     redis_url: str, moment: str
 ) -> None:
     async with simulators(claude_default=LONG) as (slack, claude):
-        fast_edits = {"edit_interval_seconds": 0.05, "workspace_edits_per_minute": 600,
-                      "workspace_edit_burst": 50}  # fmt: skip
-        async with replicas(slack, claude, redis_url, **fast_edits) as (a, _b):
+        async with replicas(slack, claude, redis_url, **FAST_EDITS) as (a, _b):
             shown: list[str] = []
 
             def at_moment(kind: str, message: SimMessage) -> bool:
