@@ -27,7 +27,7 @@ from bot.store import AnswerRecord, MemoryStore
 from tests.harness import ALICE, CHANNEL, TEAM, settings_for, simulators
 from tests.test_replicas import ask, replicas
 
-LEASE = 2.0  # the replicas' STREAM_LEASE_SECONDS (tests/replica.py)
+LEASE = 2.0  # the replicas' STREAM_LEASE_SECONDS (bot/sim/replica.py)
 PROSE = "Plain words stream into the message one small piece at a time, and readers watch. "
 SLOWISH = Script(text=PROSE * 40, chunk_chars=8, chunk_delay=0.03)
 # Three messages' worth of paragraphs, streamed fast: the answer moves on twice.
@@ -223,8 +223,9 @@ async def test_a_crash_while_a_long_answer_moves_on_leaves_every_part_finished(
             try:
                 await slack.wait_for(lambda: finished(slack, asked), timeout=LEASE * 6)
             except TimeoutError:
-                print("B LOGS", _b.logs(tail=None)[-5000:])
-                raise
+                pytest.fail(
+                    f"never finished; the survivor's log ends:\n{_b.logs(tail=None)[-5000:]}"
+                )
     messages = answer_messages(slack, asked)
     assert not any(m.has_button("stop_answer") for m in messages)
     assert len(messages) <= 3  # no part posted twice
