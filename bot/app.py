@@ -151,6 +151,9 @@ class SlackStream:
         self.identity: BotIdentity | None = None
         self.ready = False
         self.draining = False
+        self.ledger = UsageLedger(
+            store=self.store, metrics=self.metrics, budgets=self.budgets, calendar=self.calendar
+        )
         self.replier = Replier(
             slack=self.slack,
             claude=self.claude,
@@ -159,9 +162,7 @@ class SlackStream:
             metrics=self.metrics,
             identity=self._identity,
             policy=policy,
-            ledger=UsageLedger(
-                store=self.store, metrics=self.metrics, budgets=self.budgets, calendar=self.calendar
-            ),
+            ledger=self.ledger,
         )
         self.admission = Admission(
             store=self.store,
@@ -183,6 +184,7 @@ class SlackStream:
             policy=self.replier.services.policy,
             incarnation=self.replier.incarnation,
             feedback=self.feedback_desk.recovered_buttons,
+            ledger=self.ledger,
         )
         self.home_tab = HomeTab(
             slack=self.slack,

@@ -90,6 +90,10 @@ class Calendar:
     def period(self) -> Period:
         return Period(datetime.datetime.fromtimestamp(self.clock(), self.zone))
 
+    def period_at(self, epoch: float) -> Period:
+        """The period at `epoch` seconds (a Slack ts: when a question was asked)."""
+        return Period(datetime.datetime.fromtimestamp(epoch, self.zone))
+
     def period_of_day(self, day: str) -> Period:
         """The period at the start of `day` (YYYY-MM-DD)."""
         return Period(_midnight(datetime.date.fromisoformat(day), self.zone))
@@ -110,9 +114,16 @@ def server_tool_calls(usage: Usage) -> int:
 
 
 def usage_entry(
-    usage: Usage, *, model: str, team_id: str, user: str, channel: str, period: Period
+    usage: Usage,
+    *,
+    model: str,
+    team_id: str,
+    user: str,
+    channel: str,
+    period: Period,
+    answer_id: str = "",
 ) -> UsageEntry:
-    """What one answer adds to the counters."""
+    """What one answer adds to the counters (`answer_id`: the record marked counted with it)."""
     return UsageEntry(
         team_id=team_id,
         user=user,
@@ -126,6 +137,7 @@ def usage_entry(
         cache_write_tokens=usage.cache_creation_input_tokens,
         server_tool_calls=server_tool_calls(usage),
         cost_micros=to_micros(estimate_cost(usage, model)),
+        answer_id=answer_id,
     )
 
 

@@ -11,7 +11,9 @@ answer's messages the way the answer would have (`message.AnswerMessage`):
   reader gets the same final text;
 - any other answer keeps every character its owner checkpointed (at least what readers saw,
   since each edit records its text before Slack shows it) and ends with `[interrupted]`;
-- a message that never reached Slack is posted, with the interruption.
+- a message that never reached Slack is posted, with the interruption;
+- the answer's usage, as its checkpoints carried it to the record, is counted for its asker
+  (`UsageLedger.record_recovered`), once: not again if its owner counted it before dying.
 
 A janitor claims nothing until it has reached the store for a whole lease without a break: when
 the store was unreachable (or frozen) for everyone, every lease looks lapsed at once, and the
@@ -37,6 +39,7 @@ from bot.metrics import Metrics
 from bot.pacing import PacingPolicy
 from bot.slackapi import SlackCalls, SlackFailure
 from bot.store import AnswerRecord, Store, StoreError
+from bot.usage_ledger import UsageLedger
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +64,10 @@ class Janitor:
         incarnation: str,
         clock: Clock = time.monotonic,
         feedback: Callable[[AnswerRecord], render.FeedbackButtons | None] | None = None,
+        ledger: UsageLedger | None = None,  # None: recovered answers' usage is not counted
     ) -> None:
         self.store = store
+        self.ledger = ledger
         # The feedback buttons of an answer finished with its owner's footer (None: none).
         self.feedback = feedback
         self.slack = slack
@@ -167,7 +172,22 @@ class Janitor:
             lease.release()
             await asyncio.wait({keeper})
         if outcome is not None:
+            await self._count_usage(record, outcome, answer_log)
             await lease.finish(str(outcome))
+
+    async def _count_usage(
+        self, record: AnswerRecord, outcome: Outcome, answer_log: ContextLog
+    ) -> None:
+        """Count what Claude billed for the answer, unless its owner counted it already."""
+        if self.ledger is None:
+            return
+        totals = await self.ledger.record_recovered(record, outcome=str(outcome))
+        if totals is None:
+            return
+        if totals.counted:
+            answer_log.info("janitor: usage counted", extra={"asker": record.asker})
+        else:
+            answer_log.info("janitor: usage already counted", extra={"asker": record.asker})
 
     async def _finish(
         self, record: AnswerRecord, lease: Lease, answer_log: ContextLog

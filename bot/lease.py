@@ -101,8 +101,9 @@ class Lease:
 
     def note(self, *, text: str | None = None, **fields: object) -> None:
         """Declare what the message shows (or is about to show): the text so far, and any of
-        message_ts, part, offset, phase, footer, notes. It reaches the store with the next call
-        that carries the lease: the next edit's budget request or the next renewal."""
+        message_ts, part, offset, phase, footer, notes; and Claude's usage so far. It reaches
+        the store with the next call that carries the lease: the next edit's budget request or
+        the next renewal."""
         changes = fields if text is None else {**fields, "text": text}
         if changes:
             self._record = replace(self._record, **changes)  # type: ignore[arg-type]

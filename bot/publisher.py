@@ -2,7 +2,9 @@
 from `pacing.plan_edit`, when from the workspace budget; long answers move on to the next
 message; a status line says when Claude is thinking. Every edit first records its text in the
 store (through the lease, with the budget's token), so the store holds what readers see, and
-the Sources list that text cites (as the record's notes until the answer finishes).
+the Sources list that text cites (as the record's notes until the answer finishes). Claude's
+usage so far rides along with the next lease call too, so that a janitor finishing the answer
+after its replica died can count it.
 
 The publisher stops when the stream ends or the answer is asked to stop (`ending`); Slack
 refusing the message for good becomes a stop request, never a retry."""
@@ -25,6 +27,7 @@ from bot.metrics import Metrics
 from bot.pacing import EditKind, MessagePacer, PublishView, plan_edit
 from bot.question import Question
 from bot.slackapi import Refusal, SlackCalls, SlackFailure
+from bot.usage import Usage
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ class Publisher:
         self.activity_shown = 0  # the trail's `activity_seq` the message shows
         self.sources_noted = 0  # how many cited sources the store's record lists
         self.thread_status_set = False  # assistant.threads.setStatus was used: clear it at the end
+        self.usage_noted: Usage | None = None  # the stream's usage the lease was last given
 
     async def run(self) -> None:
         """Paced edits while the stream runs, until it ends or a stop is requested."""
@@ -88,6 +92,10 @@ class Publisher:
                 await self._nap(retry_in)
             st.changed.clear()
             retry_in = None
+            if st.usage is not self.usage_noted:  # new at each message_start and message_delta
+                self.usage_noted = st.usage
+                if st.usage is not None:
+                    self.lease.note(usage=st.usage)
             if self.ending.is_set():
                 break
             plan = plan_edit(

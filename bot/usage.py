@@ -6,7 +6,7 @@ Pure data and arithmetic: the fold of Claude's stream fills a `Usage`, the foote
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,23 @@ class Usage:
     def total_input(self) -> int:
         """Everything the prompt cost in tokens: uncached input, cache writes and cache reads."""
         return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+
+
+# Characters of answer text taken as one output token when Claude has not said how many it wrote
+# (about right for English prose; code and most other languages need more tokens per character).
+CHARS_PER_TOKEN = 4
+
+
+def cut_short(usage: Usage, text: str) -> Usage:
+    """The usage of an answer whose stream was cut short (its replica died), for the counters.
+
+    Claude reports a request's input at its start (`message_start`) but its output only at its
+    end (`message_delta`): a stream cut short knows its input and the output of any request
+    that ended, little more. Output tokens are therefore taken as the larger of what was
+    reported and one token per `CHARS_PER_TOKEN` characters of the text written so far (an
+    estimate, usually on the low side: thinking and tool calls are output too)."""
+    written = -(-len(text) // CHARS_PER_TOKEN)
+    return usage if usage.output_tokens >= written else replace(usage, output_tokens=written)
 
 
 # $ per million tokens, input / output (platform.claude.com pricing, late 2026).

@@ -1,6 +1,7 @@
 """A replica SIGKILLed at a chosen moment of an answer, and what the other replica's janitor
 makes of it: the message keeps at least every character readers saw, then `[interrupted]`;
-every part of a long answer ends finished; a finished message is never written again; and a
+every part of a long answer ends finished; a finished message is never written again; the
+answer's usage is counted once for its asker, by whichever replica gets there first; and a
 restarting replica never takes an answer its own live process holds.
 
 The kill is timed from Slack's side: the simulated Slack runs in this process, and its change
@@ -10,12 +11,17 @@ replica never hears Slack's answer."""
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import signal
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from bot.app import SlackStream
+from bot.budgets import Calendar
 from bot.lifecycle import RECOVERY_REASON, Phase
 from bot.serving import start_http
 from bot.sim.claude import Script
@@ -23,9 +29,11 @@ from bot.sim.claude_scripts import Lookup, Say
 from bot.sim.redis import RedisServer
 from bot.sim.replica import Replica
 from bot.sim.slack import SimMessage, SlackSim
-from bot.store import AnswerRecord, MemoryStore
+from bot.store import AnswerRecord, MemoryStore, RedisStore, SpendView
+from bot.usage import CHARS_PER_TOKEN, Usage, estimate_cost
 from tests.harness import ALICE, CHANNEL, TEAM, settings_for, simulators
 from tests.test_replicas import ask, replicas
+from tests.test_usage import usage
 
 LEASE = 2.0  # the replicas' STREAM_LEASE_SECONDS (bot/sim/replica.py)
 PROSE = "Plain words stream into the message one small piece at a time, and readers watch. "
@@ -79,6 +87,34 @@ def noting(
     return at
 
 
+def kill_at_edit(slack: SlackSim, replica: Replica, edits: int) -> tuple[asyncio.Event, list[str]]:
+    """SIGKILL `replica` once its message shows its `edits`-th edit (0: the placeholder);
+    the list gets what the message showed then."""
+    seen: list[str] = []
+
+    def at_edit(kind: str, message: SimMessage) -> bool:
+        return len(message.history) - 1 == edits  # version 0 is the placeholder
+
+    return kill_when(slack, replica, noting(seen, at_edit)), seen
+
+
+async def usage_by_user(redis_url: str) -> list[dict[str, Any]]:
+    """`slackstream usage --by user --format json`: what an operator reads."""
+    code, out, err = await usage(redis_url, "--by", "user", "--format", "json")
+    assert code == 0, err
+    return list(json.loads(out))
+
+
+async def spend_of(redis_url: str, asked: SimMessage, user: str = ALICE) -> SpendView:
+    """What the budgets read for `user` on the day `asked` was asked."""
+    period = Calendar().period_at(float(asked.ts))
+    store = RedisStore.from_url(redis_url)
+    try:
+        return await store.usage_spend(TEAM, user, day=period.day, month=period.month)
+    finally:
+        await store.close()
+
+
 def body(text: str) -> str:
     """A finished message without its closing note and the "continued" hint."""
     lines = text.rstrip().splitlines()
@@ -91,12 +127,7 @@ def body(text: str) -> str:
 async def test_recovery_keeps_every_character_readers_saw(redis_url: str, edits: int) -> None:
     async with simulators(claude_default=SLOWISH) as (slack, claude):
         async with replicas(slack, claude, redis_url) as (a, _b):
-            seen: list[str] = []
-
-            def at_edit(kind: str, message: SimMessage) -> bool:
-                return len(message.history) - 1 == edits  # version 0 is the placeholder
-
-            killed = kill_when(slack, a, noting(seen, at_edit))
+            killed, seen = kill_at_edit(slack, a, edits)
             asked, _ = await ask(a, slack, "explain slowly")
             await asyncio.wait_for(killed.wait(), 15)
             await slack.wait_for(lambda: finished(slack, asked), timeout=LEASE * 5)
@@ -268,6 +299,69 @@ async def test_a_finished_answer_is_never_written_again_after_its_owner_dies(
     assert len(message.history) == versions_at_kill[0]  # not one edit after the final
     assert "Tokens:" in message.visible_text() and "[interrupted" not in message.visible_text()
     assert "recovering an orphaned answer" not in logs
+
+
+# Claude bills the question (input) at once and the answer (output) as it streams; the stream
+# reports output only at its end, so a janitor estimates it (`usage.cut_short`).
+METERED = Script(
+    text=PROSE * 40, chunk_chars=8, chunk_delay=0.03, input_tokens=1_234, output_tokens=321
+)
+
+
+async def test_an_answer_a_janitor_finished_is_counted_once_for_its_asker(
+    redis_url: str,
+) -> None:
+    """The replica dies mid-answer, before its usage is counted (that happens at the end): the
+    janitor counts it, from what the edits checkpointed, in the report and the budgets."""
+    async with simulators(claude_default=METERED) as (slack, claude):
+        async with replicas(slack, claude, redis_url) as (a, b):
+            killed, seen = kill_at_edit(slack, a, 3)
+            asked, _ = await ask(a, slack, "explain slowly")
+            await asyncio.wait_for(killed.wait(), 15)
+            await slack.wait_for(lambda: finished(slack, asked), timeout=LEASE * 5)
+            await b.logged("janitor: usage counted", timeout=LEASE * 5)
+            report = await usage_by_user(redis_url)
+            spend = await spend_of(redis_url, asked)
+    [row] = report
+    assert (row["user"], row["answers"], row["input_tokens"]) == (ALICE, 1, 1_234)
+    # Output: one token per 4 characters written (the stream never said); at least what
+    # readers saw at the crash, at most the whole answer.
+    shown = len(body(seen[0]))
+    assert shown // CHARS_PER_TOKEN <= row["output_tokens"] < 321
+    assert row["output_tokens"] <= math.ceil(len(METERED.text) / CHARS_PER_TOKEN)
+    billed = Usage(input_tokens=1_234, output_tokens=row["output_tokens"])
+    assert abs(row["cost_usd"] - (estimate_cost(billed, "claude-sonnet-5-5") or 0)) < 1e-6
+    assert spend.user_day.answers == spend.workspace_month.answers == 1
+    assert spend.user_day.tokens == 1_234 + row["output_tokens"]
+
+
+async def test_an_answer_its_owner_counted_before_dying_is_not_counted_again(
+    redis_url: str,
+) -> None:
+    """The owner counts the usage, then its final edit lands and it dies before recording the
+    tombstone: the janitor that takes the record finds the message final and the usage
+    counted, and adds nothing."""
+    short = replace(METERED, text=PROSE * 3, chunk_chars=10, chunk_delay=0.02)
+    async with simulators(claude_default=short) as (slack, claude):
+        async with replicas(slack, claude, redis_url) as (a, b):
+
+            def at_final(kind: str, message: SimMessage) -> bool:
+                text = message.visible_text()
+                return "Tokens:" in text and not message.has_button("stop_answer")
+
+            killed = kill_when(slack, a, at_final)
+            asked, _ = await ask(a, slack, "a short one")
+            await asyncio.wait_for(killed.wait(), 15)
+            await b.logged("janitor: usage already counted", timeout=LEASE * 5)
+            report = await usage_by_user(redis_url)
+            spend = await spend_of(redis_url, asked)
+            logs = b.logs(tail=None)
+    assert "already finished; recording that" in logs
+    [row] = report
+    assert (row["user"], row["answers"]) == (ALICE, 1)
+    assert (row["input_tokens"], row["output_tokens"]) == (1_234, 321)  # the owner's, exact
+    assert spend.user_day == spend.workspace_month
+    assert (spend.user_day.answers, spend.user_day.tokens) == (1, 1_234 + 321)
 
 
 async def test_start_up_recovery_never_takes_an_answer_of_this_process() -> None:

@@ -50,6 +50,7 @@ from bot.store import (
 )
 from bot.store.memory import TOMBSTONE_SECONDS
 from bot.store.redis_store import TEXT_KEEP_SECONDS
+from bot.usage import Usage
 from tests.conftest import T0, ManualClock
 
 # ============================================================================================
@@ -1629,6 +1630,7 @@ def used(
     day: str = DAY,
     team: str = "T1",
     cost: int | None = 1_000,
+    answer_id: str = "",
     **counts: int,
 ) -> UsageEntry:
     values = {"input_tokens": 100, "output_tokens": 50, **counts}
@@ -1640,6 +1642,7 @@ def used(
         day=day,
         month=day[:7],
         cost_micros=cost,
+        answer_id=answer_id,
         **values,
     )
 
@@ -1742,6 +1745,62 @@ async def test_replicas_adding_usage_at_once_lose_nothing(
     assert view.workspace_month == Spend(answers=60, tokens=60 * 150, cost_micros=60_000)
     cells = await store.usage_cells(since=DAY, until=DAY)
     assert sum(c.counts["answers"] for c in cells) == 60
+
+
+async def test_checkpoints_carry_an_answers_usage_to_the_janitor_that_claims_it(
+    store: Store, store_clock: ManualClock
+) -> None:
+    """What a janitor counts for an answer whose replica died: the usage its last lease call
+    carried, renewal or edit alike, read back whole and given to the claim."""
+    started = Usage(input_tokens=1_234, cache_read_input_tokens=50, output_tokens=1)
+    record = answer("a-1", usage=started)
+    await registered(store, record)
+    assert await store.get("a-1") == stored(record)  # a registration carries it too
+    grown = replace(started, input_tokens=2_000, output_tokens=77, web_search_requests=2)
+
+    renewed = await renew(store, record, Checkpoint(usage=Usage(input_tokens=5)))
+    assert renewed.state is LeaseState.HELD
+    edit = Checkpoint(usage=grown)
+    grant = await store.take_edit_token(
+        "T1", answer_id="a-1", token=record.token, checkpoint=edit, **ONE_A_MINUTE
+    )
+    assert grant.granted
+    store_clock.now = T0 + LEASE + 1
+    [claimed] = await store.claim_lapsed(new_owner="r9", incarnation="i9", lease_seconds=LEASE)
+
+    assert claimed.usage == grown and not claimed.usage_counted
+    assert await store.get("a-1") == claimed
+
+
+async def test_an_answers_usage_is_counted_once_however_many_replicas_try(
+    store: Store, store_factory: Callable[[], Store]
+) -> None:
+    """Its owner (just before dying) and the janitor finishing it may both count an answer:
+    the first marks its record in the same step, and the others add nothing. Entries of no
+    answer, and of an answer without a record, are counted each time."""
+    record = answer("a-1")
+    await registered(store, record)
+    entry = used("U1", answer_id="a-1")
+    replicas = [store, store_factory(), store_factory()]
+    totals = await asyncio.gather(
+        *(r.record_usage(entry, thresholds=NO_THRESHOLDS, keep=KEEP) for r in replicas * 3)
+    )
+    assert sorted(t.counted for t in totals) == [False] * 8 + [True]
+    one = Spend(answers=1, tokens=150, cost_micros=1_000)
+    assert {t.spend.user_day for t in totals} == {one}  # those not counted: the spend as it is
+    counted = await store.get("a-1")
+    assert counted is not None and counted.usage_counted
+
+    assert await finish(store, record) == LeaseState.HELD  # the tombstone keeps the mark
+    again = await store.record_usage(entry, thresholds=NO_THRESHOLDS, keep=KEEP)
+    assert not again.counted and again.spend.user_day == one
+    await add(
+        store, used("U1"), used("U1", answer_id="no-record"), used("U1", answer_id="no-record")
+    )
+    view = await store.usage_spend("T1", "U1", day=DAY, month=MONTH)
+    assert view.user_day.answers == view.workspace_month.answers == 4
+    [cell] = await store.usage_cells(since=DAY, until=DAY)
+    assert cell.counts["answers"] == 4
 
 
 async def test_each_threshold_is_crossed_by_exactly_one_answer(

@@ -5,8 +5,10 @@ each registration and each take-over) and a time on the store's own clock; every
 for the answer presents the token, so a replica that lost the answer can never act for it again.
 The same calls carry checkpoints: what the answer's message shows (its text, which message is
 current, how far the answer got), so that whoever finishes the message, the owner or a janitor,
-writes at least what readers already saw. A finished answer leaves a tombstone, so "finished"
-is never mistaken for "lost" (a Redis restarted empty).
+writes at least what readers already saw. Checkpoints also carry the answer's usage so far, so
+that a janitor can count an answer whose replica died; an answer's usage is counted once
+(`record_usage` marks its record in the same step). A finished answer leaves a tombstone, so
+"finished" is never mistaken for "lost" (a Redis restarted empty).
 
 Times are the store's: leases, buckets and expiries are measured by one clock (Redis `TIME`,
 or the memory store's), never by comparing the wall clocks of different machines. Tests inject
@@ -18,7 +20,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 from bot.lifecycle import Phase
@@ -35,6 +37,7 @@ from bot.store.ledger import (
     UsageTotals,
     VoteResult,
 )
+from bot.usage import Usage
 
 
 class StoreError(Exception):
@@ -74,14 +77,21 @@ class AnswerRecord:
     outcome: str = ""  # how it ended (tombstones only)
     model: str = ""
     dedupe_keys: tuple[str, ...] = ()  # claimed again if the record has to be registered again
+    # Claude's counts so far, as the stream reported them (checkpointed with the text).
+    usage: Usage = field(default_factory=Usage)
+    # Set by `record_usage` only (never registered): this answer's usage is in the counters.
+    usage_counted: bool = False
 
     def fields(self) -> dict[str, str]:
-        """The record as string fields (the text is kept apart: it grows by appends)."""
+        """The record as string fields (the text is kept apart: it grows by appends; the usage
+        marker is the ledger's to write)."""
         out: dict[str, str] = {}
         for name, value in asdict(self).items():
-            if name == "text":
+            if name in ("text", "usage_counted"):
                 continue
-            if isinstance(value, tuple | list):
+            if name == "usage":
+                out[name] = usage_json(self.usage)
+            elif isinstance(value, tuple | list):
                 out[name] = json.dumps(list(value))
             elif isinstance(value, float):
                 out[name] = f"{value:.17g}"
@@ -105,6 +115,10 @@ class AnswerRecord:
                 values[f.name] = int(value) if value else 0
             elif f.name == "phase":
                 values[f.name] = Phase(value)
+            elif f.name == "usage":
+                values[f.name] = usage_from_json(value)
+            elif f.name == "usage_counted":
+                values[f.name] = value == "1"
             else:
                 values[f.name] = value
         return cls(**values)
@@ -126,6 +140,7 @@ class Checkpoint:
     phase: Phase | None = None
     footer: str | None = None
     notes: tuple[str, ...] | None = None
+    usage: Usage | None = None
 
     def given(self) -> dict[str, Any]:
         """The fields to record (every edit builds one: read directly, not deep-copied)."""
@@ -137,10 +152,30 @@ class Checkpoint:
             given["notes"] = json.dumps(list(given["notes"]))
         if "phase" in given:
             given["phase"] = str(given["phase"])
+        if "usage" in given:
+            given["usage"] = usage_json(given["usage"])
         return json.dumps(given, ensure_ascii=False)
 
     def __bool__(self) -> bool:
         return any(getattr(self, f.name) is not None for f in fields(self))
+
+
+def usage_json(usage: Usage) -> str:
+    """A record's usage field: its non-zero counts, by name (a few dozen bytes)."""
+    counts = {name: n for name, n in asdict(usage).items() if n}
+    return json.dumps(counts, separators=(",", ":"))
+
+
+def usage_from_json(raw: str) -> Usage:
+    """The inverse of `usage_json`; counts it does not know (a newer release's) are ignored."""
+    try:
+        counts = json.loads(raw) if raw else {}
+    except ValueError:
+        return Usage()
+    if not isinstance(counts, dict):
+        return Usage()
+    known = {f.name for f in fields(Usage)}
+    return Usage(**{k: int(v) for k, v in counts.items() if k in known and isinstance(v, int)})
 
 
 class LeaseState(enum.StrEnum):
@@ -322,7 +357,12 @@ class Store(Protocol):
         self, entry: UsageEntry, *, thresholds: Thresholds, keep: UsageKeep
     ) -> UsageTotals:
         """Add one answer's usage to its cell and to the spend roll-ups, in one step; says
-        which `thresholds` this answer's addition crossed (from below to at or above)."""
+        which `thresholds` this answer's addition crossed (from below to at or above).
+
+        With `entry.answer_id`, the answer's record is marked counted in that same step, and
+        an answer whose record is marked already adds nothing (`UsageTotals.counted` False):
+        its owner and a janitor finishing it never both count it. An answer without a record
+        (unregistered, or its tombstone expired) is counted each time."""
         ...
 
     async def usage_spend(self, team_id: str, user: str, *, day: str, month: str) -> SpendView:

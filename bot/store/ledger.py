@@ -114,6 +114,7 @@ class UsageEntry:
     cache_write_tokens: int = 0
     server_tool_calls: int = 0
     cost_micros: int | None = 0  # None: the model's price is unknown
+    answer_id: str = ""  # its record is marked counted with it ("": no record to mark)
 
     @property
     def tokens(self) -> int:
@@ -169,6 +170,7 @@ class UsageTotals:
 
     spend: SpendView
     crossed: tuple[str, ...] = ()
+    counted: bool = True  # False: the answer's usage was counted before (nothing added now)
 
 
 @dataclass(frozen=True)

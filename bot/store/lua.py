@@ -45,9 +45,10 @@ local function index(prefix, f, thread_order)
 end
 """
 
-# Records what an answer's message shows. Text is appended where the stored text ends, only
-# if it ends where the caller thinks (a retried or racing append is refused, and the caller
-# sends the whole text next time). Returns 1 when the text was refused.
+# Records what an answer's message shows, and its usage so far (JSON, for a janitor to count).
+# Text is appended where the stored text ends, only if it ends where the caller thinks (a
+# retried or racing append is refused, and the caller sends the whole text next time).
+# Returns 1 when the text was refused.
 CHECKPOINT = """
 local function apply_checkpoint(answer_key, text_key, checkpoint_json, keep_ms)
   if checkpoint_json == '' then return 0 end
@@ -63,7 +64,7 @@ local function apply_checkpoint(answer_key, text_key, checkpoint_json, keep_ms)
       refused = 1
     end
   end
-  for _, name in ipairs({'message_ts', 'part', 'offset', 'phase', 'footer', 'notes'}) do
+  for _, name in ipairs({'message_ts', 'part', 'offset', 'phase', 'footer', 'notes', 'usage'}) do
     if cp[name] ~= nil then redis.call('HSET', answer_key, name, tostring(cp[name])) end
   end
   return refused
@@ -381,6 +382,14 @@ return 1
 
 # -- running for a company: usage, budgets, feedback, channel overrides (`ledger.py`) --------
 
+# A spend roll-up's answers, tokens and cost_micros, appended to `reply`.
+SPEND = """
+local function add_spend(reply, key)
+  local spend = redis.call('HMGET', key, 'answers', 'tokens', 'cost_micros')
+  for i = 1, 3 do reply[#reply + 1] = tonumber(spend[i] or '0') or 0 end
+end
+"""
+
 # KEYS: the asker's in-flight set, the workspace's in-flight set, the asker's day spend, the
 # asker's month spend, the workspace's month spend, the workspace's channel overrides.
 # ARGV: answer key prefix, channel ('' for none).
@@ -393,12 +402,10 @@ local user_day, user_month, team_month, overrides = KEYS[3], KEYS[4], KEYS[5], K
 local answer_prefix, channel = ARGV[1], ARGV[2]
 """
     + LIVE
+    + SPEND
     + """
 local reply = {live(user_set), live(team_set)}
-for _, key in ipairs({user_day, user_month, team_month}) do
-  local spend = redis.call('HMGET', key, 'answers', 'tokens', 'cost_micros')
-  for i = 1, 3 do reply[#reply + 1] = tonumber(spend[i] or '0') or 0 end
-end
+for _, key in ipairs({user_day, user_month, team_month}) do add_spend(reply, key) end
 local override = ''
 if channel ~= '' then override = redis.call('HGET', overrides, channel) or '' end
 reply[#reply + 1] = override
@@ -407,19 +414,34 @@ return reply
 )
 
 # KEYS: the day's cells, the asker's day spend, the asker's month spend, the workspace's month
-# spend, the index of days.
+# spend, the index of days, the answer's record.
 # ARGV: the cell's field prefix ('{user}|{channel}|{model}|'), the cell's increments (JSON
 # object of integers), tokens, cost_micros, day keep ms, month keep ms, index member, index
 # score (day number), oldest score kept, then the three thresholds (0: none) in the order of
-# ledger.BUDGETS. Returns the three spends after (answers, tokens, cost_micros each), then
-# 1/0 for each threshold this addition crossed.
-RECORD_USAGE = """
+# ledger.BUDGETS, then '1' to mark the answer's record counted ('' for no answer).
+# Returns the three spends after (answers, tokens, cost_micros each), then 1/0 for each
+# threshold this addition crossed, then 1 if counted now. A record marked `usage_counted`
+# already (its owner and a janitor may both try) adds nothing: the spends as they are, 0s.
+RECORD_USAGE = (
+    SPEND
+    + """
 local cells, user_day, user_month, team_month, days = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local answer_key = KEYS[6]
 local prefix, increments = ARGV[1], cjson.decode(ARGV[2])
 local tokens, cost = tonumber(ARGV[3]), tonumber(ARGV[4])
 local day_keep_ms, month_keep_ms = ARGV[5], ARGV[6]
 local member, score, oldest = ARGV[7], ARGV[8], ARGV[9]
 local thresholds = {tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])}
+local mark = ARGV[13] == '1'
+if mark and redis.call('EXISTS', answer_key) == 1 then
+  if redis.call('HGET', answer_key, 'usage_counted') == '1' then
+    local reply = {}
+    for _, key in ipairs({user_day, user_month, team_month}) do add_spend(reply, key) end
+    for _ = 1, 4 do reply[#reply + 1] = 0 end
+    return reply
+  end
+  redis.call('HSET', answer_key, 'usage_counted', '1')
+end
 for name, n in pairs(increments) do
   if n ~= 0 then redis.call('HINCRBY', cells, prefix .. name, n) end
 end
@@ -448,8 +470,10 @@ return {
   crossed(thresholds[1], ud_before[1], ud[2]),
   crossed(thresholds[2], um_before[2], um[3]),
   crossed(thresholds[3], tm_before[2], tm[3]),
+  1,
 }
 """
+)
 
 # KEYS: the answer's votes, the answer's day of cells, the index of days.
 # ARGV: voter, value, the cell's field prefix, votes keep ms, cell keep ms (0: the cell is past

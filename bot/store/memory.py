@@ -135,7 +135,10 @@ class MemoryStore(MemoryCancels, MemoryCaches, MemoryLedger):
         if existing is not None:
             self._unindex(existing)
         started = record.started_at or now
-        stored = replace(record, lease_until=now + lease_seconds, started_at=started)
+        # As in Redis, a registration writes a new record: its usage is not counted yet.
+        stored = replace(
+            record, lease_until=now + lease_seconds, started_at=started, usage_counted=False
+        )
         self._answers[record.answer_id] = stored
         self._tombstones.pop(record.answer_id, None)
         self._index(stored)
@@ -177,7 +180,7 @@ class MemoryStore(MemoryCancels, MemoryCaches, MemoryLedger):
         refused = False
         changes: dict[str, Any] = {
             name: value
-            for name in ("message_ts", "part", "offset", "phase", "footer", "notes")
+            for name in ("message_ts", "part", "offset", "phase", "footer", "notes", "usage")
             if (value := getattr(checkpoint, name)) is not None
         }
         if checkpoint.text is not None:
@@ -236,6 +239,15 @@ class MemoryStore(MemoryCancels, MemoryCaches, MemoryLedger):
 
     async def get(self, answer_id: str) -> AnswerRecord | None:
         return self._live(answer_id)
+
+    def _mark_usage_counted(self, answer_id: str) -> bool:
+        record = self._live(answer_id)
+        if record is None:
+            return True
+        if record.usage_counted:
+            return False
+        self._answers[answer_id] = replace(record, usage_counted=True)
+        return True
 
     async def count_in_flight(self, team_id: str, user: str) -> tuple[int, int]:
         return (

@@ -44,6 +44,11 @@ class MemoryLedger:
         """The answers' part counts them (`MemoryStore`); admission reads them with the spend."""
         raise NotImplementedError
 
+    def _mark_usage_counted(self, answer_id: str) -> bool:
+        """Mark the answer's record counted (the answers' part keeps records: `MemoryStore`);
+        False when it was already. An answer without a record is counted each time."""
+        raise NotImplementedError
+
     def _spend(self, key: tuple[str, str, str]) -> Spend:
         entry = self._ledger.spend.get(key)
         return entry[0] if entry is not None and entry[1] > self._clock() else Spend()
@@ -59,6 +64,11 @@ class MemoryLedger:
     async def record_usage(
         self, entry: UsageEntry, *, thresholds: Thresholds, keep: UsageKeep
     ) -> UsageTotals:
+        if entry.answer_id and not self._mark_usage_counted(entry.answer_id):
+            view = await self.usage_spend(
+                entry.team_id, entry.user, day=entry.day, month=entry.month
+            )
+            return UsageTotals(view, counted=False)
         ledger, now = self._ledger, self._clock()
         ledger.forget_expired(now)
         cells = ledger.live(ledger.cells, (entry.team_id, entry.day), now) or {}

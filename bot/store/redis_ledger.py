@@ -73,6 +73,7 @@ class RedisLedger(RedisBase):
                 ledger.user_spend(entry.team_id, entry.month, entry.user),
                 ledger.team_spend(entry.team_id, entry.month),
                 ledger.usage_days,
+                self._keys.answer(entry.answer_id),
             ],
             [
                 cell_field(entry.user, entry.channel, entry.model, ""),
@@ -85,11 +86,12 @@ class RedisLedger(RedisBase):
                 _day_number(entry.day),
                 _day_number(keep.oldest_day),
                 *thresholds.as_tuple(),
+                "1" if entry.answer_id else "",
             ],
         )
         numbers = [int(n) for n in reply]
         crossed = tuple(name for name, hit in zip(BUDGETS, numbers[9:12], strict=True) if hit)
-        return UsageTotals(_spend_view(numbers[:9]), crossed)
+        return UsageTotals(_spend_view(numbers[:9]), crossed, counted=bool(numbers[12]))
 
     async def usage_spend(self, team_id: str, user: str, *, day: str, month: str) -> SpendView:
         view = await self.admission_view(team_id, user, "", day=day, month=month)
