@@ -8,9 +8,7 @@ stream), so none outlives the answer. Stopping is a `StopRequest` value read at 
 over, or another registration answers the question) or by Slack refusing the message for
 good. The answer's task is never cancelled to stop it; only its stream child is, by itself.
 
-Whatever ends the stream, this replica writes the final message, except when the lease says
-another replica will (it finishes this same message) or that another registration answers the
-question (ours is removed).
+The finish and the tombstone are written by `finishing.Finisher`.
 """
 
 from __future__ import annotations
@@ -31,15 +29,16 @@ from bot.budgets import Calendar
 from bot.channels import ChannelFile, resolve
 from bot.claude import StreamState
 from bot.config import Settings
+from bot.finishing import Finisher
 from bot.lease import Lease
-from bot.lifecycle import Outcome, Phase, StopKind, StopRequest, advance, shutdown
+from bot.lifecycle import Outcome, Phase, StopRequest, advance, shutdown
 from bot.logs import ContextLog
 from bot.message import AnswerMessage, AnswerRef, Sent
 from bot.metrics import Metrics
 from bot.pacing import EditKind, MessagePacer, PacingPolicy
 from bot.publisher import Publisher
 from bot.question import BotIdentity, Question
-from bot.slackapi import Refusal, SlackCalls, SlackFailure
+from bot.slackapi import SlackCalls, SlackFailure
 from bot.store import AnswerRecord, Registration, Store, StoreError
 from bot.thread import ThreadReader
 from bot.usage_ledger import AnswerProfile, UsageLedger
@@ -47,11 +46,6 @@ from bot.usage_ledger import AnswerProfile, UsageLedger
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-
-# A short line in the thread when Slack still takes one (by `Refusal` value).
-REFUSAL_NOTICES = {
-    str(Refusal.MESSAGE_GONE): "The answer stopped because its message was deleted.",
-}
 
 
 @dataclass(frozen=True)
@@ -161,6 +155,20 @@ class Answer:
             know=self._know,
             files=self.profile.channel.switch("files", True),  # CHANNEL_SETTINGS_FILE's `files`
         )
+        self.finisher = Finisher(
+            state=self.state,
+            message=self.message,
+            lease=self.lease,
+            books=self.books,
+            asking=self.asking,
+            publisher=self.publisher,
+            threads=services.threads,
+            log=self.log,
+            phase=lambda: self.phase,
+            advance=self._advance,
+            know=self._know,
+            wanted=self._wanted,
+        )
 
     # -- stopping --------------------------------------------------------------------------------
 
@@ -200,7 +208,7 @@ class Answer:
                 outcome = await self._live(children, draining)
         except Exception:
             self.log.exception("answer failed unexpectedly")
-            outcome = await self._finish_after_bug()
+            outcome = await self.finisher.after_bug()
         finally:
             self.lease.release()
             metrics.answers_in_flight.dec()
@@ -235,7 +243,7 @@ class Answer:
             self._advance(Phase.STREAMING)
             self.lease.note(phase=Phase.STREAMING)
             await self._stream_and_publish(children)
-        return await self._end()
+        return await self.finisher.finish(self.stop, self.stream_error)
 
     async def _register(self) -> Registration | None:
         """None when the store is unreachable: the answer goes on unregistered (degraded)."""
@@ -310,117 +318,6 @@ class Answer:
         self.message.mentions = render.Mentions(
             names=known, live_users=self.s.settings.allow_user_mentions
         )
-
-    # -- the end ---------------------------------------------------------------------------------
-
-    async def _end(self) -> Outcome:
-        stop = self.stop
-        if stop is not None and not stop.finishes_here:
-            if stop.kind is StopKind.DISPLACED:
-                await self.message.delete_posted()
-            return stop.outcome
-        if stop is not None and stop.kind is StopKind.SLACK_REFUSED:
-            return await self._undeliverable(stop)
-        ending = self.books.close(
-            self.state,
-            stop=stop,
-            stream_error=self.stream_error,
-            dropped_turns=self.asking.asked.dropped_turns,
-        )
-        outcome, footer, notes, text = ending.outcome, ending.footer, ending.notes, ending.text
-        budget_note = await self.books.count_usage(self.state, outcome)  # one round trip
-        if footer and budget_note:
-            footer = f"{footer} · {budget_note}"
-        self.message.feedback = self.books.feedback(self.state, text)  # the final message's buttons
-        file_note = self.asking.asked.file_note
-        if file_note and outcome is not Outcome.FAILED:  # files not read: right after the text
-            notes = [file_note, *notes]
-        self._advance(Phase.FINISHING)
-        # Recorded with the final edit's budget token: whoever finishes writes this same text.
-        self.lease.note(text=text, phase=Phase.FINISHING, footer=footer or "", notes=tuple(notes))
-        if stop is not None and stop.kind is StopKind.USER:  # "stopped by" names who did
-            self._know(await self.s.threads.names([stop.detail]))
-        if outcome is Outcome.FAILED:
-            sent = await self.message.deliver(
-                render.error_payload(notes[0], mentions=self.message.mentions),
-                EditKind.FINAL,
-                wanted=self._wanted,
-            )
-        else:
-            sent = await self.message.finish(text, footer=footer, notes=notes)
-        if self.publisher.thread_status_set:  # an edit may not clear Slack's thread status
-            with contextlib.suppress(SlackFailure):
-                await self.s.slack.call(
-                    "assistant.threads.setStatus",
-                    channel_id=self.q.channel,
-                    thread_ts=self.q.thread_ts,
-                    status="",
-                )
-        if not sent.delivered:
-            return await self._final_not_delivered(sent)
-        self._advance(Phase.FINISHED)
-        if text and not self.publisher.first_shown:  # it all came before the first edit
-            self.s.metrics.time_to_first_text.observe(self.s.clock() - self.q.received_at)
-        self.books.tokens(self.state)
-        self.log.info(
-            "answer finished",
-            extra={
-                "outcome": str(outcome),
-                "stop_reason": self.state.stop_reason,
-                "chars": len(text),
-            },
-        )
-        await self.lease.finish(str(outcome))
-        return outcome
-
-    async def _final_not_delivered(self, sent: Sent) -> Outcome:
-        if sent.refusal is not None:
-            error = sent.failure.error if sent.failure else ""
-            return await self._undeliverable(
-                StopRequest(StopKind.SLACK_REFUSED, str(sent.refusal), error)
-            )
-        if not self.lease.held:
-            return Outcome.HANDED_OVER
-        # The record holds the final text (phase finishing): a janitor writes it once its
-        # lease lapses, and reads the message back first, so nothing is written twice.
-        self.log.error("final edit not delivered; leaving the answer to a janitor")
-        return Outcome.ABANDONED
-
-    async def _undeliverable(self, stop: StopRequest) -> Outcome:
-        """Slack refuses the message for good: end at once, one log line, a short note in the
-        thread where Slack still allows one."""
-        self.log.error(
-            "Slack refuses this answer's message for good; answer ended",
-            extra={"error": stop.detail, "refusal": stop.reason},
-        )
-        notice = REFUSAL_NOTICES.get(stop.reason)
-        if notice is not None:
-            await self.message.notice(notice)
-        if self.phase is not Phase.FINISHING:
-            self._advance(Phase.FINISHING)
-        self._advance(Phase.FINISHED)
-        await self.lease.finish(str(Outcome.UNDELIVERABLE))
-        return Outcome.UNDELIVERABLE
-
-    async def _finish_after_bug(self) -> Outcome:
-        """Last resort after a bug: keep what was shown, end with [interrupted]; never raise.
-        Without a message there is nothing to edit: the record stays for a janitor."""
-        if self.phase is Phase.FINISHED or not self.message.ts or not self.lease.held:
-            return Outcome.ABANDONED
-        try:
-            sent = await self.message.finish(
-                self.state.text(),
-                footer=None,
-                notes=[render.interrupted_note("an unexpected error occurred")],
-                deadline=30.0,
-            )
-        except Exception:
-            self.log.exception("could not finish the message after an error")
-            return Outcome.ABANDONED
-        if sent.delivered:
-            await self.lease.finish(str(Outcome.INTERRUPTED))
-            return Outcome.INTERRUPTED
-        return Outcome.ABANDONED
 
 
 def new_record(

@@ -7,7 +7,8 @@ usage so far rides along with the next lease call too, so that a janitor finishi
 after its replica died can count it.
 
 The publisher stops when the stream ends or the answer is asked to stop (`ending`); Slack
-refusing the message for good becomes a stop request, never a retry."""
+refusing the message for good becomes a stop request, never a retry. After the final edit it
+clears the thread's status line, and times the first text if only that edit showed any."""
 
 from __future__ import annotations
 
@@ -202,6 +203,16 @@ class Publisher:
             with contextlib.suppress(SlackFailure):
                 await self.message.update(payload, EditKind.STATUS, wanted=self.wanted)
         await self._thread_status("Thinking…")
+
+    async def clear_thread_status(self) -> None:
+        """At the end: an edit may not clear the status line Slack shows for the thread."""
+        await self._thread_status(None)
+
+    def final_shown(self, text: str) -> None:
+        """The final edit showed `text`: when all of it came before the first edit, that was
+        the first text readers saw."""
+        if text and not self.first_shown:
+            self.metrics.time_to_first_text.observe(self.clock() - self.q.received_at)
 
     async def _thread_status(self, activity: str | None) -> None:
         """The thread's status line where Slack shows one (assistant threads), best effort:
