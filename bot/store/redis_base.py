@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
-from bot.store import lua
+from bot.store import lua, lua_ledger
 from bot.store.contract import StoreError
 from bot.store.keys import DEFAULT_PREFIX, Keys
 
@@ -63,7 +63,8 @@ class RedisBase:
         self._keys = Keys(prefix)
         self._clock = clock
         self._closed = asyncio.Event()  # also ends every `cancel_signals` iteration
-        self._scripts = {name: client.register_script(body) for name, body in lua.SCRIPTS.items()}
+        scripts = {**lua.SCRIPTS, **lua_ledger.SCRIPTS}
+        self._scripts = {name: client.register_script(body) for name, body in scripts.items()}
 
     @classmethod
     def from_url(
@@ -95,7 +96,8 @@ class RedisBase:
         return "" if self._clock is None else f"{self._clock():.17g}"
 
     async def _run(self, name: str, keys: list[str], args: list[EncodableT]) -> Any:
-        """Run the script `lua.SCRIPTS[name]`: one atomic step, one round trip."""
+        """Run the script `name` (`lua.SCRIPTS`, `lua_ledger.SCRIPTS`): one atomic step, one round
+        trip."""
         with translated(name):
             return await self._scripts[name](keys=keys, args=args)
 
