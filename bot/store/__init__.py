@@ -4,8 +4,8 @@ company, the usage ledger (usage, budgets' spend, feedback, channel overrides) a
 
 `MemoryStore` serves a lone replica; `RedisStore` lets replicas share one Redis. The contract,
 the records and the clock are in `contract.py` (the ledger's records in `ledger.py`); key shapes
-in `keys.py`; the atomic steps in `lua.py` (the ledger's in `lua_ledger.py`); `InstrumentedStore` measures every call, whoever
-makes it.
+in `keys.py`; the atomic steps in `lua.py` (the ledger's in `lua_ledger.py`);
+`InstrumentedStore` measures every call, whoever makes it.
 
 Each store is built from parts, one concept each, in modules of their own: the answers' life
 (`memory`, `redis_store`), Stop (`*_cancels`), copies of what was read from Slack (`*_caches`)

@@ -1,8 +1,8 @@
 """The usage ledger as `RedisStore` keeps it for every replica: usage counters and the
 budgets' spend, feedback votes and the channel overrides admins set (records: `ledger.py`;
 keys: `keys.LedgerKeys`). Each write that must not interleave with another replica's is one
-script (`lua_ledger`: `ADMISSION_VIEW`, `RECORD_USAGE`, `RECORD_FEEDBACK`). A mixin of `RedisStore` (the
-package docstring says why)."""
+script (`lua_ledger`: `ADMISSION_VIEW`, `RECORD_USAGE`, `RECORD_FEEDBACK`). A mixin of
+`RedisStore` (the package docstring says why)."""
 
 from __future__ import annotations
 
