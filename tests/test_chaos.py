@@ -233,6 +233,7 @@ async def test_chaos(redis_server: RedisServer, redis_url: str) -> None:
         if a.fault in LOOKS_UP and "Tokens:" in text and "Sources" not in text:
             problems.append(f"{label}: a cited answer without its Sources list")
     assert problems == [], "\n".join(problems)
-    assert len(asked) >= 40
-    assert {a.fault for a in asked} == {f for f, _ in FAULTS}  # every kind of fault happened
+    # Every planned question was asked: the plan holds every kind of fault by construction, so
+    # checking the kinds again here could not fail.
+    assert len(asked) == PEOPLE
     assert "Traceback" not in logs
